@@ -1,0 +1,171 @@
+import os from 'node:os';
+import { text } from 'node:stream/consumers';
+import { UserError } from '../errors.ts';
+import { isNotFound, type Storage, StorageError } from '../storage/storage.ts';
+import { version } from '../version.ts';
+import { backupIdWithSequence, baseBackupId, compareIdsNewestFirst } from './ids.ts';
+import { type Manifest, manifestSchema, parseManifest, type Verification, verificationSchema } from './manifest.ts';
+
+export const manifestName = 'manifest.json';
+/** Written when a backup starts and removed when it commits; it dates an unfinished backup. */
+export const inProgressName = 'in-progress.json';
+export const verificationsDir = 'verifications/';
+
+/** One backup folder as listed: committed or not, with its objects. */
+export interface BackupEntry {
+  set: string;
+  id: string;
+  committed: boolean;
+  inProgress: boolean;
+  bytes: number;
+  objects: string[];
+  verifications: string[];
+  /** The newest modification time of its objects. */
+  modified: Date;
+}
+
+/** A backup being written: artifacts go under its folder, then `commit` writes the manifest. */
+export interface PendingBackup {
+  set: string;
+  id: string;
+  key(name: string): string;
+}
+
+/** The catalog: sets and backups in one storage, and the commit protocol. */
+export class Catalog {
+  readonly storage: Storage;
+
+  constructor(storage: Storage) {
+    this.storage = storage;
+  }
+
+  /** Reserves a fresh backup id in `set` for `mode` at `now`; a taken minute gets -2, -3, … */
+  async begin(set: string, mode: string, now: Date): Promise<PendingBackup> {
+    const base = baseBackupId(now, mode);
+    const taken = new Set<string>();
+    for await (const item of this.storage.list(`${set}/${base}`)) taken.add(item.key.split('/')[1]!);
+    for (let n = 1; n < 1000; n++) {
+      const id = backupIdWithSequence(base, n);
+      if (taken.has(id)) continue;
+      const marker = JSON.stringify({ id, set, startedAt: now.toISOString(), host: os.hostname(), tool: { name: 'lifeboat', version } });
+      try {
+        await this.storage.putBytes(`${set}/${id}/${inProgressName}`, Buffer.from(marker), { ifAbsent: true });
+      } catch (error) {
+        if (error instanceof StorageError && error.code === 'exists') continue;
+        throw error;
+      }
+      return { set, id, key: (name) => `${set}/${id}/${name}` };
+    }
+    throw new Error(`set ${set}: could not find a free backup id for ${base}`);
+  }
+
+  /** Writes the manifest (the commit point; it never overwrites one) and clears the marker. */
+  async commit(pending: PendingBackup, manifest: Manifest): Promise<void> {
+    const valid = manifestSchema.parse(manifest);
+    await this.storage.putBytes(pending.key(manifestName), Buffer.from(`${JSON.stringify(valid, null, 2)}\n`), { ifAbsent: true });
+    await this.storage.delete([pending.key(inProgressName)]);
+  }
+
+  /** Removes what an unfinished backup wrote; best effort, prune removes anything left. */
+  async abandon(pending: PendingBackup): Promise<void> {
+    const keys: string[] = [];
+    for await (const item of this.storage.list(`${pending.set}/${pending.id}/`)) keys.push(item.key);
+    const rest = keys.filter((k) => !k.endsWith(`/${inProgressName}`));
+    await this.storage.delete(rest);
+    await this.storage.delete([pending.key(inProgressName)]);
+  }
+
+  async listSets(): Promise<string[]> {
+    return (await this.storage.listDirs('')).map((d) => d.replace(/\/$/, ''));
+  }
+
+  /** Every backup folder in `set`, newest first, committed or not. */
+  async listBackups(set: string): Promise<BackupEntry[]> {
+    const byId = new Map<string, BackupEntry>();
+    for await (const item of this.storage.list(`${set}/`)) {
+      const [, id, ...rest] = item.key.split('/');
+      if (!id || rest.length === 0) continue;
+      let entry = byId.get(id);
+      if (!entry) {
+        entry = { set, id, committed: false, inProgress: false, bytes: 0, objects: [], verifications: [], modified: item.modified };
+        byId.set(id, entry);
+      }
+      const name = rest.join('/');
+      entry.objects.push(item.key);
+      entry.bytes += item.size;
+      if (item.modified > entry.modified) entry.modified = item.modified;
+      if (name === manifestName) entry.committed = true;
+      else if (name === inProgressName) entry.inProgress = true;
+      else if (name.startsWith(verificationsDir) && name.endsWith('.json')) entry.verifications.push(item.key);
+    }
+    for (const entry of byId.values()) entry.verifications.sort();
+    return [...byId.values()].sort((a, b) => compareIdsNewestFirst(a.id, b.id));
+  }
+
+  async readManifest(set: string, id: string): Promise<Manifest> {
+    const where = `backup ${set}/${id} in ${this.storage.url}`;
+    const body = await this.storage.get(`${set}/${id}/${manifestName}`);
+    return parseManifest(await text(body), where);
+  }
+
+  /**
+   * The committed backup that `ref` names: `latest` or an id. Refuses, with the reason, a set
+   * without backups, an id that does not exist, and a backup that was never committed.
+   */
+  async resolve(set: string, ref: string): Promise<Manifest> {
+    const backups = await this.listBackups(set);
+    if (ref === 'latest') {
+      const newest = backups.find((b) => b.committed);
+      if (!newest) {
+        const sets = await this.listSets();
+        const known = sets.length ? `sets here: ${sets.join(', ')}` : 'the storage holds no sets';
+        throw new UserError(`set: '${set}' has no committed backup in ${this.storage.url} (${known})`);
+      }
+      return this.readManifest(set, newest.id);
+    }
+    const entry = backups.find((b) => b.id === ref);
+    if (!entry) {
+      const recent = backups.filter((b) => b.committed).slice(0, 3).map((b) => b.id);
+      throw new UserError(
+        `backup: '${ref}' does not exist in set '${set}' of ${this.storage.url}${recent.length ? `; newest: ${recent.join(', ')}` : ''}`,
+      );
+    }
+    if (!entry.committed) {
+      throw new UserError(
+        `backup: '${ref}' in set '${set}' was never committed (no ${manifestName}): it is unfinished or still being written, and cannot be restored`,
+      );
+    }
+    return this.readManifest(set, ref);
+  }
+
+  async recordVerification(record: Verification): Promise<string> {
+    const valid = verificationSchema.parse(record);
+    const key = `${record.set}/${record.backupId}/${verificationsDir}${record.at.replace(/[:.]/g, '-')}.json`;
+    await this.storage.putBytes(key, Buffer.from(`${JSON.stringify(valid, null, 2)}\n`));
+    return key;
+  }
+
+  /** The newest verification record of a backup, if any. */
+  async lastVerification(entry: BackupEntry): Promise<Verification | undefined> {
+    const key = entry.verifications.at(-1);
+    if (!key) return undefined;
+    try {
+      return verificationSchema.parse(JSON.parse(await text(await this.storage.get(key))));
+    } catch (error) {
+      if (isNotFound(error)) return undefined;
+      throw error;
+    }
+  }
+
+  /**
+   * Deletes a backup manifest first, so that a crash part-way leaves an uncommitted folder
+   * (which prune removes) and never a committed backup with missing artifacts.
+   */
+  async deleteBackup(entry: BackupEntry): Promise<void> {
+    const manifest = `${entry.set}/${entry.id}/${manifestName}`;
+    await this.storage.delete([manifest]);
+    await this.storage.delete(entry.objects.filter((k) => k !== manifest));
+  }
+}
+
+export type { Manifest };

@@ -1,0 +1,170 @@
+import { DefaultAzureCredential } from '@azure/identity';
+import { BlobServiceClient, type ContainerClient, StorageSharedKeyCredential } from '@azure/storage-blob';
+import type { Readable } from 'node:stream';
+import { forEachLimit, joinKey, type ObjectInfo, type Storage, StorageError } from './storage.ts';
+
+const blockSize = 8 * 1024 * 1024;
+const parallelBlocks = 4;
+
+/** The blob service client, from the standard Azure variables. */
+function serviceClient(url: string, env: NodeJS.ProcessEnv): BlobServiceClient {
+  if (env.AZURE_STORAGE_CONNECTION_STRING) {
+    try {
+      return BlobServiceClient.fromConnectionString(env.AZURE_STORAGE_CONNECTION_STRING);
+    } catch (error) {
+      throw new StorageError('credentials', `storage ${url}: AZURE_STORAGE_CONNECTION_STRING is not a valid connection string`, { cause: error });
+    }
+  }
+  const account = env.AZURE_STORAGE_ACCOUNT;
+  if (!account) {
+    throw new StorageError(
+      'credentials',
+      `storage ${url}: no Azure credentials found; set AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT with azure/login (or AZURE_STORAGE_KEY)`,
+    );
+  }
+  const endpoint = env.AZURE_STORAGE_BLOB_ENDPOINT || `https://${account}.blob.core.windows.net`;
+  const credential = env.AZURE_STORAGE_KEY
+    ? new StorageSharedKeyCredential(account, env.AZURE_STORAGE_KEY)
+    : new DefaultAzureCredential();
+  return new BlobServiceClient(endpoint, credential);
+}
+
+/**
+ * Azure Blob Storage. Streams go up as block blobs with parallel blocks (nothing is
+ * visible until the block list is committed); `ifAbsent` is an If-None-Match: * condition.
+ */
+export class AzureStorage implements Storage {
+  readonly url: string;
+  private readonly prefix: string;
+  private readonly containerName: string;
+  private readonly env: NodeJS.ProcessEnv;
+  private client?: ContainerClient;
+
+  constructor(url: string, container: string, prefix: string, env = process.env) {
+    this.url = url;
+    this.prefix = prefix;
+    this.containerName = container;
+    this.env = env;
+  }
+
+  private get container(): ContainerClient {
+    this.client ??= serviceClient(this.url, this.env).getContainerClient(this.containerName);
+    return this.client;
+  }
+
+  private key(key: string): string {
+    return joinKey(this.prefix, key);
+  }
+
+  private fail(error: unknown, what: string): never {
+    throw azureError(error, this.url, what, this.containerName);
+  }
+
+  async check(): Promise<void> {
+    const exists = await this.container.exists().catch((error) => this.fail(error, `container ${this.containerName}`));
+    if (!exists) this.fail({ statusCode: 404, code: 'ContainerNotFound' }, `container ${this.containerName}`);
+  }
+
+  async putStream(key: string, body: Readable, signal?: AbortSignal): Promise<void> {
+    const failed = new Promise<never>((_, reject) => body.once('error', reject));
+    await Promise.race([
+      this.container.getBlockBlobClient(this.key(key)).uploadStream(body, blockSize, parallelBlocks, { abortSignal: signal }),
+      failed,
+    ]).catch((error) => {
+      if (signal?.aborted || !(error as { statusCode?: unknown }).statusCode) throw error;
+      this.fail(error, key);
+    });
+  }
+
+  async putBytes(key: string, body: Uint8Array, options: { ifAbsent?: boolean } = {}): Promise<void> {
+    await this.container
+      .getBlockBlobClient(this.key(key))
+      .upload(body, body.byteLength, {
+        blobHTTPHeaders: key.endsWith('.json') ? { blobContentType: 'application/json' } : undefined,
+        conditions: options.ifAbsent ? { ifNoneMatch: '*' } : undefined,
+      })
+      .catch((error) => this.fail(error, key));
+  }
+
+  async get(key: string, signal?: AbortSignal): Promise<Readable> {
+    const response = await this.container
+      .getBlobClient(this.key(key))
+      .download(0, undefined, { abortSignal: signal, maxRetryRequests: 5 })
+      .catch((error) => this.fail(error, key));
+    return response.readableStreamBody as Readable;
+  }
+
+  async head(key: string): Promise<ObjectInfo | undefined> {
+    try {
+      const props = await this.container.getBlobClient(this.key(key)).getProperties();
+      return { key, size: props.contentLength ?? 0, modified: props.lastModified ?? new Date(0) };
+    } catch (error) {
+      const code = (error as { code?: string }).code;
+      if ((error as { statusCode?: number }).statusCode === 404 && code !== 'ContainerNotFound') return undefined;
+      this.fail(error, key);
+    }
+  }
+
+  async *list(prefix: string): AsyncIterable<ObjectInfo> {
+    const strip = this.prefix ? joinKey(this.prefix, '').length : 0;
+    try {
+      for await (const page of this.container.listBlobsFlat({ prefix: this.key(prefix) }).byPage({ maxPageSize: 5000 })) {
+        for (const blob of page.segment.blobItems) {
+          yield { key: blob.name.slice(strip), size: blob.properties.contentLength ?? 0, modified: blob.properties.lastModified };
+        }
+      }
+    } catch (error) {
+      this.fail(error, `list ${prefix || '/'}`);
+    }
+  }
+
+  async listDirs(prefix: string): Promise<string[]> {
+    const strip = this.prefix ? joinKey(this.prefix, '').length : 0;
+    const dirs: string[] = [];
+    try {
+      for await (const item of this.container.listBlobsByHierarchy('/', { prefix: this.key(prefix) })) {
+        if (item.kind === 'prefix') dirs.push(item.name.slice(strip));
+      }
+    } catch (error) {
+      this.fail(error, `list ${prefix || '/'}`);
+    }
+    return dirs.sort();
+  }
+
+  async delete(keys: string[]): Promise<void> {
+    await forEachLimit(keys, 16, async (key) => {
+      await this.container
+        .getBlobClient(this.key(key))
+        .deleteIfExists()
+        .catch((error) => this.fail(error, `delete ${key}`));
+    });
+  }
+}
+
+export function azureError(error: unknown, url: string, what: string, container: string): StorageError {
+  if (error instanceof StorageError) return error;
+  const status = (error as { statusCode?: number }).statusCode;
+  const code = (error as { code?: string }).code ?? '';
+  const detail = (error as Error).message ?? String(error);
+  const where = `storage ${url}`;
+  if ((error as Error).name === 'CredentialUnavailableError' || /CredentialUnavailable|ChainedTokenCredential/.test(detail)) {
+    return new StorageError('credentials', `${where}: no Azure credentials available; use azure/login, or set AZURE_STORAGE_CONNECTION_STRING`, { cause: error });
+  }
+  if (code === 'ContainerNotFound') {
+    return new StorageError('no-bucket', `${where}: the container '${container}' does not exist; create it first or fix the storage input`, { cause: error });
+  }
+  if (status === 404) return new StorageError('not-found', `${where}: '${what}' does not exist`, { cause: error });
+  if (code === 'BlobAlreadyExists' || status === 409 || status === 412) {
+    return new StorageError('exists', `${where}: '${what}' already exists`, { cause: error });
+  }
+  if (code === 'AuthenticationFailed' || status === 401) {
+    return new StorageError('credentials', `${where}: the Azure credentials were rejected (${code || status}); check the account key or token`, { cause: error });
+  }
+  if (status === 403) {
+    return new StorageError('denied', `${where}: access denied for ${what}; the minimal role is Storage Blob Data Contributor on the container`, { cause: error });
+  }
+  if (/^(ECONNREFUSED|ENOTFOUND|EAI_AGAIN|ECONNRESET|ETIMEDOUT|REQUEST_SEND_ERROR)$/.test(code)) {
+    return new StorageError('unreachable', `${where}: cannot reach Azure Blob Storage (${code}); check the endpoint and the network`, { cause: error });
+  }
+  return new StorageError('invalid', `${where}: ${what} failed${status ? ` (HTTP ${status} ${code})` : ''}: ${detail}`, { cause: error });
+}

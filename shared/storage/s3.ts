@@ -1,0 +1,239 @@
+import {
+  DeleteObjectsCommand,
+  GetObjectCommand,
+  HeadBucketCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  type S3ClientConfig,
+} from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import type { Readable } from 'node:stream';
+import { joinKey, type ObjectInfo, type Storage, StorageError } from './storage.ts';
+
+export const s3PartSize = 8 * 1024 * 1024;
+export const s3QueueSize = 4;
+
+/** The endpoint for S3-compatible servers, from the standard variables. */
+export function s3Endpoint(env = process.env): string | undefined {
+  return env.AWS_ENDPOINT_URL_S3 || env.AWS_ENDPOINT_URL || undefined;
+}
+
+/**
+ * AWS S3 and S3-compatible servers (MinIO, Ceph, R2). Credentials come from the SDK's own
+ * chain (environment, profile, web identity / OIDC, instance role). With a custom endpoint
+ * the client uses path-style addressing and sends checksums only where an operation
+ * requires one: many S3-compatible servers store the SDK's streamed checksum framing
+ * inside the object.
+ */
+export class S3Storage implements Storage {
+  readonly url: string;
+  private readonly bucket: string;
+  private readonly prefix: string;
+  private readonly client: S3Client;
+
+  constructor(url: string, bucket: string, prefix: string, env = process.env) {
+    this.url = url;
+    this.bucket = bucket;
+    this.prefix = prefix;
+    const endpoint = s3Endpoint(env);
+    const config: S3ClientConfig = {
+      region: env.AWS_REGION || env.AWS_DEFAULT_REGION || 'us-east-1',
+      maxAttempts: 4,
+    };
+    if (endpoint) {
+      config.endpoint = endpoint;
+      config.forcePathStyle = true;
+      config.requestChecksumCalculation = 'WHEN_REQUIRED';
+      config.responseChecksumValidation = 'WHEN_REQUIRED';
+    }
+    this.client = new S3Client(config);
+  }
+
+  private key(key: string): string {
+    return joinKey(this.prefix, key);
+  }
+
+  private fail(error: unknown, what: string): never {
+    throw s3Error(error, this.url, what, this.bucket);
+  }
+
+  async check(): Promise<void> {
+    try {
+      await this.client.send(new HeadBucketCommand({ Bucket: this.bucket }));
+    } catch (error) {
+      this.fail(error, `bucket ${this.bucket}`);
+    }
+  }
+
+  async putStream(key: string, body: Readable, signal?: AbortSignal): Promise<void> {
+    const upload = new Upload({
+      client: this.client,
+      params: { Bucket: this.bucket, Key: this.key(key), Body: body },
+      partSize: s3PartSize,
+      queueSize: s3QueueSize,
+      leavePartsOnError: false,
+    });
+    const abort = () => void upload.abort().catch(() => {});
+    signal?.addEventListener('abort', abort, { once: true });
+    // A failing source stream must fail the upload, not leave it waiting for more parts.
+    const failed = new Promise<never>((_, reject) => body.once('error', reject));
+    failed.catch(() => abort());
+    try {
+      await Promise.race([upload.done(), failed]);
+    } catch (error) {
+      if (error instanceof StorageError) throw error;
+      if (signal?.aborted) throw signal.reason;
+      if (!(error as { $metadata?: unknown }).$metadata) throw error; // the source failed, not S3
+      this.fail(error, key);
+    } finally {
+      signal?.removeEventListener('abort', abort);
+    }
+  }
+
+  async putBytes(key: string, body: Uint8Array, options: { ifAbsent?: boolean } = {}): Promise<void> {
+    try {
+      await this.client.send(
+        new PutObjectCommand({
+          Bucket: this.bucket,
+          Key: this.key(key),
+          Body: body,
+          ContentType: key.endsWith('.json') ? 'application/json' : undefined,
+          IfNoneMatch: options.ifAbsent ? '*' : undefined,
+        }),
+      );
+    } catch (error) {
+      this.fail(error, key);
+    }
+  }
+
+  async get(key: string, signal?: AbortSignal): Promise<Readable> {
+    try {
+      const result = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.key(key) }), {
+        abortSignal: signal,
+      });
+      return result.Body as Readable;
+    } catch (error) {
+      this.fail(error, key);
+    }
+  }
+
+  async head(key: string): Promise<ObjectInfo | undefined> {
+    try {
+      const result = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: this.key(key) }));
+      return { key, size: result.ContentLength ?? 0, modified: result.LastModified ?? new Date(0) };
+    } catch (error) {
+      if (status(error) === 404 && errorName(error) !== 'NoSuchBucket') return undefined;
+      this.fail(error, key);
+    }
+  }
+
+  async *list(prefix: string): AsyncIterable<ObjectInfo> {
+    const strip = this.prefix ? joinKey(this.prefix, '').length : 0;
+    let token: string | undefined;
+    do {
+      const page = await this.client
+        .send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.key(prefix), ContinuationToken: token }))
+        .catch((error) => this.fail(error, `list ${prefix || '/'}`));
+      for (const item of page.Contents ?? []) {
+        if (!item.Key) continue;
+        yield { key: item.Key.slice(strip), size: item.Size ?? 0, modified: item.LastModified ?? new Date(0) };
+      }
+      token = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (token);
+  }
+
+  async listDirs(prefix: string): Promise<string[]> {
+    const full = this.key(prefix);
+    const strip = this.prefix ? joinKey(this.prefix, '').length : 0;
+    const dirs: string[] = [];
+    let token: string | undefined;
+    do {
+      try {
+        const page = await this.client.send(
+          new ListObjectsV2Command({ Bucket: this.bucket, Prefix: full, Delimiter: '/', ContinuationToken: token }),
+        );
+        for (const p of page.CommonPrefixes ?? []) if (p.Prefix) dirs.push(p.Prefix.slice(strip));
+        token = page.IsTruncated ? page.NextContinuationToken : undefined;
+      } catch (error) {
+        this.fail(error, `list ${prefix || '/'}`);
+      }
+    } while (token);
+    return dirs.sort();
+  }
+
+  async delete(keys: string[]): Promise<void> {
+    for (let i = 0; i < keys.length; i += 1000) {
+      const batch = keys.slice(i, i + 1000);
+      try {
+        const result = await this.client.send(
+          new DeleteObjectsCommand({
+            Bucket: this.bucket,
+            Delete: { Objects: batch.map((k) => ({ Key: this.key(k) })), Quiet: true },
+          }),
+        );
+        const failed = (result.Errors ?? []).filter((e) => e.Code !== 'NoSuchKey');
+        if (failed.length > 0) {
+          const first = failed[0]!;
+          throw new StorageError(
+            first.Code === 'AccessDenied' ? 'denied' : 'invalid',
+            `storage ${this.url}: could not delete ${failed.length} object(s), first ${first.Key}: ${first.Code} ${first.Message ?? ''}`.trim(),
+          );
+        }
+      } catch (error) {
+        if (error instanceof StorageError) throw error;
+        this.fail(error, `delete ${batch.length} object(s)`);
+      }
+    }
+  }
+}
+
+function status(error: unknown): number | undefined {
+  return (error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+}
+
+function errorName(error: unknown): string {
+  return (error as { name?: string; Code?: string }).Code ?? (error as Error).name ?? '';
+}
+
+/** Translates an AWS SDK error into a StorageError that says what to do. */
+export function s3Error(error: unknown, url: string, what: string, bucket: string): StorageError {
+  if (error instanceof StorageError) return error;
+  const name = errorName(error);
+  const code = status(error);
+  const detail = (error as Error).message || name;
+  const where = `storage ${url}`;
+  if (name === 'CredentialsProviderError' || /Could not load credentials/i.test(detail)) {
+    return new StorageError(
+      'credentials',
+      `${where}: no AWS credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or use aws-actions/configure-aws-credentials`,
+      { cause: error },
+    );
+  }
+  if (name === 'NoSuchBucket' || (code === 404 && /bucket/i.test(what))) {
+    return new StorageError('no-bucket', `${where}: the bucket '${bucket}' does not exist; create it first or fix the storage input`, { cause: error });
+  }
+  if (name === 'NoSuchKey' || name === 'NotFound' || code === 404) {
+    return new StorageError('not-found', `${where}: '${what}' does not exist`, { cause: error });
+  }
+  if (name === 'PreconditionFailed' || code === 412 || name === 'ConditionalRequestConflict') {
+    return new StorageError('exists', `${where}: '${what}' already exists`, { cause: error });
+  }
+  if (['InvalidAccessKeyId', 'SignatureDoesNotMatch', 'ExpiredToken', 'InvalidToken'].includes(name)) {
+    return new StorageError('credentials', `${where}: the AWS credentials were rejected (${name}); check the access key, secret and session token`, { cause: error });
+  }
+  if (name === 'AccessDenied' || code === 403) {
+    return new StorageError(
+      'denied',
+      `${where}: access denied for ${what}; the minimal permissions are s3:PutObject, s3:GetObject, s3:DeleteObject, s3:AbortMultipartUpload, s3:ListMultipartUploadParts on the objects and s3:ListBucket on the bucket`,
+      { cause: error },
+    );
+  }
+  const system = (error as NodeJS.ErrnoException).code;
+  if (system && /^(ECONNREFUSED|ENOTFOUND|EAI_AGAIN|ECONNRESET|ETIMEDOUT|EHOSTUNREACH)$/.test(system)) {
+    return new StorageError('unreachable', `${where}: cannot reach the S3 endpoint (${system}); check AWS_ENDPOINT_URL_S3 and the network`, { cause: error });
+  }
+  return new StorageError('invalid', `${where}: ${what} failed: ${name}${code ? ` (HTTP ${code})` : ''}: ${detail}`, { cause: error });
+}
+
