@@ -4,7 +4,13 @@ import { UserError } from '../errors.ts';
 import { isNotFound, type Storage, StorageError } from '../storage/storage.ts';
 import { version } from '../version.ts';
 import { backupIdWithSequence, baseBackupId, compareIdsNewestFirst } from './ids.ts';
-import { type Manifest, manifestSchema, parseManifest, type Verification, verificationSchema } from './manifest.ts';
+import {
+  type Manifest,
+  manifestSchema,
+  parseManifest,
+  type Verification,
+  verificationSchema,
+} from './manifest.ts';
 
 export const manifestName = 'manifest.json';
 /** Written when a backup starts and removed when it commits; it dates an unfinished backup. */
@@ -47,9 +53,17 @@ export class Catalog {
     for (let n = 1; n < 1000; n++) {
       const id = backupIdWithSequence(base, n);
       if (taken.has(id)) continue;
-      const marker = JSON.stringify({ id, set, startedAt: now.toISOString(), host: os.hostname(), tool: { name: 'lifeboat', version } });
+      const marker = JSON.stringify({
+        id,
+        set,
+        startedAt: now.toISOString(),
+        host: os.hostname(),
+        tool: { name: 'lifeboat', version },
+      });
       try {
-        await this.storage.putBytes(`${set}/${id}/${inProgressName}`, Buffer.from(marker), { ifAbsent: true });
+        await this.storage.putBytes(`${set}/${id}/${inProgressName}`, Buffer.from(marker), {
+          ifAbsent: true,
+        });
       } catch (error) {
         if (error instanceof StorageError && error.code === 'exists') continue;
         throw error;
@@ -62,7 +76,11 @@ export class Catalog {
   /** Writes the manifest (the commit point; it never overwrites one) and clears the marker. */
   async commit(pending: PendingBackup, manifest: Manifest): Promise<void> {
     const valid = manifestSchema.parse(manifest);
-    await this.storage.putBytes(pending.key(manifestName), Buffer.from(`${JSON.stringify(valid, null, 2)}\n`), { ifAbsent: true });
+    await this.storage.putBytes(
+      pending.key(manifestName),
+      Buffer.from(`${JSON.stringify(valid, null, 2)}\n`),
+      { ifAbsent: true },
+    );
     await this.storage.delete([pending.key(inProgressName)]);
   }
 
@@ -87,7 +105,16 @@ export class Catalog {
       if (!id || rest.length === 0) continue;
       let entry = byId.get(id);
       if (!entry) {
-        entry = { set, id, committed: false, inProgress: false, bytes: 0, objects: [], verifications: [], modified: item.modified };
+        entry = {
+          set,
+          id,
+          committed: false,
+          inProgress: false,
+          bytes: 0,
+          objects: [],
+          verifications: [],
+          modified: item.modified,
+        };
         byId.set(id, entry);
       }
       const name = rest.join('/');
@@ -96,7 +123,8 @@ export class Catalog {
       if (item.modified > entry.modified) entry.modified = item.modified;
       if (name === manifestName) entry.committed = true;
       else if (name === inProgressName) entry.inProgress = true;
-      else if (name.startsWith(verificationsDir) && name.endsWith('.json')) entry.verifications.push(item.key);
+      else if (name.startsWith(verificationsDir) && name.endsWith('.json'))
+        entry.verifications.push(item.key);
     }
     for (const entry of byId.values()) entry.verifications.sort();
     return [...byId.values()].sort((a, b) => compareIdsNewestFirst(a.id, b.id));
@@ -125,7 +153,10 @@ export class Catalog {
     }
     const entry = backups.find((b) => b.id === ref);
     if (!entry) {
-      const recent = backups.filter((b) => b.committed).slice(0, 3).map((b) => b.id);
+      const recent = backups
+        .filter((b) => b.committed)
+        .slice(0, 3)
+        .map((b) => b.id);
       throw new UserError(
         `backup: '${ref}' does not exist in set '${set}' of ${this.storage.url}${recent.length ? `; newest: ${recent.join(', ')}` : ''}`,
       );

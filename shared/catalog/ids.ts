@@ -53,5 +53,7 @@ export function validateSetName(set: string, input = 'set'): string {
 export function validateBackupRef(ref: string, input = 'backup'): string {
   const value = ref.trim();
   if (value === 'latest' || parseBackupId(value)) return value;
-  throw new UserError(`${input}: '${ref}' is not a backup id; accepted: latest, or an id such as 2026-11-21-0315-backup-full (see lifeboat list)`);
+  throw new UserError(
+    `${input}: '${ref}' is not a backup id; accepted: latest, or an id such as 2026-11-21-0315-backup-full (see lifeboat list)`,
+  );
 }

@@ -6,7 +6,10 @@ export const kinds = ['files', 'mysql', 'k8s', 'ebs'] as const;
 
 export const artifactSchema = z.object({
   /** Object name inside the backup folder, e.g. files.tar.zst.age */
-  name: z.string().min(1).regex(/^[^/]+$/),
+  name: z
+    .string()
+    .min(1)
+    .regex(/^[^/]+$/),
   /** Bytes as stored, and their sha256: what `sha256sum` of the downloaded file prints. */
   bytes: z.number().int().nonnegative(),
   sha256: z.string().regex(/^[0-9a-f]{64}$/),
@@ -67,12 +70,16 @@ export function parseManifest(text: string, where: string): Manifest {
   }
   const format = (json as { format?: unknown })?.format;
   if (typeof format === 'number' && format > manifestFormat) {
-    throw new Error(`${where}: manifest format ${format} is newer than this Lifeboat understands (${manifestFormat}); upgrade Lifeboat`);
+    throw new Error(
+      `${where}: manifest format ${format} is newer than this Lifeboat understands (${manifestFormat}); upgrade Lifeboat`,
+    );
   }
   const result = manifestSchema.safeParse(json);
   if (!result.success) {
     const issue = result.error.issues[0]!;
-    throw new Error(`${where}: manifest.json is invalid at ${issue.path.join('.') || '(root)'}: ${issue.message}`);
+    throw new Error(
+      `${where}: manifest.json is invalid at ${issue.path.join('.') || '(root)'}: ${issue.message}`,
+    );
   }
   return result.data;
 }

@@ -1,6 +1,6 @@
+import { once } from 'node:events';
 import fs from 'node:fs/promises';
 import os from 'node:os';
-import { once } from 'node:events';
 import * as tar from 'tar-stream';
 import { Catalog } from '../catalog/catalog.ts';
 import { type Manifest, manifestFormat } from '../catalog/manifest.ts';
@@ -44,13 +44,18 @@ export async function checkSource(source: string): Promise<void> {
     stat = await fs.stat(source);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    throw new UserError(`source: '${source}' ${code === 'ENOENT' ? 'does not exist' : `cannot be read (${code})`}; accepted: a folder to back up`);
+    throw new UserError(
+      `source: '${source}' ${code === 'ENOENT' ? 'does not exist' : `cannot be read (${code})`}; accepted: a folder to back up`,
+    );
   }
-  if (!stat.isDirectory()) throw new UserError(`source: '${source}' is not a folder; accepted: a folder to back up`);
+  if (!stat.isDirectory())
+    throw new UserError(`source: '${source}' is not a folder; accepted: a folder to back up`);
   try {
     await fs.readdir(source);
   } catch (error) {
-    throw new UserError(`source: the folder '${source}' cannot be read (${(error as NodeJS.ErrnoException).code}); run as a user that can read it`);
+    throw new UserError(
+      `source: the folder '${source}' cannot be read (${(error as NodeJS.ErrnoException).code}); run as a user that can read it`,
+    );
   }
 }
 
@@ -123,7 +128,13 @@ export async function backupFiles(options: FilesBackupOptions): Promise<Manifest
   }
 }
 
-async function feedArchive(pack: tar.Pack, source: string, options: FilesBackupOptions, facts: FilesFacts, skipped: string[]) {
+async function feedArchive(
+  pack: tar.Pack,
+  source: string,
+  options: FilesBackupOptions,
+  facts: FilesFacts,
+  skipped: string[],
+) {
   const warn = (rel: string, what: string) => {
     options.logger.warn(`${rel}: ${what}`);
     skipped.push(`${rel} (${what})`);
@@ -148,7 +159,10 @@ async function feedArchive(pack: tar.Pack, source: string, options: FilesBackupO
         facts.bytes += stat.size;
       } else warn(entry.rel, 'removed while being backed up');
     } else {
-      warn(entry.rel, `left out: a ${stat.isSocket() ? 'socket' : stat.isFIFO() ? 'FIFO' : 'device'} is not backed up`);
+      warn(
+        entry.rel,
+        `left out: a ${stat.isSocket() ? 'socket' : stat.isFIFO() ? 'FIFO' : 'device'} is not backed up`,
+      );
     }
   }
   pack.finalize();
@@ -176,7 +190,9 @@ async function addFile(pack: tar.Pack, entry: FoundEntry, base: EntryHeader): Pr
     handle = await fs.open(entry.abs, 'r');
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return false;
-    throw new UserError(`source: cannot read '${entry.abs}' (${(error as NodeJS.ErrnoException).code}); run as a user that can read it, or exclude it`);
+    throw new UserError(
+      `source: cannot read '${entry.abs}' (${(error as NodeJS.ErrnoException).code}); run as a user that can read it, or exclude it`,
+    );
   }
   if (size === 0) {
     await handle.close();
@@ -197,7 +213,9 @@ async function addFile(pack: tar.Pack, entry: FoundEntry, base: EntryHeader): Pr
   if (read < size) {
     sink.destroy();
     written.catch(() => {});
-    throw new UserError(`source: '${entry.abs}' shrank from ${size} to ${read} bytes while being backed up; back up a quiet folder`);
+    throw new UserError(
+      `source: '${entry.abs}' shrank from ${size} to ${read} bytes while being backed up; back up a quiet folder`,
+    );
   }
   (sink as unknown as NodeJS.WritableStream).end();
   await written;

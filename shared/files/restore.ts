@@ -41,7 +41,8 @@ const asRoot = process.getuid?.() === 0;
 export async function checkTarget(target: string, overwrite: boolean): Promise<void> {
   const stat = await fs.lstat(target).catch(() => undefined);
   if (!stat) return;
-  if (!stat.isDirectory()) throw new UserError(`target: '${target}' exists and is not a folder; accepted: a new or empty folder`);
+  if (!stat.isDirectory())
+    throw new UserError(`target: '${target}' exists and is not a folder; accepted: a new or empty folder`);
   if (!overwrite && (await fs.readdir(target)).length > 0) {
     throw new UserError(
       `target: '${target}' is not empty; restore into a new or empty folder, or set overwrite: true (the old contents are replaced only once the restore has succeeded)`,
@@ -59,7 +60,8 @@ export async function checkTarget(target: string, overwrite: boolean): Promise<v
 export async function restoreFiles(options: FilesRestoreOptions): Promise<FilesRestoreResult> {
   const { manifest } = options;
   const artifact = manifest.artifacts.find((a) => a.format === 'tar');
-  if (manifest.kind !== 'files' || !artifact) throw new UserError(`backup: '${manifest.id}' is a ${manifest.kind} backup, not a files backup`);
+  if (manifest.kind !== 'files' || !artifact)
+    throw new UserError(`backup: '${manifest.id}' is a ${manifest.kind} backup, not a files backup`);
   const target = path.resolve(options.target);
   await checkTarget(target, options.overwrite);
 
@@ -84,7 +86,9 @@ export async function restoreFiles(options: FilesRestoreOptions): Promise<FilesR
     const expected = manifest.facts as unknown as FilesFacts;
     for (const key of ['files', 'directories', 'symlinks', 'bytes'] as const) {
       if (facts[key] !== expected[key]) {
-        throw new IntegrityError(`backup ${manifest.id}: the archive holds ${facts[key]} ${key}, the manifest records ${expected[key]}`);
+        throw new IntegrityError(
+          `backup ${manifest.id}: the archive holds ${facts[key]} ${key}, the manifest records ${expected[key]}`,
+        );
       }
     }
     if (staging) await swapIn(staging, target);
@@ -95,7 +99,11 @@ export async function restoreFiles(options: FilesRestoreOptions): Promise<FilesR
   }
 }
 
-async function extractArchive(plain: Readable, root: string | undefined, options: FilesRestoreOptions): Promise<FilesFacts> {
+async function extractArchive(
+  plain: Readable,
+  root: string | undefined,
+  options: FilesRestoreOptions,
+): Promise<FilesFacts> {
   const facts: FilesFacts = { files: 0, directories: 0, symlinks: 0, bytes: 0 };
   const dirs: Deferred[] = [];
   const links: Deferred[] = [];
@@ -194,7 +202,9 @@ async function rename(from: string, to: string): Promise<void> {
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'EXDEV' || code === 'EBUSY') {
-      throw new UserError(`target: '${to}' is a mount point or on another filesystem than its parent; restore into a folder inside it`);
+      throw new UserError(
+        `target: '${to}' is a mount point or on another filesystem than its parent; restore into a folder inside it`,
+      );
     }
     throw error;
   }

@@ -35,7 +35,11 @@ const matchesAny = (rel: string, patterns: string[]) => patterns.some((p) => mat
  * survive; without include patterns every entry is. Entries that vanish during the walk are
  * reported to `onVanished` and skipped.
  */
-export async function* walk(root: string, selection: Selection, onVanished: (rel: string) => void): AsyncGenerator<FoundEntry> {
+export async function* walk(
+  root: string,
+  selection: Selection,
+  onVanished: (rel: string) => void,
+): AsyncGenerator<FoundEntry> {
   const everything = selection.include.length === 0;
   const parents: FoundEntry[] = []; // folders on the current path not yet yielded
 

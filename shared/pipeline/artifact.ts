@@ -37,10 +37,16 @@ export function artifactName(format: string, compression: Compression, encrypted
 export async function writeArtifact(options: WriteArtifactOptions, name: string): Promise<Artifact> {
   const content = new Counter();
   const stored = new Digest();
-  const stages: (NodeJS.ReadWriteStream | Readable)[] = [options.source, content, compressStream(options.compression, options.compressionLevel)];
+  const stages: (NodeJS.ReadWriteStream | Readable)[] = [
+    options.source,
+    content,
+    compressStream(options.compression, options.compressionLevel),
+  ];
   if (options.encryption) stages.push(encryptStream(options.encryption));
   stages.push(stored);
-  const progress = startProgress(options.logger, options.label, () => content.bytes, { intervalMs: options.progressIntervalMs });
+  const progress = startProgress(options.logger, options.label, () => content.bytes, {
+    intervalMs: options.progressIntervalMs,
+  });
   const upload = new PassThrough({ highWaterMark: 1 << 20 });
   try {
     const flowing = pipeline([...stages, upload] as NodeJS.ReadWriteStream[], { signal: options.signal });
@@ -109,9 +115,12 @@ export async function readArtifact(options: ReadArtifactOptions): Promise<Readab
     intervalMs: options.progressIntervalMs,
   });
   const out = new PassThrough({ highWaterMark: 1 << 20 });
-  pipeline([raw, stored, ...stages, decompressStream(artifact.compression), gate, out] as NodeJS.ReadWriteStream[], {
-    signal: options.signal,
-  })
+  pipeline(
+    [raw, stored, ...stages, decompressStream(artifact.compression), gate, out] as NodeJS.ReadWriteStream[],
+    {
+      signal: options.signal,
+    },
+  )
     .catch((error) => {
       // A damaged stream often fails in decryption or decompression before the hash is
       // complete; say that the stored bytes are damaged when they are.
@@ -180,7 +189,10 @@ class IntegrityGate extends Transform {
   explain(error: unknown): Error {
     if (error instanceof IntegrityError || error instanceof UserError) return error;
     const { bytes } = this.artifact;
-    const detail = this.digest.bytes < bytes ? `truncated or damaged (read ${this.digest.bytes} of ${bytes} bytes)` : 'damaged';
+    const detail =
+      this.digest.bytes < bytes
+        ? `truncated or damaged (read ${this.digest.bytes} of ${bytes} bytes)`
+        : 'damaged';
     return new IntegrityError(`${this.key}: the stored artifact is ${detail}: ${(error as Error).message}`);
   }
 }

@@ -1,5 +1,5 @@
-import { constants, createGunzip, createGzip, createZstdCompress, createZstdDecompress } from 'node:zlib';
 import { PassThrough, type Transform } from 'node:stream';
+import { constants, createGunzip, createGzip, createZstdCompress, createZstdDecompress } from 'node:zlib';
 import { UserError } from '../errors.ts';
 
 export const compressions = ['zstd', 'gzip', 'none'] as const;

@@ -1,6 +1,6 @@
-import { Decrypter, Encrypter, identityToRecipient } from 'age-encryption';
 import { Duplex, PassThrough, Readable } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
+import { Decrypter, Encrypter, identityToRecipient } from 'age-encryption';
 import { UserError } from '../errors.ts';
 
 /** What an artifact is encrypted to: public-key recipients or a passphrase (never both). */
@@ -29,7 +29,9 @@ export function parseRecipients(value: string | undefined, input = 'age-recipien
   const recipients = splitList(value);
   for (const r of recipients) {
     if (!recipientPattern.test(r)) {
-      throw new UserError(`${input}: '${r.slice(0, 12)}…' is not an age recipient; accepted: public keys starting with age1 (from age-keygen -y)`);
+      throw new UserError(
+        `${input}: '${r.slice(0, 12)}…' is not an age recipient; accepted: public keys starting with age1 (from age-keygen -y)`,
+      );
     }
   }
   return recipients;
@@ -40,7 +42,9 @@ export function parseIdentities(value: string | undefined, input = 'age-identity
   const identities = splitList(value);
   for (const id of identities) {
     if (!identityPattern.test(id)) {
-      throw new UserError(`${input}: does not hold an age identity; accepted: the secret key line starting with AGE-SECRET-KEY-1 (from age-keygen)`);
+      throw new UserError(
+        `${input}: does not hold an age identity; accepted: the secret key line starting with AGE-SECRET-KEY-1 (from age-keygen)`,
+      );
     }
   }
   return identities;
@@ -87,7 +91,9 @@ export function decryptStream(keys: DecryptionKeys): Duplex {
   });
 }
 
-function ageDuplex(transform: (input: ReadableStream<Uint8Array>) => Promise<ReadableStream<Uint8Array>>): Duplex {
+function ageDuplex(
+  transform: (input: ReadableStream<Uint8Array>) => Promise<ReadableStream<Uint8Array>>,
+): Duplex {
   const input = new PassThrough({ highWaterMark: 1 << 20 });
   const webInput = Readable.toWeb(input) as unknown as ReadableStream<Uint8Array>;
   const output = new PassThrough({ highWaterMark: 1 << 20 });

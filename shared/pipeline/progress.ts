@@ -24,7 +24,11 @@ export function formatDuration(seconds: number): string {
   const h = Math.floor(s / 3600);
   const m = Math.floor((s % 3600) / 60);
   const rest = s % 60;
-  return h > 0 ? `${h}h${String(m).padStart(2, '0')}m` : m > 0 ? `${m}m${String(rest).padStart(2, '0')}s` : `${rest}s`;
+  return h > 0
+    ? `${h}h${String(m).padStart(2, '0')}m`
+    : m > 0
+      ? `${m}m${String(rest).padStart(2, '0')}s`
+      : `${rest}s`;
 }
 
 /**
@@ -44,7 +48,8 @@ export function startProgress(
     const seconds = Math.max((now() - started) / 1000, 0.001);
     const rate = done / seconds;
     const parts = [`${label}: ${formatBytes(done)}`];
-    if (options.total) parts[0] += ` of ${formatBytes(options.total)} (${Math.min(100, Math.floor((done / options.total) * 100))}%)`;
+    if (options.total)
+      parts[0] += ` of ${formatBytes(options.total)} (${Math.min(100, Math.floor((done / options.total) * 100))}%)`;
     parts.push(`${formatBytes(rate)}/s`);
     if (final) parts.push(`in ${formatDuration(seconds)}`);
     else if (options.total && rate > 0) parts.push(`ETA ${formatDuration((options.total - done) / rate)}`);

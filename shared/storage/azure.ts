@@ -1,7 +1,7 @@
+import type { Readable } from 'node:stream';
 import { DefaultAzureCredential } from '@azure/identity';
 import { BlobServiceClient, type ContainerClient, StorageSharedKeyCredential } from '@azure/storage-blob';
-import type { Readable } from 'node:stream';
-import { forEachLimit, joinKey, type ObjectInfo, type Storage, StorageError } from './storage.ts';
+import { joinKey, type ObjectInfo, type Storage, StorageError } from './storage.ts';
 
 const blockSize = 8 * 1024 * 1024;
 const parallelBlocks = 4;
@@ -12,7 +12,11 @@ function serviceClient(url: string, env: NodeJS.ProcessEnv): BlobServiceClient {
     try {
       return BlobServiceClient.fromConnectionString(env.AZURE_STORAGE_CONNECTION_STRING);
     } catch (error) {
-      throw new StorageError('credentials', `storage ${url}: AZURE_STORAGE_CONNECTION_STRING is not a valid connection string`, { cause: error });
+      throw new StorageError(
+        'credentials',
+        `storage ${url}: AZURE_STORAGE_CONNECTION_STRING is not a valid connection string`,
+        { cause: error },
+      );
     }
   }
   const account = env.AZURE_STORAGE_ACCOUNT;
@@ -61,14 +65,18 @@ export class AzureStorage implements Storage {
   }
 
   async check(): Promise<void> {
-    const exists = await this.container.exists().catch((error) => this.fail(error, `container ${this.containerName}`));
+    const exists = await this.container
+      .exists()
+      .catch((error) => this.fail(error, `container ${this.containerName}`));
     if (!exists) this.fail({ statusCode: 404, code: 'ContainerNotFound' }, `container ${this.containerName}`);
   }
 
   async putStream(key: string, body: Readable, signal?: AbortSignal): Promise<void> {
     const failed = new Promise<never>((_, reject) => body.once('error', reject));
     await Promise.race([
-      this.container.getBlockBlobClient(this.key(key)).uploadStream(body, blockSize, parallelBlocks, { abortSignal: signal }),
+      this.container
+        .getBlockBlobClient(this.key(key))
+        .uploadStream(body, blockSize, parallelBlocks, { abortSignal: signal }),
       failed,
     ]).catch((error) => {
       if (signal?.aborted || !(error as { statusCode?: unknown }).statusCode) throw error;
@@ -100,7 +108,8 @@ export class AzureStorage implements Storage {
       return { key, size: props.contentLength ?? 0, modified: props.lastModified ?? new Date(0) };
     } catch (error) {
       const code = (error as { code?: string }).code;
-      if ((error as { statusCode?: number }).statusCode === 404 && code !== 'ContainerNotFound') return undefined;
+      if ((error as { statusCode?: number }).statusCode === 404 && code !== 'ContainerNotFound')
+        return undefined;
       this.fail(error, key);
     }
   }
@@ -108,9 +117,15 @@ export class AzureStorage implements Storage {
   async *list(prefix: string): AsyncIterable<ObjectInfo> {
     const strip = this.prefix ? joinKey(this.prefix, '').length : 0;
     try {
-      for await (const page of this.container.listBlobsFlat({ prefix: this.key(prefix) }).byPage({ maxPageSize: 5000 })) {
+      for await (const page of this.container
+        .listBlobsFlat({ prefix: this.key(prefix) })
+        .byPage({ maxPageSize: 5000 })) {
         for (const blob of page.segment.blobItems) {
-          yield { key: blob.name.slice(strip), size: blob.properties.contentLength ?? 0, modified: blob.properties.lastModified };
+          yield {
+            key: blob.name.slice(strip),
+            size: blob.properties.contentLength ?? 0,
+            modified: blob.properties.lastModified,
+          };
         }
       }
     } catch (error) {
@@ -131,13 +146,23 @@ export class AzureStorage implements Storage {
     return dirs.sort();
   }
 
+  /** Blob batch requests of up to 256 deletes; a blob that is already gone is fine. */
   async delete(keys: string[]): Promise<void> {
-    await forEachLimit(keys, 16, async (key) => {
-      await this.container
-        .getBlobClient(this.key(key))
-        .deleteIfExists()
-        .catch((error) => this.fail(error, `delete ${key}`));
-    });
+    const batch = this.container.getBlobBatchClient();
+    for (let i = 0; i < keys.length; i += 256) {
+      const chunk = keys.slice(i, i + 256);
+      const response = await batch
+        .deleteBlobs(chunk.map((k) => this.container.getBlobClient(this.key(k))))
+        .catch((error) => this.fail(error, `delete ${chunk.length} blob(s)`));
+      const failed = response.subResponses.filter((r) => r.status >= 300 && r.errorCode !== 'BlobNotFound');
+      if (failed.length) {
+        const first = failed[0]!;
+        this.fail(
+          { statusCode: first.status, code: first.errorCode, message: first.statusMessage },
+          `delete ${failed.length} blob(s)`,
+        );
+      }
+    }
   }
 }
 
@@ -147,24 +172,52 @@ export function azureError(error: unknown, url: string, what: string, container:
   const code = (error as { code?: string }).code ?? '';
   const detail = (error as Error).message ?? String(error);
   const where = `storage ${url}`;
-  if ((error as Error).name === 'CredentialUnavailableError' || /CredentialUnavailable|ChainedTokenCredential/.test(detail)) {
-    return new StorageError('credentials', `${where}: no Azure credentials available; use azure/login, or set AZURE_STORAGE_CONNECTION_STRING`, { cause: error });
+  if (
+    (error as Error).name === 'CredentialUnavailableError' ||
+    /CredentialUnavailable|ChainedTokenCredential/.test(detail)
+  ) {
+    return new StorageError(
+      'credentials',
+      `${where}: no Azure credentials available; use azure/login, or set AZURE_STORAGE_CONNECTION_STRING`,
+      { cause: error },
+    );
   }
   if (code === 'ContainerNotFound') {
-    return new StorageError('no-bucket', `${where}: the container '${container}' does not exist; create it first or fix the storage input`, { cause: error });
+    return new StorageError(
+      'no-bucket',
+      `${where}: the container '${container}' does not exist; create it first or fix the storage input`,
+      { cause: error },
+    );
   }
-  if (status === 404) return new StorageError('not-found', `${where}: '${what}' does not exist`, { cause: error });
+  if (status === 404)
+    return new StorageError('not-found', `${where}: '${what}' does not exist`, { cause: error });
   if (code === 'BlobAlreadyExists' || status === 409 || status === 412) {
     return new StorageError('exists', `${where}: '${what}' already exists`, { cause: error });
   }
-  if (code === 'AuthenticationFailed' || status === 401) {
-    return new StorageError('credentials', `${where}: the Azure credentials were rejected (${code || status}); check the account key or token`, { cause: error });
+  if (code === 'AuthenticationFailed' || code === 'AuthorizationFailure' || status === 401) {
+    return new StorageError(
+      'credentials',
+      `${where}: the Azure credentials were rejected or lack permission (${code || status}); check the account key or token, and that the identity has Storage Blob Data Contributor on the container`,
+      { cause: error },
+    );
   }
   if (status === 403) {
-    return new StorageError('denied', `${where}: access denied for ${what}; the minimal role is Storage Blob Data Contributor on the container`, { cause: error });
+    return new StorageError(
+      'denied',
+      `${where}: access denied for ${what}; the minimal role is Storage Blob Data Contributor on the container`,
+      { cause: error },
+    );
   }
   if (/^(ECONNREFUSED|ENOTFOUND|EAI_AGAIN|ECONNRESET|ETIMEDOUT|REQUEST_SEND_ERROR)$/.test(code)) {
-    return new StorageError('unreachable', `${where}: cannot reach Azure Blob Storage (${code}); check the endpoint and the network`, { cause: error });
+    return new StorageError(
+      'unreachable',
+      `${where}: cannot reach Azure Blob Storage (${code}); check the endpoint and the network`,
+      { cause: error },
+    );
   }
-  return new StorageError('invalid', `${where}: ${what} failed${status ? ` (HTTP ${status} ${code})` : ''}: ${detail}`, { cause: error });
+  return new StorageError(
+    'invalid',
+    `${where}: ${what} failed${status ? ` (HTTP ${status} ${code})` : ''}: ${detail}`,
+    { cause: error },
+  );
 }

@@ -27,7 +27,11 @@ export class FsStorage implements Storage {
       await fs.mkdir(this.root, { recursive: true });
       await fs.access(this.root, fs.constants.W_OK | fs.constants.R_OK);
     } catch (error) {
-      throw new StorageError('denied', `storage ${this.url}: cannot use the folder ${this.root}: ${(error as Error).message}`, { cause: error });
+      throw new StorageError(
+        'denied',
+        `storage ${this.url}: cannot use the folder ${this.root}: ${(error as Error).message}`,
+        { cause: error },
+      );
     }
   }
 
@@ -53,7 +57,9 @@ export class FsStorage implements Storage {
 
   async putStream(key: string, body: Readable, signal?: AbortSignal): Promise<void> {
     const file = this.file(key);
-    const temp = await this.writeTemp(file, (t) => pipeline(body, createWriteStream(t, { flags: 'wx' }), { signal }));
+    const temp = await this.writeTemp(file, (t) =>
+      pipeline(body, createWriteStream(t, { flags: 'wx' }), { signal }),
+    );
     await fs.rename(temp, file);
   }
 

@@ -1,6 +1,6 @@
-import { Storage as GcsClient, type StorageOptions } from '@google-cloud/storage';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { Storage as GcsClient, type StorageOptions } from '@google-cloud/storage';
 import { forEachLimit, joinKey, type ObjectInfo, type Storage, StorageError } from './storage.ts';
 
 /**
@@ -36,12 +36,16 @@ export class GcsStorage implements Storage {
   }
 
   async check(): Promise<void> {
-    const [exists] = await this.bucket.exists().catch((error) => this.fail(error, `bucket ${this.bucketName}`));
+    const [exists] = await this.bucket
+      .exists()
+      .catch((error) => this.fail(error, `bucket ${this.bucketName}`));
     if (!exists) this.fail({ code: 404, message: 'bucket not found' }, `bucket ${this.bucketName}`);
   }
 
   async putStream(key: string, body: Readable, signal?: AbortSignal): Promise<void> {
-    const target = this.bucket.file(this.key(key)).createWriteStream({ resumable: true, validation: 'crc32c' });
+    const target = this.bucket
+      .file(this.key(key))
+      .createWriteStream({ resumable: true, validation: 'crc32c' });
     await pipeline(body, target, { signal }).catch((error) => {
       if (signal?.aborted || !(error as { code?: unknown }).code) throw error;
       this.fail(error, key);
@@ -99,7 +103,13 @@ export class GcsStorage implements Storage {
     let pageToken: string | undefined;
     do {
       const [, next, response] = await this.bucket
-        .getFiles({ prefix: this.key(prefix), delimiter: '/', autoPaginate: false, maxResults: 1000, pageToken })
+        .getFiles({
+          prefix: this.key(prefix),
+          delimiter: '/',
+          autoPaginate: false,
+          maxResults: 1000,
+          pageToken,
+        })
         .catch((error) => this.fail(error, `list ${prefix || '/'}`));
       for (const p of (response as { prefixes?: string[] }).prefixes ?? []) dirs.push(p.slice(strip));
       pageToken = (next as { pageToken?: string } | null)?.pageToken;
@@ -131,12 +141,21 @@ export function gcsError(error: unknown, url: string, what: string, bucket: stri
     );
   }
   if (code === 404 && (/bucket/i.test(what) || /bucket/i.test(detail))) {
-    return new StorageError('no-bucket', `${where}: the bucket '${bucket}' does not exist; create it first or fix the storage input`, { cause: error });
+    return new StorageError(
+      'no-bucket',
+      `${where}: the bucket '${bucket}' does not exist; create it first or fix the storage input`,
+      { cause: error },
+    );
   }
-  if (code === 404) return new StorageError('not-found', `${where}: '${what}' does not exist`, { cause: error });
+  if (code === 404)
+    return new StorageError('not-found', `${where}: '${what}' does not exist`, { cause: error });
   if (code === 412) return new StorageError('exists', `${where}: '${what}' already exists`, { cause: error });
   if (code === 401) {
-    return new StorageError('credentials', `${where}: the Google Cloud credentials were rejected; check the service account or workload identity`, { cause: error });
+    return new StorageError(
+      'credentials',
+      `${where}: the Google Cloud credentials were rejected; check the service account or workload identity`,
+      { cause: error },
+    );
   }
   if (code === 403) {
     return new StorageError(
@@ -146,7 +165,13 @@ export function gcsError(error: unknown, url: string, what: string, bucket: stri
     );
   }
   if (typeof code === 'string' && /^(ECONNREFUSED|ENOTFOUND|EAI_AGAIN|ECONNRESET|ETIMEDOUT)$/.test(code)) {
-    return new StorageError('unreachable', `${where}: cannot reach Google Cloud Storage (${code}); check STORAGE_EMULATOR_HOST and the network`, { cause: error });
+    return new StorageError(
+      'unreachable',
+      `${where}: cannot reach Google Cloud Storage (${code}); check STORAGE_EMULATOR_HOST and the network`,
+      { cause: error },
+    );
   }
-  return new StorageError('invalid', `${where}: ${what} failed${code ? ` (${code})` : ''}: ${detail}`, { cause: error });
+  return new StorageError('invalid', `${where}: ${what} failed${code ? ` (${code})` : ''}: ${detail}`, {
+    cause: error,
+  });
 }

@@ -1,3 +1,4 @@
+import type { Readable } from 'node:stream';
 import {
   DeleteObjectsCommand,
   GetObjectCommand,
@@ -9,7 +10,6 @@ import {
   type S3ClientConfig,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
-import type { Readable } from 'node:stream';
 import { joinKey, type ObjectInfo, type Storage, StorageError } from './storage.ts';
 
 export const s3PartSize = 8 * 1024 * 1024;
@@ -110,9 +110,12 @@ export class S3Storage implements Storage {
 
   async get(key: string, signal?: AbortSignal): Promise<Readable> {
     try {
-      const result = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.key(key) }), {
-        abortSignal: signal,
-      });
+      const result = await this.client.send(
+        new GetObjectCommand({ Bucket: this.bucket, Key: this.key(key) }),
+        {
+          abortSignal: signal,
+        },
+      );
       return result.Body as Readable;
     } catch (error) {
       this.fail(error, key);
@@ -121,7 +124,9 @@ export class S3Storage implements Storage {
 
   async head(key: string): Promise<ObjectInfo | undefined> {
     try {
-      const result = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: this.key(key) }));
+      const result = await this.client.send(
+        new HeadObjectCommand({ Bucket: this.bucket, Key: this.key(key) }),
+      );
       return { key, size: result.ContentLength ?? 0, modified: result.LastModified ?? new Date(0) };
     } catch (error) {
       if (status(error) === 404 && errorName(error) !== 'NoSuchBucket') return undefined;
@@ -134,11 +139,21 @@ export class S3Storage implements Storage {
     let token: string | undefined;
     do {
       const page = await this.client
-        .send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.key(prefix), ContinuationToken: token }))
+        .send(
+          new ListObjectsV2Command({
+            Bucket: this.bucket,
+            Prefix: this.key(prefix),
+            ContinuationToken: token,
+          }),
+        )
         .catch((error) => this.fail(error, `list ${prefix || '/'}`));
       for (const item of page.Contents ?? []) {
         if (!item.Key) continue;
-        yield { key: item.Key.slice(strip), size: item.Size ?? 0, modified: item.LastModified ?? new Date(0) };
+        yield {
+          key: item.Key.slice(strip),
+          size: item.Size ?? 0,
+          modified: item.LastModified ?? new Date(0),
+        };
       }
       token = page.IsTruncated ? page.NextContinuationToken : undefined;
     } while (token);
@@ -152,7 +167,12 @@ export class S3Storage implements Storage {
     do {
       try {
         const page = await this.client.send(
-          new ListObjectsV2Command({ Bucket: this.bucket, Prefix: full, Delimiter: '/', ContinuationToken: token }),
+          new ListObjectsV2Command({
+            Bucket: this.bucket,
+            Prefix: full,
+            Delimiter: '/',
+            ContinuationToken: token,
+          }),
         );
         for (const p of page.CommonPrefixes ?? []) if (p.Prefix) dirs.push(p.Prefix.slice(strip));
         token = page.IsTruncated ? page.NextContinuationToken : undefined;
@@ -212,7 +232,11 @@ export function s3Error(error: unknown, url: string, what: string, bucket: strin
     );
   }
   if (name === 'NoSuchBucket' || (code === 404 && /bucket/i.test(what))) {
-    return new StorageError('no-bucket', `${where}: the bucket '${bucket}' does not exist; create it first or fix the storage input`, { cause: error });
+    return new StorageError(
+      'no-bucket',
+      `${where}: the bucket '${bucket}' does not exist; create it first or fix the storage input`,
+      { cause: error },
+    );
   }
   if (name === 'NoSuchKey' || name === 'NotFound' || code === 404) {
     return new StorageError('not-found', `${where}: '${what}' does not exist`, { cause: error });
@@ -221,7 +245,11 @@ export function s3Error(error: unknown, url: string, what: string, bucket: strin
     return new StorageError('exists', `${where}: '${what}' already exists`, { cause: error });
   }
   if (['InvalidAccessKeyId', 'SignatureDoesNotMatch', 'ExpiredToken', 'InvalidToken'].includes(name)) {
-    return new StorageError('credentials', `${where}: the AWS credentials were rejected (${name}); check the access key, secret and session token`, { cause: error });
+    return new StorageError(
+      'credentials',
+      `${where}: the AWS credentials were rejected (${name}); check the access key, secret and session token`,
+      { cause: error },
+    );
   }
   if (name === 'AccessDenied' || code === 403) {
     return new StorageError(
@@ -232,8 +260,15 @@ export function s3Error(error: unknown, url: string, what: string, bucket: strin
   }
   const system = (error as NodeJS.ErrnoException).code;
   if (system && /^(ECONNREFUSED|ENOTFOUND|EAI_AGAIN|ECONNRESET|ETIMEDOUT|EHOSTUNREACH)$/.test(system)) {
-    return new StorageError('unreachable', `${where}: cannot reach the S3 endpoint (${system}); check AWS_ENDPOINT_URL_S3 and the network`, { cause: error });
+    return new StorageError(
+      'unreachable',
+      `${where}: cannot reach the S3 endpoint (${system}); check AWS_ENDPOINT_URL_S3 and the network`,
+      { cause: error },
+    );
   }
-  return new StorageError('invalid', `${where}: ${what} failed: ${name}${code ? ` (HTTP ${code})` : ''}: ${detail}`, { cause: error });
+  return new StorageError(
+    'invalid',
+    `${where}: ${what} failed: ${name}${code ? ` (HTTP ${code})` : ''}: ${detail}`,
+    { cause: error },
+  );
 }
-

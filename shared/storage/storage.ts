@@ -61,7 +61,11 @@ export function joinKey(prefix: string, key: string): string {
 }
 
 /** Runs `task` over `items` with at most `limit` at a time. */
-export async function forEachLimit<T>(items: T[], limit: number, task: (item: T) => Promise<void>): Promise<void> {
+export async function forEachLimit<T>(
+  items: T[],
+  limit: number,
+  task: (item: T) => Promise<void>,
+): Promise<void> {
   let next = 0;
   const workers = Array.from({ length: Math.min(limit, items.length) }, async () => {
     while (next < items.length) {

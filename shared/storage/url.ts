@@ -6,7 +6,8 @@ export type StorageLocation =
   | { provider: 'fs'; url: string; root: string }
   | { provider: 's3' | 'gcs' | 'azure'; url: string; bucket: string; prefix: string };
 
-const accepted = 'a folder path, file:///abs/path, s3://bucket/prefix, gs://bucket/prefix or azblob://container/prefix';
+const accepted =
+  'a folder path, file:///abs/path, s3://bucket/prefix, gs://bucket/prefix or azblob://container/prefix';
 
 /** Parses the `storage` input into a provider and its location; relative paths resolve against `cwd`. */
 export function parseStorageUrl(input: string, cwd = process.cwd()): StorageLocation {
@@ -24,10 +25,13 @@ export function parseStorageUrl(input: string, cwd = process.cwd()): StorageLoca
     return { provider: 'fs', url, root };
   }
   const provider = ({ s3: 's3', gs: 'gcs', azblob: 'azure' } as const)[scheme as 's3' | 'gs' | 'azblob'];
-  if (!provider) throw new UserError(`storage: unknown scheme '${scheme}://' in '${url}'; accepted: ${accepted}`);
+  if (!provider)
+    throw new UserError(`storage: unknown scheme '${scheme}://' in '${url}'; accepted: ${accepted}`);
   const rest = url.slice(scheme.length + 3);
   if (/[?#]/.test(rest)) {
-    throw new UserError(`storage: '${url}' has a query or fragment; credentials and options come from the environment, not the URL`);
+    throw new UserError(
+      `storage: '${url}' has a query or fragment; credentials and options come from the environment, not the URL`,
+    );
   }
   const slash = rest.indexOf('/');
   const bucket = slash < 0 ? rest : rest.slice(0, slash);

@@ -1,0 +1,44 @@
+import type { Logger } from '../pipeline/progress.ts';
+
+/** One input of a command: the same definition makes action.yml, the CLI flag and the parser. */
+export interface InputSpec {
+  name: string;
+  description: string;
+  required?: boolean;
+  default?: string;
+  /** A secret: masked, never accepted as a CLI flag, read from this variable instead. */
+  secretEnv?: string;
+}
+
+export interface OutputSpec {
+  name: string;
+  description: string;
+}
+
+/** What a command reports: outputs for the step, and a table for the job summary. */
+export interface CommandResult {
+  outputs: Record<string, string>;
+  summary: { heading: string; table: string[][]; notes?: string[] };
+}
+
+export interface CommandContext {
+  logger: Logger;
+  signal: AbortSignal;
+}
+
+/** Reads one raw input by name; only names the command's spec declares may be read. */
+export type InputReader = (name: string) => string | undefined;
+
+export interface Command<Options = unknown> {
+  name: string;
+  description: string;
+  inputs: InputSpec[];
+  outputs: OutputSpec[];
+  /** Turns raw inputs into typed options; every problem becomes one line of an InputErrors. */
+  parse(read: InputReader): Options;
+  execute(options: Options, context: CommandContext): Promise<CommandResult>;
+}
+
+export function defineCommand<Options>(command: Command<Options>): Command<Options> {
+  return command;
+}

@@ -1,0 +1,165 @@
+import { describeFailure, exitCodeOf, findCommand, makeReader, runCommand } from '../action/run.ts';
+import type { Command, CommandResult, InputSpec } from '../action/spec.ts';
+import { commands, notBuilt } from '../commands/index.ts';
+import { UserError } from '../errors.ts';
+import { version } from '../version.ts';
+
+export interface CliIo {
+  out: (text: string) => void;
+  err: (text: string) => void;
+  env: NodeJS.ProcessEnv;
+}
+
+/** The variable an input can also come from: LIFEBOAT_ and the name in upper snake case. */
+export function envName(spec: InputSpec): string {
+  return spec.secretEnv ?? `LIFEBOAT_${spec.name.toUpperCase().replace(/-/g, '_')}`;
+}
+
+const isBoolean = (spec: InputSpec) => spec.default === 'true' || spec.default === 'false';
+
+/**
+ * `lifeboat <command> --input value …`: the same commands and inputs as the actions. Inputs
+ * also come from LIFEBOAT_* variables; secrets only from variables or files, never flags
+ * (the process list shows flags to every user of the machine). Returns the exit status.
+ */
+export async function runCli(argv: string[], io: CliIo): Promise<number> {
+  const [first, ...rest] = argv;
+  if (!first || first === '--help' || first === '-h' || first === 'help') {
+    io.out(usage());
+    return first ? 0 : 1;
+  }
+  if (first === '--version') {
+    io.out(`lifeboat ${version}\n`);
+    return 0;
+  }
+  let json = false;
+  try {
+    const command = findCommand(first);
+    if (rest.includes('--help') || rest.includes('-h')) {
+      io.out(commandHelp(command));
+      return 0;
+    }
+    json = rest.includes('--json');
+    const flags = parseFlags(
+      command,
+      rest.filter((a) => a !== '--json'),
+    );
+    const read = makeReader(command, (spec) => flags.get(spec.name) ?? io.env[envName(spec)]);
+    const logger = {
+      info: (m: string) => io.err(`${m}\n`),
+      warn: (m: string) => io.err(`warning: ${m}\n`),
+    };
+    const result = await runCommand(command, read, logger);
+    io.out(json ? `${JSON.stringify(jsonOutputs(result), null, 2)}\n` : renderSummary(result));
+    return 0;
+  } catch (error) {
+    const failure = describeFailure(error);
+    for (const line of failure.lines) io.err(`error: ${line}\n`);
+    if (!failure.expected && error instanceof Error && error.stack && io.env.LIFEBOAT_DEBUG)
+      io.err(`${error.stack}\n`);
+    if (json) io.out(`${JSON.stringify({ error: failure.lines, expected: failure.expected })}\n`);
+    return exitCodeOf(failure);
+  }
+}
+
+function parseFlags(command: Command<never>, args: string[]): Map<string, string> {
+  const flags = new Map<string, string>();
+  const accepted = command.inputs.filter((i) => !i.secretEnv).map((i) => `--${i.name}`);
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    const match = /^--([a-z0-9-]+)(?:=(.*))?$/s.exec(arg);
+    if (!match)
+      throw new UserError(
+        `'${arg}' is not a flag; ${command.name} takes ${accepted.join(' ')} (each with a value)`,
+      );
+    const name = match[1]!;
+    const spec = command.inputs.find((s) => s.name === name);
+    if (!spec)
+      throw new UserError(
+        `--${name}: not an input of ${command.name}; accepted: ${accepted.join(' ')}, --json, --help`,
+      );
+    if (spec.secretEnv) {
+      throw new UserError(
+        `--${name}: secrets are not accepted as flags (other users can read process arguments); set ${spec.secretEnv} instead`,
+      );
+    }
+    let value = match[2];
+    if (value === undefined) {
+      const next = args[i + 1];
+      if (isBoolean(spec) && (next === undefined || next.startsWith('--'))) value = 'true';
+      else if (next === undefined) throw new UserError(`--${name}: needs a value`);
+      else value = args[++i]!;
+    }
+    flags.set(name, value);
+  }
+  return flags;
+}
+
+function jsonOutputs(result: CommandResult): Record<string, unknown> {
+  const outputs: Record<string, unknown> = { ...result.outputs };
+  if (typeof outputs.result === 'string') {
+    try {
+      outputs.result = JSON.parse(outputs.result);
+    } catch {}
+  }
+  return outputs;
+}
+
+/** The summary as an aligned text table. */
+export function renderSummary(result: CommandResult): string {
+  const { heading, table, notes } = result.summary;
+  const rows = table[0]?.every((c) => c === '') ? table.slice(1) : table;
+  const widths = rows.reduce<number[]>(
+    (w, row) => row.map((cell, i) => Math.max(w[i] ?? 0, cell.length)),
+    [],
+  );
+  const lines = [
+    heading,
+    ...rows.map((row) =>
+      row
+        .map((cell, i) => cell.padEnd(widths[i] ?? 0))
+        .join('  ')
+        .trimEnd(),
+    ),
+  ];
+  return `${[...lines, ...(notes ?? [])].join('\n')}\n`;
+}
+
+function usage(): string {
+  const width = Math.max(...commands.map((c) => c.name.length));
+  return [
+    `lifeboat ${version}: backups that are proven to restore`,
+    '',
+    'Usage: lifeboat <command> [--input value ...] [--json]   (lifeboat <command> --help for its inputs)',
+    '',
+    'Commands:',
+    ...commands.map((c) => `  ${c.name.padEnd(width)}  ${c.description}`),
+    '',
+    `Not built yet: ${Object.keys(notBuilt).join(', ')}.`,
+    '',
+  ].join('\n');
+}
+
+function commandHelp(command: Command<never>): string {
+  const lines = [
+    `lifeboat ${command.name}: ${command.description}`,
+    '',
+    'Inputs (flag, or the variable in brackets):',
+  ];
+  for (const spec of command.inputs) {
+    const flag = spec.secretEnv ? `(secret) ${spec.secretEnv}` : `--${spec.name} [${envName(spec)}]`;
+    const extra = spec.required
+      ? ' Required.'
+      : spec.default !== undefined
+        ? ` Default: ${spec.default}.`
+        : '';
+    lines.push(`  ${flag}`, `      ${spec.description}${extra}`);
+  }
+  lines.push(
+    '',
+    'Outputs (--json prints them as one JSON object):',
+    ...command.outputs.map((o) => `  ${o.name}: ${o.description}`),
+    '',
+  );
+  return lines.join('\n');
+}

@@ -1,0 +1,128 @@
+import { InputCollector, parseInteger, requireInput } from '../action/inputs.ts';
+import { defineCommand } from '../action/spec.ts';
+import { totalBytes } from '../catalog/manifest.ts';
+import { backupFiles, type FilesBackupOptions } from '../files/backup.ts';
+import { parseCompression } from '../pipeline/compression.ts';
+import { splitList } from '../pipeline/encryption.ts';
+import { formatBytes } from '../pipeline/progress.ts';
+import {
+  backupUri,
+  type CommonOptions,
+  parseEncryption,
+  parseProgress,
+  parseSet,
+  parseStorage,
+  parseTimeout,
+  passphraseInput,
+  progressInput,
+  setInput,
+  storageInput,
+  timeoutInput,
+} from './common.ts';
+
+type Options = CommonOptions &
+  Omit<FilesBackupOptions, 'logger' | 'signal' | 'storage' | 'progressIntervalMs'>;
+
+export const backupFilesCommand = defineCommand<Options>({
+  name: 'backup-files',
+  description:
+    'Back up a folder (configuration such as /etc/nova) into a set: one tar archive, compressed and optionally encrypted.',
+  inputs: [
+    storageInput,
+    setInput,
+    { name: 'source', description: 'The folder to back up.', required: true },
+    {
+      name: 'include',
+      description:
+        'Globs of what to include (comma or newline separated); a pattern without / matches a name at any depth. Default: everything.',
+    },
+    { name: 'exclude', description: 'Globs of what to leave out, e.g. *.log, cache/**.' },
+    { name: 'compression', description: 'zstd, gzip or none.', default: 'zstd' },
+    {
+      name: 'compression-level',
+      description: 'The compression level (zstd 1-19, gzip 1-9); default zstd 3, gzip 6.',
+    },
+    {
+      name: 'age-recipients',
+      description:
+        'age public keys (age1…) to encrypt to, comma or newline separated. Reading the backup then needs a matching identity.',
+    },
+    passphraseInput,
+    { name: 'tags', description: 'Labels recorded in the manifest, comma separated.' },
+    timeoutInput('6h'),
+    progressInput,
+  ],
+  outputs: [
+    { name: 'backup-id', description: 'The id of the committed backup.' },
+    { name: 'uri', description: 'The URL of the backup folder.' },
+    { name: 'bytes', description: 'Bytes stored.' },
+    { name: 'sha256', description: 'sha256 of the stored archive.' },
+    { name: 'duration-seconds', description: 'How long the backup took.' },
+    { name: 'result', description: 'The manifest, as JSON.' },
+  ],
+  parse(read) {
+    const c = new InputCollector();
+    const compression = c.field(() => parseCompression(read('compression') || 'zstd'));
+    const options: Options = {
+      storage: c.field(() => parseStorage(read)),
+      set: c.field(() => parseSet(read)),
+      source: c.field(() => requireInput('source', read('source'), 'the folder to back up')),
+      include: splitList(read('include')),
+      exclude: splitList(read('exclude')),
+      compression,
+      compressionLevel: c.field(() =>
+        parseInteger(
+          'compression-level',
+          read('compression-level'),
+          compression === 'gzip' ? { min: 1, max: 9 } : { min: 1, max: 19 },
+        ),
+      ),
+      encryption: c.field(() => parseEncryption(read)),
+      tags: splitList(read('tags')),
+      timeoutSeconds: c.field(() => parseTimeout(read, '6h')),
+      progressIntervalMs: c.field(() => parseProgress(read)),
+    };
+    c.finish();
+    return options;
+  },
+  async execute(options, { logger, signal }) {
+    const started = Date.now();
+    if (!options.encryption) logger.info('not encrypted: give age-recipients to encrypt the backup');
+    const manifest = await backupFiles({ ...options, logger, signal });
+    const seconds = (Date.now() - started) / 1000;
+    const artifact = manifest.artifacts[0]!;
+    const facts = manifest.facts as { files: number; directories: number; symlinks: number; bytes: number };
+    const uri = backupUri(options.storage, manifest.set, manifest.id);
+    logger.info(`committed ${uri} (${formatBytes(totalBytes(manifest))} stored)`);
+    return {
+      outputs: {
+        'backup-id': manifest.id,
+        uri,
+        bytes: String(totalBytes(manifest)),
+        sha256: artifact.sha256,
+        'duration-seconds': seconds.toFixed(1),
+        result: JSON.stringify(manifest),
+      },
+      summary: {
+        heading: `Backup ${manifest.set}/${manifest.id}`,
+        table: [
+          ['', ''],
+          ['Backup', manifest.id],
+          ['Stored at', uri],
+          ['Source', options.source],
+          ['Files', `${facts.files} files, ${facts.directories} folders, ${facts.symlinks} symlinks`],
+          ['Content', formatBytes(facts.bytes)],
+          [
+            'Stored',
+            `${formatBytes(artifact.bytes)} (${artifact.compression}${artifact.encryption ? ', age-encrypted' : ', not encrypted'})`,
+          ],
+          ['sha256', artifact.sha256],
+          ['Duration', `${seconds.toFixed(1)} s`],
+        ],
+        notes: manifest.contents.excluded.length
+          ? [`Left out: ${manifest.contents.excluded.join('; ')}`]
+          : undefined,
+      },
+    };
+  },
+});

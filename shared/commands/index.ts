@@ -1,0 +1,20 @@
+import type { Command } from '../action/spec.ts';
+import { backupFilesCommand } from './backup-files.ts';
+import { listCommand } from './list.ts';
+import { restoreCommand } from './restore.ts';
+
+/** The commands that are built, in the order the CLI's help lists them. */
+export const commands: Command<never>[] = [
+  backupFilesCommand,
+  restoreCommand,
+  listCommand,
+] as unknown as Command<never>[];
+
+/** Commands of the design that are not built yet: asking for one says so. */
+export const notBuilt: Record<string, string> = {
+  'dump-mysql': 'MySQL backups',
+  'backup-k8s': 'Kubernetes backups',
+  'snapshot-ebs': 'EBS snapshots',
+  'verify-restore': 'restore verification',
+  'prune-retention': 'retention pruning',
+};
