@@ -43,8 +43,10 @@ export class AzureStorage implements Storage {
   private readonly containerName: string;
   private readonly env: NodeJS.ProcessEnv;
   private client?: ContainerClient;
+  private readonly pageSize: number;
 
-  constructor(url: string, container: string, prefix: string, env = process.env) {
+  constructor(url: string, container: string, prefix: string, env = process.env, pageSize = 5000) {
+    this.pageSize = pageSize;
     this.url = url;
     this.prefix = prefix;
     this.containerName = container;
@@ -119,7 +121,7 @@ export class AzureStorage implements Storage {
     try {
       for await (const page of this.container
         .listBlobsFlat({ prefix: this.key(prefix) })
-        .byPage({ maxPageSize: 5000 })) {
+        .byPage({ maxPageSize: this.pageSize })) {
         for (const blob of page.segment.blobItems) {
           yield {
             key: blob.name.slice(strip),
@@ -137,13 +139,16 @@ export class AzureStorage implements Storage {
     const strip = this.prefix ? joinKey(this.prefix, '').length : 0;
     const dirs: string[] = [];
     try {
-      for await (const item of this.container.listBlobsByHierarchy('/', { prefix: this.key(prefix) })) {
-        if (item.kind === 'prefix') dirs.push(item.name.slice(strip));
+      const pages = this.container
+        .listBlobsByHierarchy('/', { prefix: this.key(prefix) })
+        .byPage({ maxPageSize: this.pageSize });
+      for await (const page of pages) {
+        for (const p of page.segment.blobPrefixes ?? []) dirs.push(p.name.slice(strip));
       }
     } catch (error) {
       this.fail(error, `list ${prefix || '/'}`);
     }
-    return dirs.sort();
+    return [...new Set(dirs)].sort();
   }
 
   /** Blob batch requests of up to 256 deletes; a blob that is already gone is fine. */

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createWriteStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
@@ -95,7 +95,7 @@ export class FsStorage implements Storage {
       }
       throw error;
     });
-    return createReadStream('', { fd: handle.fd, autoClose: true, highWaterMark: 1 << 20 });
+    return handle.createReadStream({ highWaterMark: 1 << 20 });
   }
 
   async head(key: string): Promise<ObjectInfo | undefined> {

@@ -13,8 +13,10 @@ export class GcsStorage implements Storage {
   private readonly prefix: string;
   private readonly bucketName: string;
   private readonly bucket: ReturnType<GcsClient['bucket']>;
+  private readonly pageSize: number;
 
-  constructor(url: string, bucket: string, prefix: string, env = process.env) {
+  constructor(url: string, bucket: string, prefix: string, env = process.env, pageSize = 1000) {
+    this.pageSize = pageSize;
     this.url = url;
     this.prefix = prefix;
     this.bucketName = bucket;
@@ -84,7 +86,7 @@ export class GcsStorage implements Storage {
     let pageToken: string | undefined;
     do {
       const [files, next] = await this.bucket
-        .getFiles({ prefix: this.key(prefix), autoPaginate: false, maxResults: 1000, pageToken })
+        .getFiles({ prefix: this.key(prefix), autoPaginate: false, maxResults: this.pageSize, pageToken })
         .catch((error) => this.fail(error, `list ${prefix || '/'}`));
       for (const file of files) {
         yield {
@@ -114,7 +116,7 @@ export class GcsStorage implements Storage {
       for (const p of (response as { prefixes?: string[] }).prefixes ?? []) dirs.push(p.slice(strip));
       pageToken = (next as { pageToken?: string } | null)?.pageToken;
     } while (pageToken);
-    return dirs.sort();
+    return [...new Set(dirs)].sort();
   }
 
   async delete(keys: string[]): Promise<void> {

@@ -32,8 +32,10 @@ export class S3Storage implements Storage {
   private readonly bucket: string;
   private readonly prefix: string;
   private readonly client: S3Client;
+  private readonly pageSize: number;
 
-  constructor(url: string, bucket: string, prefix: string, env = process.env) {
+  constructor(url: string, bucket: string, prefix: string, env = process.env, pageSize = 1000) {
+    this.pageSize = pageSize;
     this.url = url;
     this.bucket = bucket;
     this.prefix = prefix;
@@ -42,6 +44,15 @@ export class S3Storage implements Storage {
       region: env.AWS_REGION || env.AWS_DEFAULT_REGION || 'us-east-1',
       maxAttempts: 4,
     };
+    // Keys in the environment come first in the SDK's chain too; taking them from `env`
+    // keeps a storage opened with an explicit environment from reading another one.
+    if (env.AWS_ACCESS_KEY_ID && env.AWS_SECRET_ACCESS_KEY) {
+      config.credentials = {
+        accessKeyId: env.AWS_ACCESS_KEY_ID,
+        secretAccessKey: env.AWS_SECRET_ACCESS_KEY,
+        sessionToken: env.AWS_SESSION_TOKEN || undefined,
+      };
+    }
     if (endpoint) {
       config.endpoint = endpoint;
       config.forcePathStyle = true;
@@ -144,6 +155,7 @@ export class S3Storage implements Storage {
             Bucket: this.bucket,
             Prefix: this.key(prefix),
             ContinuationToken: token,
+            MaxKeys: this.pageSize,
           }),
         )
         .catch((error) => this.fail(error, `list ${prefix || '/'}`));
@@ -172,6 +184,7 @@ export class S3Storage implements Storage {
             Prefix: full,
             Delimiter: '/',
             ContinuationToken: token,
+            MaxKeys: this.pageSize,
           }),
         );
         for (const p of page.CommonPrefixes ?? []) if (p.Prefix) dirs.push(p.Prefix.slice(strip));
@@ -180,7 +193,7 @@ export class S3Storage implements Storage {
         this.fail(error, `list ${prefix || '/'}`);
       }
     } while (token);
-    return dirs.sort();
+    return [...new Set(dirs)].sort();
   }
 
   async delete(keys: string[]): Promise<void> {
