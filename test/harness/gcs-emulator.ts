@@ -10,7 +10,8 @@ import type { Socket } from 'node:net';
 import { tempDir } from './servers.ts';
 
 const require = createRequire(import.meta.url);
-type Loose = Record<string, any>; // biome-ignore lint/suspicious/noExplicitAny: firebase-tools internals are untyped
+// biome-ignore lint/suspicious/noExplicitAny: firebase-tools internals are untyped
+type Loose = Record<string, any>;
 
 const { StorageEmulator } = require('firebase-tools/lib/emulator/storage/index.js') as Loose;
 const { createApp } = require('firebase-tools/lib/emulator/storage/server.js') as Loose;
