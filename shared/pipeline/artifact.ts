@@ -114,17 +114,22 @@ export async function readArtifact(options: ReadArtifactOptions): Promise<Readab
     total: artifact.bytes,
     intervalMs: options.progressIntervalMs,
   });
+  // The consumer's stream stays outside the pipeline: a failing pipeline destroys its own
+  // streams with the raw error, and the consumer should hear what it means instead.
   const out = new PassThrough({ highWaterMark: 1 << 20 });
+  gate.pipe(out);
   pipeline(
-    [raw, stored, ...stages, decompressStream(artifact.compression), gate, out] as NodeJS.ReadWriteStream[],
+    [raw, stored, ...stages, decompressStream(artifact.compression), gate] as NodeJS.ReadWriteStream[],
     {
       signal: options.signal,
     },
   )
     .catch((error) => {
-      // A damaged stream often fails in decryption or decompression before the hash is
+      gate.unpipe(out);
+      // A damaged stream usually fails in decryption or decompression before the hash is
       // complete; say that the stored bytes are damaged when they are.
-      out.destroy(stored.bytes !== artifact.bytes || gate.failedDigest() ? gate.explain(error) : error);
+      const damaged = stored.bytes !== artifact.bytes || gate.failedDigest();
+      out.destroy(damaged && !options.signal?.aborted ? gate.explain(error) : error);
     })
     .finally(() => progress.stop());
   return out;

@@ -22,17 +22,32 @@ test('help lists the built commands and names the ones not built', async () => {
 test('a secret given as a flag is refused before anything runs', async () => {
   const { code, err } = await cli(['restore', '--set', 'x', '--age-identity', 'AGE-SECRET-KEY-1XYZ']);
   assert.equal(code, 1);
-  assert.equal(err, 'error: --age-identity: secrets are not accepted as flags (other users can read process arguments); set LIFEBOAT_AGE_IDENTITY instead\n');
+  assert.equal(
+    err,
+    'error: --age-identity: secrets are not accepted as flags (other users can read process arguments); set LIFEBOAT_AGE_IDENTITY instead\n',
+  );
 });
 
 test('unknown commands, unbuilt commands and unknown flags each get one line', async () => {
-  assert.match((await cli(['backup'])).err, /^error: command: 'backup' is not a Lifeboat command; accepted: backup-files, restore, list\n$/);
-  assert.match((await cli(['verify-restore'])).err, /'verify-restore' \(restore verification\) is not built yet/);
-  assert.match((await cli(['list', '--bucket', 'x'])).err, /--bucket: not an input of list; accepted: --storage --set --timeout/);
+  assert.match(
+    (await cli(['backup'])).err,
+    /^error: command: 'backup' is not a Lifeboat command; accepted: backup-files, restore, list\n$/,
+  );
+  assert.match(
+    (await cli(['verify-restore'])).err,
+    /'verify-restore' \(restore verification\) is not built yet/,
+  );
+  assert.match(
+    (await cli(['list', '--bucket', 'x'])).err,
+    /--bucket: not an input of list; accepted: --storage --set --timeout/,
+  );
 });
 
 test('every bad input is reported at once, and --json prints the error lines', async () => {
-  const { code, out, err } = await cli(['backup-files', '--json', '--compression', 'lz4', '--storage', 'ftp://x', '--timeout=soon'], {});
+  const { code, out, err } = await cli(
+    ['backup-files', '--json', '--compression', 'lz4', '--storage', 'ftp://x', '--timeout=soon'],
+    {},
+  );
   assert.equal(code, 1);
   const lines = err.trim().split('\n');
   assert.equal(lines.length, 5, err); // compression, storage, set, source, timeout

@@ -1,6 +1,12 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { InputCollector, InputErrors, parseBoolean, parseDuration, parseInteger } from '../../shared/action/inputs.ts';
+import {
+  InputCollector,
+  InputErrors,
+  parseBoolean,
+  parseDuration,
+  parseInteger,
+} from '../../shared/action/inputs.ts';
 import { UserError } from '../../shared/errors.ts';
 import { parseIdentities, parseRecipients, splitList } from '../../shared/pipeline/encryption.ts';
 import { formatBytes, formatDuration } from '../../shared/pipeline/progress.ts';
@@ -10,14 +16,20 @@ test('durations', () => {
   assert.equal(parseDuration('timeout', '1h30m'), 5400);
   assert.equal(parseDuration('timeout', '2d'), 172800);
   assert.equal(parseDuration('timeout', undefined, '6h'), 21600);
-  assert.throws(() => parseDuration('timeout', '6 hours'), /timeout: '6 hours' is not accepted; accepted: a duration such as 90s/);
+  assert.throws(
+    () => parseDuration('timeout', '6 hours'),
+    /timeout: '6 hours' is not accepted; accepted: a duration such as 90s/,
+  );
   assert.throws(() => parseDuration('timeout', '0s'), /longer than zero/);
 });
 
 test('booleans and integers', () => {
   assert.equal(parseBoolean('overwrite', 'TRUE', false), true);
   assert.equal(parseBoolean('overwrite', '', true), true);
-  assert.throws(() => parseBoolean('overwrite', 'maybe', false), /overwrite: 'maybe' is not accepted; accepted: true or false/);
+  assert.throws(
+    () => parseBoolean('overwrite', 'maybe', false),
+    /overwrite: 'maybe' is not accepted; accepted: true or false/,
+  );
   assert.equal(parseInteger('level', '19', { min: 1, max: 19 }), 19);
   assert.throws(() => parseInteger('level', '20', { min: 1, max: 19 }), /from 1 to 19/);
 });
@@ -26,10 +38,17 @@ test('the collector reports every bad input, one line each', () => {
   const c = new InputCollector();
   c.field(() => parseBoolean('overwrite', 'maybe', false));
   c.field(() => parseDuration('timeout', 'soon'));
-  assert.equal(c.field(() => 5), 5);
+  assert.equal(
+    c.field(() => 5),
+    5,
+  );
   assert.throws(
     () => c.finish(),
-    (e: unknown) => e instanceof InputErrors && e instanceof UserError && e.lines.length === 2 && /^overwrite/.test(e.lines[0]!),
+    (e: unknown) =>
+      e instanceof InputErrors &&
+      e instanceof UserError &&
+      e.lines.length === 2 &&
+      /^overwrite/.test(e.lines[0]!),
   );
 });
 

@@ -4,14 +4,32 @@ import { UserError } from '../../shared/errors.ts';
 import { parseStorageUrl } from '../../shared/storage/url.ts';
 
 test('folders and file URLs are the local provider', () => {
-  assert.deepEqual(parseStorageUrl('./backups', '/work'), { provider: 'fs', url: './backups', root: '/work/backups' });
-  assert.deepEqual(parseStorageUrl('/var/backups', '/work'), { provider: 'fs', url: '/var/backups', root: '/var/backups' });
+  assert.deepEqual(parseStorageUrl('./backups', '/work'), {
+    provider: 'fs',
+    url: './backups',
+    root: '/work/backups',
+  });
+  assert.deepEqual(parseStorageUrl('/var/backups', '/work'), {
+    provider: 'fs',
+    url: '/var/backups',
+    root: '/var/backups',
+  });
   assert.equal((parseStorageUrl('file:///srv/b%20x') as { root: string }).root, '/srv/b x');
 });
 
 test('cloud URLs give bucket and a normalised prefix', () => {
-  assert.deepEqual(parseStorageUrl('s3://my-bucket/a//b/'), { provider: 's3', url: 's3://my-bucket/a//b/', bucket: 'my-bucket', prefix: 'a/b' });
-  assert.deepEqual(parseStorageUrl('gs://b.example.com'), { provider: 'gcs', url: 'gs://b.example.com', bucket: 'b.example.com', prefix: '' });
+  assert.deepEqual(parseStorageUrl('s3://my-bucket/a//b/'), {
+    provider: 's3',
+    url: 's3://my-bucket/a//b/',
+    bucket: 'my-bucket',
+    prefix: 'a/b',
+  });
+  assert.deepEqual(parseStorageUrl('gs://b.example.com'), {
+    provider: 'gcs',
+    url: 'gs://b.example.com',
+    bucket: 'b.example.com',
+    prefix: '',
+  });
   assert.equal(parseStorageUrl('azblob://backups/prod').provider, 'azure');
   assert.equal(parseStorageUrl('S3://my-bucket').provider, 's3');
 });
@@ -26,6 +44,10 @@ test('bad storage URLs are refused with what is accepted', () => {
     ['', /storage: empty/],
   ];
   for (const [input, message] of cases) {
-    assert.throws(() => parseStorageUrl(input), (e: unknown) => e instanceof UserError && message.test(e.message), input);
+    assert.throws(
+      () => parseStorageUrl(input),
+      (e: unknown) => e instanceof UserError && message.test(e.message),
+      input,
+    );
   }
 });

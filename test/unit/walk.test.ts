@@ -8,7 +8,15 @@ import { matchesPattern, type Selection, walk } from '../../shared/files/walk.ts
 let root: string;
 before(async () => {
   root = await fs.mkdtemp(path.join(os.tmpdir(), 'lifeboat-walk-'));
-  for (const file of ['nova.conf', 'logs/a.log', 'logs/keep.txt', 'conf.d/01.conf', 'conf.d/deep/x.conf', 'cache/blob', 'empty/']) {
+  for (const file of [
+    'nova.conf',
+    'logs/a.log',
+    'logs/keep.txt',
+    'conf.d/01.conf',
+    'conf.d/deep/x.conf',
+    'cache/blob',
+    'empty/',
+  ]) {
     const full = path.join(root, file);
     if (file.endsWith('/')) await fs.mkdir(full, { recursive: true });
     else {
@@ -21,7 +29,8 @@ after(() => fs.rm(root, { recursive: true, force: true }));
 
 async function names(selection: Selection): Promise<string[]> {
   const found: string[] = [];
-  for await (const e of walk(root, selection, () => {})) found.push(e.stat.isDirectory() ? `${e.rel}/` : e.rel);
+  for await (const e of walk(root, selection, () => {}))
+    found.push(e.stat.isDirectory() ? `${e.rel}/` : e.rel);
   return found;
 }
 
@@ -61,6 +70,12 @@ test('exclude prunes names and folders', async () => {
 });
 
 test('include keeps matches with their parent folders; a matching folder brings its contents', async () => {
-  assert.deepEqual(await names({ include: ['*.conf'], exclude: [] }), ['conf.d/', 'conf.d/01.conf', 'conf.d/deep/', 'conf.d/deep/x.conf', 'nova.conf']);
+  assert.deepEqual(await names({ include: ['*.conf'], exclude: [] }), [
+    'conf.d/',
+    'conf.d/01.conf',
+    'conf.d/deep/',
+    'conf.d/deep/x.conf',
+    'nova.conf',
+  ]);
   assert.deepEqual(await names({ include: ['logs'], exclude: ['*.log'] }), ['logs/', 'logs/keep.txt']);
 });

@@ -1,0 +1,442 @@
+/** The files engine and the commit protocol, end to end on real storage (a folder and Azurite). */
+import assert from 'node:assert/strict';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import { after, before, describe, test } from 'node:test';
+import { generateIdentity } from 'age-encryption';
+import * as tar from 'tar-stream';
+import { Catalog, inProgressName, manifestName } from '../../shared/catalog/catalog.ts';
+import type { Manifest } from '../../shared/catalog/manifest.ts';
+import { UserError } from '../../shared/errors.ts';
+import { backupFiles, type FilesBackupOptions } from '../../shared/files/backup.ts';
+import { restoreFiles } from '../../shared/files/restore.ts';
+import { IntegrityError, writeArtifact } from '../../shared/pipeline/artifact.ts';
+import { recipientOf } from '../../shared/pipeline/encryption.ts';
+import { type Logger, silentLogger } from '../../shared/pipeline/progress.ts';
+import { openStorage } from '../../shared/storage/open.ts';
+import type { Storage } from '../../shared/storage/storage.ts';
+import { startAzurite, type TestServer, tempDir } from '../harness/servers.ts';
+import { diffTrees, makeHostileTree } from '../harness/tree.ts';
+
+let work: string;
+let source: string;
+let storage: Storage;
+let catalog: Catalog;
+
+const backup = (overrides: Partial<FilesBackupOptions> = {}) =>
+  backupFiles({
+    storage,
+    set: 'etc-nova',
+    source,
+    include: [],
+    exclude: [],
+    compression: 'zstd',
+    tags: [],
+    logger: silentLogger,
+    ...overrides,
+  });
+
+async function leftovers(dir: string): Promise<string[]> {
+  return (await fs.readdir(dir)).filter((n) => n.includes('lifeboat-'));
+}
+
+async function committedIds(set = 'etc-nova', s = storage): Promise<string[]> {
+  return (await new Catalog(s).listBackups(set)).filter((b) => b.committed).map((b) => b.id);
+}
+
+/** Replaces a stored object's bytes (the fs provider keeps objects as plain files). */
+async function tamper(manifest: Manifest, change: (bytes: Buffer) => Buffer): Promise<void> {
+  const file = path.join(work, 'backups', manifest.set, manifest.id, manifest.artifacts[0]!.name);
+  await fs.writeFile(file, change(await fs.readFile(file)));
+}
+
+before(async () => {
+  work = await tempDir('files');
+  source = path.join(work, 'source');
+  await makeHostileTree(source);
+  storage = openStorage(path.join(work, 'backups'));
+  catalog = new Catalog(storage);
+});
+after(() => fs.rm(work, { recursive: true, force: true }));
+
+describe('backup and restore of a folder', () => {
+  for (const compression of ['zstd', 'gzip', 'none'] as const) {
+    test(`${compression}: every name, mode, owner, mtime, symlink and byte survives`, async () => {
+      const manifest = await backup({ compression, set: `c-${compression}` });
+      assert.equal(manifest.kind, 'files');
+      assert.match(manifest.artifacts[0]!.name, /^files\.tar(\.zst|\.gz)?$/);
+      const target = path.join(work, `restored-${compression}`);
+      const result = await restoreFiles({
+        storage,
+        manifest,
+        target,
+        overwrite: false,
+        dryRun: false,
+        logger: silentLogger,
+      });
+      assert.deepEqual(result.facts, manifest.facts);
+      assert.deepEqual(await diffTrees(source, target), []);
+      assert.deepEqual(await leftovers(work), []);
+    });
+  }
+
+  test('the manifest counts what was backed up, and says what was left out', async () => {
+    const manifest = await backup({ set: 'counted', exclude: ['*.bin', 'level-3-*'] });
+    const facts = manifest.facts as { files: number; symlinks: number; bytes: number; directories: number };
+    assert.equal(facts.symlinks, 4);
+    assert.equal(facts.directories, 6); // empty-dir, locked-dir, shared-dir, level-0..2 (level-3 excluded with all below)
+    assert.deepEqual(manifest.contents.excluded, ['*.bin', 'level-3-*']);
+    assert.ok(!JSON.stringify(await fs.readdir(source)).includes('lifeboat'));
+  });
+
+  test('two backups in the same minute get distinct ids', async () => {
+    const now = () => new Date('2026-11-21T03:15:30Z');
+    const first = await backup({ set: 'same-minute', now });
+    const second = await backup({ set: 'same-minute', now });
+    assert.equal(first.id, '2026-11-21-0315-backup-full');
+    assert.equal(second.id, '2026-11-21-0315-backup-full-2');
+    assert.equal((await catalog.resolve('same-minute', 'latest')).id, second.id);
+  });
+
+  test('dry run reads and checks everything and writes nothing', async () => {
+    const manifest = await backup({ set: 'dry' });
+    const target = path.join(work, 'dry-target');
+    const result = await restoreFiles({
+      storage,
+      manifest,
+      target,
+      overwrite: false,
+      dryRun: true,
+      logger: silentLogger,
+    });
+    assert.deepEqual(result.facts, manifest.facts);
+    await assert.rejects(fs.stat(target), { code: 'ENOENT' });
+    assert.deepEqual(await leftovers(work), []);
+  });
+});
+
+describe('encryption', () => {
+  let identity: string;
+  before(async () => {
+    identity = await generateIdentity();
+  });
+
+  test('to a recipient: restorable with the identity only', async () => {
+    const manifest = await backup({ set: 'enc', encryption: { recipients: [await recipientOf(identity)] } });
+    assert.equal(manifest.artifacts[0]!.name, 'files.tar.zst.age');
+    assert.deepEqual(manifest.artifacts[0]!.encryption, { type: 'age', recipients: 1, passphrase: false });
+    const target = path.join(work, 'enc-out');
+    await assert.rejects(
+      restoreFiles({ storage, manifest, target, overwrite: false, dryRun: false, logger: silentLogger }),
+      (e: unknown) => e instanceof UserError && /is encrypted; give the age identity/.test(e.message),
+    );
+    await assert.rejects(
+      restoreFiles({
+        storage,
+        manifest,
+        target,
+        overwrite: false,
+        dryRun: false,
+        logger: silentLogger,
+        keys: { identities: [await generateIdentity()] },
+      }),
+      (e: unknown) => e instanceof UserError && /none of the given keys can decrypt/.test(e.message),
+    );
+    await assert.rejects(fs.stat(target), { code: 'ENOENT' });
+    assert.deepEqual(await leftovers(work), []);
+    await restoreFiles({
+      storage,
+      manifest,
+      target,
+      overwrite: false,
+      dryRun: false,
+      logger: silentLogger,
+      keys: { identities: [identity] },
+    });
+    assert.deepEqual(await diffTrees(source, target), []);
+  });
+
+  test('with a passphrase', async () => {
+    const manifest = await backup({
+      set: 'pass',
+      encryption: { passphrase: 'correct horse battery staple' },
+    });
+    const target = path.join(work, 'pass-out');
+    await restoreFiles({
+      storage,
+      manifest,
+      target,
+      overwrite: false,
+      dryRun: false,
+      logger: silentLogger,
+      keys: { identities: [], passphrase: 'correct horse battery staple' },
+    });
+    assert.deepEqual(await diffTrees(source, target), []);
+  });
+});
+
+describe('a damaged backup never leaves a target looking restored', () => {
+  let manifest: Manifest;
+  before(async () => {
+    manifest = await backup({ set: 'damaged', compression: 'zstd' });
+  });
+
+  const attempts: [string, (b: Buffer) => Buffer][] = [
+    [
+      'one byte flipped in the middle',
+      (b) => {
+        const c = Buffer.from(b);
+        c[c.length >> 1]! ^= 0x01;
+        return c;
+      },
+    ],
+    ['truncated', (b) => b.subarray(0, b.length - 1000)],
+    ['bytes appended', (b) => Buffer.concat([b, Buffer.from('trailing')])],
+  ];
+  for (const [what, change] of attempts) {
+    test(what, async () => {
+      const original = await fs.readFile(
+        path.join(work, 'backups', manifest.set, manifest.id, manifest.artifacts[0]!.name),
+      );
+      await tamper(manifest, change);
+      try {
+        const target = path.join(work, 'damaged-out');
+        await assert.rejects(
+          restoreFiles({ storage, manifest, target, overwrite: false, dryRun: false, logger: silentLogger }),
+          (e: unknown) => e instanceof IntegrityError && /damaged|truncated|does not match/.test(e.message),
+        );
+        await assert.rejects(fs.stat(target), { code: 'ENOENT' });
+        assert.deepEqual(await leftovers(work), []);
+      } finally {
+        await tamper(manifest, () => original);
+      }
+    });
+  }
+
+  test('a manifest whose counts were edited is caught', async () => {
+    const edited = { ...manifest, facts: { ...manifest.facts, files: (manifest.facts.files as number) + 1 } };
+    await assert.rejects(
+      restoreFiles({
+        storage,
+        manifest: edited,
+        target: path.join(work, 'edited-out'),
+        overwrite: false,
+        dryRun: false,
+        logger: silentLogger,
+      }),
+      /the archive holds \d+ files, the manifest records/,
+    );
+    assert.deepEqual(await leftovers(work), []);
+  });
+
+  test('a failed overwrite leaves the old target as it was', async () => {
+    const target = path.join(work, 'keep-me');
+    await fs.mkdir(target);
+    await fs.writeFile(path.join(target, 'precious.txt'), 'do not lose me');
+    const original = await fs.readFile(
+      path.join(work, 'backups', manifest.set, manifest.id, manifest.artifacts[0]!.name),
+    );
+    await tamper(manifest, (b) => b.subarray(0, 100));
+    try {
+      await assert.rejects(
+        restoreFiles({ storage, manifest, target, overwrite: true, dryRun: false, logger: silentLogger }),
+        IntegrityError,
+      );
+    } finally {
+      await tamper(manifest, () => original);
+    }
+    assert.deepEqual(await fs.readdir(target), ['precious.txt']);
+    assert.deepEqual(await leftovers(work), []);
+  });
+});
+
+describe('targets', () => {
+  test('a non-empty target is refused; overwrite replaces it only after success', async () => {
+    const manifest = await backup({ set: 'overwrite' });
+    const target = path.join(work, 'occupied');
+    await fs.mkdir(target);
+    await fs.writeFile(path.join(target, 'old.txt'), 'old');
+    await assert.rejects(
+      restoreFiles({ storage, manifest, target, overwrite: false, dryRun: false, logger: silentLogger }),
+      (e: unknown) =>
+        e instanceof UserError && /target: '.*occupied' is not empty; .*overwrite: true/.test(e.message),
+    );
+    assert.deepEqual(await fs.readdir(target), ['old.txt']);
+    await restoreFiles({ storage, manifest, target, overwrite: true, dryRun: false, logger: silentLogger });
+    assert.deepEqual(await diffTrees(source, target), []);
+    assert.deepEqual(await leftovers(work), []);
+  });
+
+  test('an empty existing folder is a fine target; a file is not', async () => {
+    const manifest = await backup({ set: 'empty-target' });
+    const target = path.join(work, 'empty-target');
+    await fs.mkdir(target);
+    await restoreFiles({ storage, manifest, target, overwrite: false, dryRun: false, logger: silentLogger });
+    assert.deepEqual(await diffTrees(source, target), []);
+    const file = path.join(work, 'a-file');
+    await fs.writeFile(file, 'x');
+    await assert.rejects(
+      restoreFiles({ storage, manifest, target: file, overwrite: true, dryRun: false, logger: silentLogger }),
+      /is not a folder/,
+    );
+  });
+
+  test('an archive entry that escapes the target is refused and nothing is written outside', async () => {
+    const pack = tar.pack();
+    pack.entry({ name: 'ok.txt' }, 'fine');
+    pack.entry({ name: '../escaped.txt' }, 'evil');
+    pack.finalize();
+    const pending = await catalog.begin('evil', 'full', new Date());
+    const artifact = await writeArtifact(
+      {
+        storage,
+        key: pending.key('files.tar'),
+        format: 'tar',
+        source: pack as unknown as Readable,
+        compression: 'none',
+        logger: silentLogger,
+        label: 'x',
+      },
+      'files.tar',
+    );
+    const forged: Manifest = {
+      format: 1,
+      id: pending.id,
+      set: 'evil',
+      kind: 'files',
+      mode: 'full',
+      startedAt: new Date().toISOString(),
+      finishedAt: new Date().toISOString(),
+      tool: { name: 'lifeboat', version: '0' },
+      source: {},
+      artifacts: [artifact],
+      contents: { included: [], excluded: [] },
+      facts: { files: 2, directories: 0, symlinks: 0, bytes: 8 },
+      tags: [],
+    };
+    await catalog.commit(pending, forged);
+    const target = path.join(work, 'evil-out');
+    await assert.rejects(
+      restoreFiles({
+        storage,
+        manifest: forged,
+        target,
+        overwrite: false,
+        dryRun: false,
+        logger: silentLogger,
+      }),
+      /points outside the restore folder/,
+    );
+    await assert.rejects(fs.stat(path.join(work, 'escaped.txt')), { code: 'ENOENT' });
+    await assert.rejects(fs.stat(target), { code: 'ENOENT' });
+  });
+});
+
+describe('the commit protocol', () => {
+  test('a backup without a manifest is not listed, not latest, and refused by id', async () => {
+    const good = await backup({ set: 'protocol', now: () => new Date('2026-11-20T01:00:00Z') });
+    const pending = await catalog.begin('protocol', 'full', new Date('2026-11-21T01:00:00Z'));
+    await storage.putBytes(pending.key('files.tar.zst'), Buffer.from('half an upload'));
+    assert.deepEqual(await committedIds('protocol'), [good.id]);
+    assert.equal((await catalog.resolve('protocol', 'latest')).id, good.id);
+    await assert.rejects(
+      catalog.resolve('protocol', pending.id),
+      (e: unknown) => e instanceof UserError && /was never committed/.test(e.message),
+    );
+    await assert.rejects(
+      catalog.resolve('protocol', '2020-01-01-0000-backup-full'),
+      /does not exist in set 'protocol'.*newest: /,
+    );
+    await assert.rejects(catalog.resolve('nothing-here', 'latest'), /has no committed backup/);
+  });
+
+  test('a failed backup removes what it wrote and commits nothing', async () => {
+    const controller = new AbortController();
+    const logger: Logger = { info: () => controller.abort(new Error('stopped by the test')), warn() {} };
+    await assert.rejects(
+      backup({ set: 'aborted', logger, signal: controller.signal }),
+      /stopped by the test|aborted/i,
+    );
+    assert.deepEqual(await committedIds('aborted'), []);
+    const objects: string[] = [];
+    for await (const o of storage.list('aborted/')) objects.push(o.key);
+    assert.deepEqual(objects, []);
+  });
+
+  test('an unreadable or missing source fails before anything is written', async () => {
+    await assert.rejects(
+      backup({ set: 'nosource', source: path.join(work, 'nope') }),
+      /source: '.*nope' does not exist/,
+    );
+    await assert.rejects(
+      backup({ set: 'nosource', source: path.join(source, 'plain.txt') }),
+      /is not a folder/,
+    );
+    assert.deepEqual(
+      await storage.listDirs(''),
+      (await storage.listDirs('')).filter((d) => d !== 'nosource/'),
+    );
+  });
+
+  test('delete takes the manifest first, so a crash leaves an uncommitted folder', async () => {
+    const manifest = await backup({ set: 'deleting' });
+    const order: string[][] = [];
+    const recording: Storage = Object.create(storage, {
+      delete: {
+        value: async (keys: string[]) => {
+          order.push(keys);
+          if (order.length === 1) await storage.delete(keys);
+          else throw new Error('crash');
+        },
+      },
+    });
+    const entry = (await new Catalog(recording).listBackups('deleting'))[0]!;
+    await assert.rejects(new Catalog(recording).deleteBackup(entry), /crash/);
+    assert.deepEqual(order[0], [`deleting/${manifest.id}/${manifestName}`]);
+    const after = (await catalog.listBackups('deleting'))[0]!;
+    assert.equal(after.committed, false);
+    assert.ok(after.objects.some((k) => k.endsWith(manifest.artifacts[0]!.name)));
+    assert.ok(!after.objects.some((k) => k.endsWith(inProgressName)));
+  });
+});
+
+describe('on a cloud provider (Azurite)', () => {
+  let server: TestServer;
+  before(async () => {
+    server = await startAzurite();
+  });
+  after(() => server.stop());
+
+  test('backup, list and restore, with a conditional manifest write', async () => {
+    const cloud = openStorage(server.url, server.env);
+    const manifest = await backupFiles({
+      storage: cloud,
+      set: 'etc-nova',
+      source,
+      include: [],
+      exclude: [],
+      compression: 'zstd',
+      tags: ['nightly'],
+      logger: silentLogger,
+    });
+    assert.deepEqual(await committedIds('etc-nova', cloud), [manifest.id]);
+    await assert.rejects(
+      new Catalog(cloud).commit(
+        { set: 'etc-nova', id: manifest.id, key: (n) => `etc-nova/${manifest.id}/${n}` },
+        manifest,
+      ),
+      /already exists/,
+    );
+    const target = path.join(work, 'from-azure');
+    await restoreFiles({
+      storage: cloud,
+      manifest: await new Catalog(cloud).resolve('etc-nova', 'latest'),
+      target,
+      overwrite: false,
+      dryRun: false,
+      logger: silentLogger,
+    });
+    assert.deepEqual(await diffTrees(source, target), []);
+  });
+});
