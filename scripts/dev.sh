@@ -20,6 +20,16 @@ if [ "$(node_major)" -lt 24 ]; then
 fi
 [ "$(node_major)" -ge 24 ] || { echo "setup: Node 24 is required, found $(node --version)" >&2; exit 1; }
 
+# The standard tools of the manual-restore recipe, which a test follows: age and zstd.
+if ! command -v age >/dev/null || ! command -v zstd >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: apt-get install age zstd" >&2
+    apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq age zstd >/dev/null
+  else
+    echo "setup: age or zstd is missing (apt-get install age zstd); the manual-recipe test will be skipped" >&2
+  fi
+fi
+
 stamp="node_modules/.lifeboat-lock.sha256"
 want=$(sha256sum package-lock.json | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
