@@ -6,6 +6,7 @@ import { Catalog } from '../catalog/catalog.ts';
 import { type Manifest, manifestFormat } from '../catalog/manifest.ts';
 import { UserError } from '../errors.ts';
 import { artifactName, writeArtifact } from '../pipeline/artifact.ts';
+import { chunkBytes } from '../pipeline/buffers.ts';
 import type { Compression } from '../pipeline/compression.ts';
 import type { EncryptionKeys } from '../pipeline/encryption.ts';
 import type { Logger } from '../pipeline/progress.ts';
@@ -206,7 +207,7 @@ async function addFile(pack: tar.Pack, entry: FoundEntry, base: EntryHeader): Pr
   // Read exactly the size recorded in the header: a file that grows meanwhile is cut at that
   // size (as tar does); one that shrinks is an error, since its content is not consistent.
   let read = 0;
-  for await (const chunk of handle.createReadStream({ start: 0, end: size - 1, highWaterMark: 1 << 20 })) {
+  for await (const chunk of handle.createReadStream({ start: 0, end: size - 1, highWaterMark: chunkBytes })) {
     read += (chunk as Buffer).length;
     if (!sink.write(chunk)) await once(sink, 'drain');
   }

@@ -3,6 +3,7 @@ import { pipeline } from 'node:stream/promises';
 import type { Artifact } from '../catalog/manifest.ts';
 import { UserError } from '../errors.ts';
 import type { Storage } from '../storage/storage.ts';
+import { chunkBytes } from './buffers.ts';
 import { type Compression, compressionSuffix, compressStream, decompressStream } from './compression.ts';
 import { Counter, Digest } from './digest.ts';
 import { type DecryptionKeys, decryptStream, type EncryptionKeys, encryptStream } from './encryption.ts';
@@ -47,7 +48,7 @@ export async function writeArtifact(options: WriteArtifactOptions, name: string)
   const progress = startProgress(options.logger, options.label, () => content.bytes, {
     intervalMs: options.progressIntervalMs,
   });
-  const upload = new PassThrough({ highWaterMark: 1 << 20 });
+  const upload = new PassThrough({ highWaterMark: chunkBytes });
   try {
     const flowing = pipeline([...stages, upload] as NodeJS.ReadWriteStream[], { signal: options.signal });
     const uploading = options.storage.putStream(options.key, upload, options.signal);
@@ -116,7 +117,7 @@ export async function readArtifact(options: ReadArtifactOptions): Promise<Readab
   });
   // The consumer's stream stays outside the pipeline: a failing pipeline destroys its own
   // streams with the raw error, and the consumer should hear what it means instead.
-  const out = new PassThrough({ highWaterMark: 1 << 20 });
+  const out = new PassThrough({ highWaterMark: chunkBytes });
   gate.pipe(out);
   pipeline(
     [raw, stored, ...stages, decompressStream(artifact.compression), gate] as NodeJS.ReadWriteStream[],

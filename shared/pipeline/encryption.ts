@@ -2,6 +2,7 @@ import { Duplex, PassThrough, Readable } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { Decrypter, Encrypter, identityToRecipient } from 'age-encryption';
 import { UserError } from '../errors.ts';
+import { chunkBytes } from './buffers.ts';
 
 /** What an artifact is encrypted to: public-key recipients or a passphrase (never both). */
 export type EncryptionKeys = { recipients: string[] } | { passphrase: string };
@@ -56,7 +57,7 @@ export function recipientOf(identity: string): Promise<string> {
 }
 
 function webToNode(stream: ReadableStream<Uint8Array>): Readable {
-  return Readable.fromWeb(stream as unknown as WebReadableStream<Uint8Array>, { highWaterMark: 1 << 20 });
+  return Readable.fromWeb(stream as unknown as WebReadableStream<Uint8Array>, { highWaterMark: chunkBytes });
 }
 
 /**
@@ -94,9 +95,9 @@ export function decryptStream(keys: DecryptionKeys): Duplex {
 function ageDuplex(
   transform: (input: ReadableStream<Uint8Array>) => Promise<ReadableStream<Uint8Array>>,
 ): Duplex {
-  const input = new PassThrough({ highWaterMark: 1 << 20 });
+  const input = new PassThrough({ highWaterMark: chunkBytes });
   const webInput = Readable.toWeb(input) as unknown as ReadableStream<Uint8Array>;
-  const output = new PassThrough({ highWaterMark: 1 << 20 });
+  const output = new PassThrough({ highWaterMark: chunkBytes });
   transform(webInput).then(
     (result) => {
       const source = webToNode(result);

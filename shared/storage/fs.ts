@@ -4,6 +4,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { chunkBytes } from '../pipeline/buffers.ts';
 import { type ObjectInfo, type Storage, StorageError } from './storage.ts';
 
 const partial = '.lifeboat-partial-';
@@ -95,7 +96,7 @@ export class FsStorage implements Storage {
       }
       throw error;
     });
-    return handle.createReadStream({ highWaterMark: 1 << 20 });
+    return handle.createReadStream({ highWaterMark: chunkBytes });
   }
 
   async head(key: string): Promise<ObjectInfo | undefined> {

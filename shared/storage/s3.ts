@@ -9,11 +9,8 @@ import {
   S3Client,
   type S3ClientConfig,
 } from '@aws-sdk/client-s3';
-import { Upload } from '@aws-sdk/lib-storage';
+import { uploadToS3 } from './s3-upload.ts';
 import { joinKey, type ObjectInfo, type Storage, StorageError } from './storage.ts';
-
-export const s3PartSize = 8 * 1024 * 1024;
-export const s3QueueSize = 4;
 
 /** The endpoint for S3-compatible servers, from the standard variables. */
 export function s3Endpoint(env = process.env): string | undefined {
@@ -33,6 +30,8 @@ export class S3Storage implements Storage {
   private readonly prefix: string;
   private readonly client: S3Client;
   private readonly pageSize: number;
+  /** Whether the SDK adds checksums where S3 supports them (real AWS; not custom endpoints). */
+  private readonly checksums: boolean;
 
   constructor(url: string, bucket: string, prefix: string, env = process.env, pageSize = 1000) {
     this.pageSize = pageSize;
@@ -40,6 +39,7 @@ export class S3Storage implements Storage {
     this.bucket = bucket;
     this.prefix = prefix;
     const endpoint = s3Endpoint(env);
+    this.checksums = !endpoint;
     const config: S3ClientConfig = {
       region: env.AWS_REGION || env.AWS_DEFAULT_REGION || 'us-east-1',
       maxAttempts: 4,
@@ -79,27 +79,15 @@ export class S3Storage implements Storage {
   }
 
   async putStream(key: string, body: Readable, signal?: AbortSignal): Promise<void> {
-    const upload = new Upload({
-      client: this.client,
-      params: { Bucket: this.bucket, Key: this.key(key), Body: body },
-      partSize: s3PartSize,
-      queueSize: s3QueueSize,
-      leavePartsOnError: false,
-    });
-    const abort = () => void upload.abort().catch(() => {});
-    signal?.addEventListener('abort', abort, { once: true });
-    // A failing source stream must fail the upload, not leave it waiting for more parts.
-    const failed = new Promise<never>((_, reject) => body.once('error', reject));
-    failed.catch(() => abort());
     try {
-      await Promise.race([upload.done(), failed]);
+      await uploadToS3(
+        { client: this.client, bucket: this.bucket, key: this.key(key), checksums: this.checksums, signal },
+        body,
+      );
     } catch (error) {
-      if (error instanceof StorageError) throw error;
       if (signal?.aborted) throw signal.reason;
       if (!(error as { $metadata?: unknown }).$metadata) throw error; // the source failed, not S3
       this.fail(error, key);
-    } finally {
-      signal?.removeEventListener('abort', abort);
     }
   }
 

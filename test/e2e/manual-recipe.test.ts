@@ -13,7 +13,9 @@ import { runCli } from '../harness/runner.ts';
 import { tempDir } from '../harness/servers.ts';
 import { diffTrees, makeHostileTree } from '../harness/tree.ts';
 
-const haveTools = ['age', 'zstd', 'tar', 'sha256sum'].every((tool) => spawnSync('sh', ['-c', `command -v ${tool}`]).status === 0);
+const haveTools = ['age', 'zstd', 'tar', 'sha256sum'].every(
+  (tool) => spawnSync('sh', ['-c', `command -v ${tool}`]).status === 0,
+);
 let work: string;
 let source: string;
 
@@ -25,17 +27,35 @@ before(async () => {
 after(() => fs.rm(work, { recursive: true, force: true }));
 
 for (const compression of ['zstd', 'gzip'] as const) {
-  test(`age -d | ${compression} -d | tar -x gives back the tree, and sha256sum matches the manifest`, { skip: !haveTools && 'age, zstd, tar or sha256sum missing' }, async () => {
+  test(`age -d | ${compression} -d | tar -x gives back the tree, and sha256sum matches the manifest`, {
+    skip: !haveTools && 'age, zstd, tar or sha256sum missing',
+  }, async () => {
     const identity = await generateIdentity();
     const storage = path.join(work, `backups-${compression}`);
     const backup = await runCli(
-      ['backup-files', '--storage', storage, '--set', 'etc', '--source', source, '--compression', compression, '--age-recipients', await recipientOf(identity), '--json'],
+      [
+        'backup-files',
+        '--storage',
+        storage,
+        '--set',
+        'etc',
+        '--source',
+        source,
+        '--compression',
+        compression,
+        '--age-recipients',
+        await recipientOf(identity),
+        '--json',
+      ],
       {},
     );
     assert.equal(backup.code, 0, backup.stderr);
     const manifest = JSON.parse(backup.stdout).result;
     const artifact = path.join(storage, 'etc', manifest.id, manifest.artifacts[0].name);
-    assert.equal(execFileSync('sha256sum', [artifact], { encoding: 'utf8' }).split(' ')[0], manifest.artifacts[0].sha256);
+    assert.equal(
+      execFileSync('sha256sum', [artifact], { encoding: 'utf8' }).split(' ')[0],
+      manifest.artifacts[0].sha256,
+    );
     const key = path.join(work, `key-${compression}.txt`);
     await fs.writeFile(key, `${identity}\n`, { mode: 0o600 });
     const target = path.join(work, `by-hand-${compression}`);

@@ -1,0 +1,26 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { concurrencyFor, maxParts, partSizeFor } from '../../shared/storage/s3-upload.ts';
+
+const MiB = 1024 * 1024;
+const GiB = 1024 * MiB;
+
+test('part sizes grow so that 10,000 parts hold about 484 GiB, every part within S3 limits', () => {
+  let total = 0;
+  for (let n = 1; n <= maxParts; n++) {
+    const size = partSizeFor(n);
+    assert.ok(size >= 5 * MiB && size <= 5 * GiB, `part ${n}`);
+    total += size;
+  }
+  assert.equal(partSizeFor(1), 8 * MiB);
+  assert.equal(partSizeFor(2000), 8 * MiB);
+  assert.equal(partSizeFor(2001), 16 * MiB);
+  assert.equal(total, 2000 * (8 + 16 + 32 + 64 + 128) * MiB); // 484.4 GiB
+});
+
+test('parts in flight shrink as parts grow, keeping memory bounded', () => {
+  assert.equal(concurrencyFor(8 * MiB), 4);
+  assert.equal(concurrencyFor(16 * MiB), 4);
+  assert.equal(concurrencyFor(32 * MiB), 2);
+  assert.equal(concurrencyFor(128 * MiB), 1);
+});
