@@ -36,7 +36,14 @@ export function makeReader(
   };
 }
 
-/** Parses inputs, then runs the command under its `timeout`, aborting its work when time is up. */
+/** How long a command may take to clean up after its timeout before it is abandoned. */
+const cleanupGraceMs = 60_000;
+
+/**
+ * Parses inputs, then runs the command under its `timeout`. When time is up the command's
+ * signal is aborted and its own cleanup (aborting uploads, removing staging folders and
+ * unfinished backups) gets up to a minute to finish before the timeout error is reported.
+ */
 export async function runCommand(
   command: Command<never>,
   read: InputReader,
@@ -45,23 +52,26 @@ export async function runCommand(
   const options = command.parse(read) as { timeoutSeconds?: number };
   const seconds = options.timeoutSeconds ?? 6 * 3600;
   const controller = new AbortController();
-  let timer: NodeJS.Timeout | undefined;
-  const timedOut = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => {
-      const error = new UserError(
-        `timeout: ${command.name} did not finish within ${formatDuration(seconds)}; it was stopped and cleaned up (raise the timeout input)`,
-      );
-      controller.abort(error);
-      reject(error);
-    }, seconds * 1000);
+  const timeout = new UserError(
+    `timeout: ${command.name} did not finish within ${formatDuration(seconds)}; it was stopped and what it wrote was removed (raise the timeout input)`,
+  );
+  let graceTimer: NodeJS.Timeout | undefined;
+  const abandoned = new Promise<never>((_, reject) => {
+    controller.signal.addEventListener('abort', () => {
+      graceTimer = setTimeout(() => reject(timeout), cleanupGraceMs);
+    });
   });
+  const timer = setTimeout(() => controller.abort(timeout), seconds * 1000);
   try {
     return await Promise.race([
       command.execute(options as never, { logger, signal: controller.signal }),
-      timedOut,
+      abandoned,
     ]);
+  } catch (error) {
+    throw controller.signal.aborted ? timeout : error;
   } finally {
     clearTimeout(timer);
+    clearTimeout(graceTimer);
   }
 }
 

@@ -223,3 +223,33 @@ describe('bad inputs: one clear line, exit 1, nothing committed', () => {
     assert.deepEqual(await committed(), [`conf/${committedId}`]);
   });
 });
+
+describe('timeout', () => {
+  test('a backup that runs out of time stops, removes what it wrote and commits nothing', async () => {
+    const big = path.join(work, 'big');
+    await fs.mkdir(big);
+    await fs.writeFile(path.join(big, 'data.bin'), Buffer.alloc(64 * 1024 * 1024, 7));
+    const before = await committed();
+    const run = await runAction(
+      'backup-files',
+      {
+        storage: server.url,
+        set: 'slow',
+        source: big,
+        timeout: '300ms',
+        compression: 'gzip',
+        'compression-level': '9',
+      },
+      server.env,
+    );
+    oneError(
+      run,
+      /timeout: backup-files did not finish within 300ms; it was stopped and what it wrote was removed/,
+    );
+    assert.deepEqual(await committed(), before);
+    const storage = openStorage(server.url, { ...process.env, ...server.env });
+    const left: string[] = [];
+    for await (const o of storage.list('slow/')) left.push(o.key);
+    assert.deepEqual(left, []);
+  });
+});

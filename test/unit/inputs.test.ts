@@ -65,5 +65,6 @@ test('human figures', () => {
   assert.equal(formatBytes(1536), '1.50 KiB');
   assert.equal(formatBytes(300 * 1024 * 1024), '300.0 MiB');
   assert.equal(formatDuration(59.6), '1m00s');
+  assert.equal(formatDuration(0.3), '300ms');
   assert.equal(formatDuration(3 * 3600 + 61), '3h01m');
 });
