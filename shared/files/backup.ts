@@ -204,16 +204,21 @@ async function addFile(pack: tar.Pack, entry: FoundEntry, base: EntryHeader): Pr
   const written = new Promise<void>((resolve, reject) => {
     sink = pack.entry({ ...base, type: 'file', size }, (error) => (error ? reject(error) : resolve()));
   });
+  // The entry fails, without 'drain', when the archive is torn down (a failed upload, a
+  // timeout): wait for either, and never leave that failure unobserved.
+  written.catch(() => {});
+  sink.on('error', () => {}); // reported through `written`
+  const writable = (chunk: Buffer) =>
+    sink.write(chunk) ? undefined : Promise.race([once(sink, 'drain'), written]);
   // Read exactly the size recorded in the header: a file that grows meanwhile is cut at that
   // size (as tar does); one that shrinks is an error, since its content is not consistent.
   let read = 0;
   for await (const chunk of handle.createReadStream({ start: 0, end: size - 1, highWaterMark: chunkBytes })) {
     read += (chunk as Buffer).length;
-    if (!sink.write(chunk)) await once(sink, 'drain');
+    await writable(chunk as Buffer);
   }
   if (read < size) {
     sink.destroy();
-    written.catch(() => {});
     throw new UserError(
       `source: '${entry.abs}' shrank from ${size} to ${read} bytes while being backed up; back up a quiet folder`,
     );

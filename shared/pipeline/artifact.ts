@@ -43,7 +43,7 @@ export async function writeArtifact(options: WriteArtifactOptions, name: string)
     content,
     compressStream(options.compression, options.compressionLevel),
   ];
-  if (options.encryption) stages.push(encryptStream(options.encryption));
+  if (options.encryption) stages.push(await encryptStream(options.encryption));
   stages.push(stored);
   const progress = startProgress(options.logger, options.label, () => content.bytes, {
     intervalMs: options.progressIntervalMs,

@@ -1,8 +1,7 @@
-import { Duplex, PassThrough, Readable } from 'node:stream';
-import type { ReadableStream as WebReadableStream } from 'node:stream/web';
+import type { Transform } from 'node:stream';
 import { Decrypter, Encrypter, identityToRecipient } from 'age-encryption';
 import { UserError } from '../errors.ts';
-import { chunkBytes } from './buffers.ts';
+import { AgeDecryptError, AgeDecrypter, AgePayloadEncrypter } from './age-stream.ts';
 
 /** What an artifact is encrypted to: public-key recipients or a passphrase (never both). */
 export type EncryptionKeys = { recipients: string[] } | { passphrase: string };
@@ -56,60 +55,62 @@ export function recipientOf(identity: string): Promise<string> {
   return identityToRecipient(identity);
 }
 
-function webToNode(stream: ReadableStream<Uint8Array>): Readable {
-  return Readable.fromWeb(stream as unknown as WebReadableStream<Uint8Array>, { highWaterMark: chunkBytes });
+/** The end of an age header: the newline after the `--- <MAC>` line. */
+function headerEnd(file: Uint8Array): number {
+  const bytes = Buffer.from(file.buffer, file.byteOffset, file.byteLength);
+  const mac = bytes.indexOf('\n---');
+  const end = mac < 0 ? -1 : bytes.indexOf('\n', mac + 4);
+  if (end < 0) throw new Error('age-encryption produced no header');
+  return end + 1;
 }
 
 /**
- * A duplex that encrypts what is written to it into the age format. Any reader with the
- * matching identity can decrypt it with the standard `age -d`.
+ * A transform that encrypts what is written to it into the age format, readable with the
+ * standard `age -d`. The header comes from the age-encryption package (an empty file
+ * encrypted to the same recipients, whose file key a capturing recipient receives); the
+ * payload is sealed natively (age-stream.ts).
  */
-export function encryptStream(keys: EncryptionKeys): Duplex {
+export async function encryptStream(keys: EncryptionKeys): Promise<Transform> {
   const encrypter = new Encrypter();
+  let fileKey: Uint8Array | undefined;
   if ('passphrase' in keys) encrypter.setPassphrase(keys.passphrase);
-  else for (const r of keys.recipients) encrypter.addRecipient(r);
-  return ageDuplex((input) => encrypter.encrypt(input));
+  else {
+    encrypter.addRecipient({
+      wrapFileKey(key: Uint8Array) {
+        fileKey = Uint8Array.from(key);
+        return [];
+      },
+    });
+    for (const r of keys.recipients) encrypter.addRecipient(r);
+  }
+  const empty = await encrypter.encrypt(new Uint8Array(0));
+  const header = empty.subarray(0, headerEnd(empty));
+  if ('passphrase' in keys) {
+    const decrypter = new Decrypter();
+    decrypter.addPassphrase(keys.passphrase);
+    fileKey = await decrypter.decryptHeader(header);
+  }
+  if (!fileKey) throw new Error('age-encryption did not hand over the file key');
+  return new AgePayloadEncrypter(header, fileKey);
 }
 
 /**
- * A duplex that decrypts an age stream. A wrong key fails before any plaintext is
- * produced; a corrupted or truncated stream fails at the damaged chunk.
+ * A transform that decrypts an age stream. A wrong key fails before any plaintext is
+ * produced; a damaged or truncated stream fails at the damaged chunk.
  */
-export function decryptStream(keys: DecryptionKeys): Duplex {
+export function decryptStream(keys: DecryptionKeys): Transform {
   const decrypter = new Decrypter();
   for (const id of keys.identities) decrypter.addIdentity(id);
   if (keys.passphrase) decrypter.addPassphrase(keys.passphrase);
-  return ageDuplex(async (input) => {
+  return new AgeDecrypter(async (header) => {
     try {
-      return await decrypter.decrypt(input);
+      return await decrypter.decryptHeader(header);
     } catch (error) {
       const message = (error as Error).message;
-      if (/no identity matched|incorrect passphrase|failed to decrypt/i.test(message)) {
+      if (/no identity matched|incorrect passphrase|failed to decrypt|passphrase/i.test(message)) {
         throw new UserError(`age-identity: none of the given keys can decrypt this backup (${message})`);
       }
-      throw error;
+      throw new AgeDecryptError(`the age header is damaged: ${message}`);
     }
   });
-}
-
-function ageDuplex(
-  transform: (input: ReadableStream<Uint8Array>) => Promise<ReadableStream<Uint8Array>>,
-): Duplex {
-  const input = new PassThrough({ highWaterMark: chunkBytes });
-  const webInput = Readable.toWeb(input) as unknown as ReadableStream<Uint8Array>;
-  const output = new PassThrough({ highWaterMark: chunkBytes });
-  transform(webInput).then(
-    (result) => {
-      const source = webToNode(result);
-      source.on('error', (error) => output.destroy(error));
-      source.pipe(output);
-    },
-    (error) => output.destroy(error),
-  );
-  const duplex = Duplex.from({ writable: input, readable: output });
-  output.on('error', (error) => {
-    input.destroy(error);
-    duplex.destroy(error);
-  });
-  return duplex;
 }

@@ -244,7 +244,7 @@ describe('timeout', () => {
     );
     oneError(
       run,
-      /timeout: backup-files did not finish within 300ms; it was stopped and what it wrote was removed/,
+      /timeout: backup-files did not finish within 100ms; it was stopped and what it wrote was removed/,
     );
     assert.deepEqual(await committed(), before);
     const storage = openStorage(server.url, { ...process.env, ...server.env });
