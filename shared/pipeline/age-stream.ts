@@ -91,7 +91,6 @@ export class AgeDecrypter extends Transform {
   private readonly staging = Buffer.allocUnsafe(chunkSize + tagSize);
   private filled = 0;
   private counter = 0;
-  private pending?: Buffer;
 
   constructor(unwrap: (header: Uint8Array) => Promise<Uint8Array>) {
     super();
@@ -100,8 +99,8 @@ export class AgeDecrypter extends Transform {
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
     if (this.key) {
-      this.body(chunk);
-      return callback();
+      this.settle(callback, () => this.body(chunk));
+      return;
     }
     this.head.push(chunk);
     this.headBytes += chunk.length;
@@ -109,13 +108,15 @@ export class AgeDecrypter extends Transform {
     const mac = all.indexOf('\n---');
     const end = mac < 0 ? -1 : all.indexOf('\n', mac + 4);
     if (end < 0 || all.length < end + 1 + nonceSize) {
-      if (this.headBytes > maxHeaderBytes)
-        return callback(new AgeDecryptError('not an age file: no header end in the first MiB'));
       this.head = [all];
-      return callback();
+      if (this.headBytes > maxHeaderBytes)
+        callback(new AgeDecryptError('not an age file: no header end in the first MiB'));
+      else callback();
+      return;
     }
     if (!all.subarray(0, 22).equals(Buffer.from('age-encryption.org/v1\n'))) {
-      return callback(new AgeDecryptError('not an age file (no age-encryption.org/v1 header)'));
+      callback(new AgeDecryptError('not an age file (no age-encryption.org/v1 header)'));
+      return;
     }
     const header = all.subarray(0, end + 1);
     const nonce = all.subarray(end + 1, end + 1 + nonceSize);
@@ -123,15 +124,21 @@ export class AgeDecrypter extends Transform {
     this.unwrap(header).then(
       (fileKey) => {
         this.key = payloadKey(fileKey, nonce);
-        try {
-          this.body(all.subarray(end + 1 + nonceSize));
-          callback();
-        } catch (error) {
-          callback(error as Error);
-        }
+        this.settle(callback, () => this.body(all.subarray(end + 1 + nonceSize)));
       },
       (error) => callback(error),
     );
+  }
+
+  /** Runs a step that may throw (a chunk failing authentication) and reports to the callback. */
+  private settle(callback: TransformCallback, step: () => void): void {
+    try {
+      step();
+    } catch (error) {
+      callback(error as Error);
+      return;
+    }
+    callback();
   }
 
   private body(chunk: Buffer): void {
@@ -169,12 +176,9 @@ export class AgeDecrypter extends Transform {
   }
 
   override _flush(callback: TransformCallback): void {
-    try {
+    this.settle(callback, () => {
       if (!this.key) throw new AgeDecryptError('age file is truncated (it ends inside the header)');
       this.open(this.filled, true);
-      callback();
-    } catch (error) {
-      callback(error as Error);
-    }
+    });
   }
 }

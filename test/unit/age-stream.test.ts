@@ -78,6 +78,12 @@ test('a wrong key, a flipped byte, a truncation at a chunk boundary and extra by
   const flipped = Buffer.from(sealed);
   flipped[flipped.length - 70_000]! ^= 1;
   await assert.rejects(through(decryptStream({ identities: [identity] }), flipped), /failed authentication/);
+  const early = Buffer.from(sealed);
+  early[sealed.indexOf('\n---') + 200]! ^= 1; // inside the first payload chunk
+  await assert.rejects(
+    through(decryptStream({ identities: [identity] }), early, 9),
+    /chunk 0 failed authentication/,
+  );
   const cut = sealed.subarray(0, sealed.length - (65536 + 16));
   await assert.rejects(through(decryptStream({ identities: [identity] }), cut), /damaged or truncated/);
   await assert.rejects(
