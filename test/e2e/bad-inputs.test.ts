@@ -236,7 +236,7 @@ describe('timeout', () => {
         storage: server.url,
         set: 'slow',
         source: big,
-        timeout: '300ms',
+        timeout: '100ms',
         compression: 'gzip',
         'compression-level': '9',
       },

@@ -72,6 +72,20 @@ class InProcessStorageEmulator extends (StorageEmulator as new (args: Loose) => 
   handle(req: http.IncomingMessage, res: http.ServerResponse) {
     if (req.url?.startsWith('/storage/v1/')) req.url = req.url.slice('/storage/v1'.length);
     const { pathname } = new URL(req.url ?? '/', 'http://x');
+    // The create-only precondition Lifeboat's manifests use (generation 0), which the
+    // emulator ignores: answer 412 when the object exists, as GCS does.
+    const upload = /^\/upload\/storage\/v1\/b\/([^/]+)\/o$/.exec(pathname);
+    const search = new URL(req.url ?? '/', 'http://x').searchParams;
+    if (req.method === 'POST' && upload && search.get('ifGenerationMatch') === '0' && search.get('name')) {
+      if (this.adminStorageLayer.getMetadata(decodeURIComponent(upload[1]!), search.get('name'))) {
+        req.resume();
+        return sendJson(
+          res,
+          412,
+          apiError(412, 'conditionNotMet', 'At least one of the pre-conditions you specified did not hold.'),
+        );
+      }
+    }
     const bucketPath = /^\/b\/([^/]+)$/.exec(pathname);
     if (req.method === 'GET' && bucketPath) {
       const bucket = this._buckets.get(decodeURIComponent(bucketPath[1]!));

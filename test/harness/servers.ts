@@ -192,7 +192,7 @@ export async function startGcs(): Promise<TestServer> {
     name: 'gcs',
     url: `gs://${bucket}/backups`,
     env: { STORAGE_EMULATOR_HOST: emulator.endpoint, GOOGLE_CLOUD_PROJECT: gcsProjectId },
-    enforcesIfAbsent: false,
+    enforcesIfAbsent: true,
     refusesWritesToMissingBucket: false,
     listsNestedFolders: true,
     stop: emulator.stop,
