@@ -17,15 +17,7 @@ import { pipeline } from 'node:stream/promises';
 import { generateIdentity, identityToRecipient } from 'age-encryption';
 import { generated } from '../test/harness/data.ts';
 import { type Measured, measure } from '../test/harness/measure.ts';
-import {
-  startAzurite,
-  startFauxqs,
-  startFolder,
-  startGcs,
-  startS3rver,
-  type TestServer,
-  tempDir,
-} from '../test/harness/servers.ts';
+import { storageServers, type TestServer, tempDir } from '../test/harness/servers.ts';
 
 const gib = Number(process.argv[2] ?? 1);
 const bytes = Math.round(gib * 1024 ** 3);
@@ -90,7 +82,7 @@ try {
   await pipeline(generated(bytes, 5), createWriteStream(path.join(source, 'data.bin')));
   console.error(`data: ${gib} GiB incompressible, in ${source}`);
 
-  for (const start of [startFolder, startS3rver, startFauxqs, startAzurite, startGcs]) {
+  for (const [, start] of storageServers) {
     const server = await start();
     try {
       console.error(`${server.name}…`);

@@ -198,3 +198,12 @@ export async function startGcs(): Promise<TestServer> {
     stop: emulator.stop,
   };
 }
+
+/** Every storage the contract runs against, in the order tests and benchmarks report them. */
+export const storageServers: [string, () => Promise<TestServer>][] = [
+  ['fs', startFolder],
+  ['s3rver', startS3rver],
+  ['fauxqs', startFauxqs],
+  ['azurite', startAzurite],
+  ['gcs', startGcs],
+];

@@ -8,6 +8,7 @@ import { generateIdentity } from 'age-encryption';
 import * as tar from 'tar-stream';
 import { Catalog, inProgressName, manifestName } from '../../shared/catalog/catalog.ts';
 import type { Manifest } from '../../shared/catalog/manifest.ts';
+import { listCatalog } from '../../shared/commands/list.ts';
 import { UserError } from '../../shared/errors.ts';
 import { backupFiles, type FilesBackupOptions } from '../../shared/files/backup.ts';
 import { restoreFiles } from '../../shared/files/restore.ts';
@@ -349,6 +350,32 @@ describe('the commit protocol', () => {
       /does not exist in set 'protocol'.*newest: /,
     );
     await assert.rejects(catalog.resolve('nothing-here', 'latest'), /has no committed backup/);
+  });
+
+  test('list shows size, age and the newest verification record of each backup', async () => {
+    const older = await backup({ set: 'verified', now: () => new Date('2026-11-20T03:15:00Z') });
+    const newer = await backup({ set: 'verified', now: () => new Date('2026-11-21T03:15:00Z') });
+    const record = (at: string, passed: boolean) => ({
+      format: 1 as const,
+      backupId: older.id,
+      set: 'verified',
+      at,
+      passed,
+      checks: [{ name: 'sha256', passed }],
+      tool: { name: 'lifeboat' as const, version: '0.1.0' },
+    });
+    await catalog.recordVerification(record('2026-11-20T04:00:00.000Z', false));
+    await catalog.recordVerification(record('2026-11-20T05:00:00.000Z', true));
+    const listing = await listCatalog(catalog, 'verified', new Date('2026-11-21T03:15:00Z'));
+    assert.deepEqual(
+      listing.backups.map((b) => [b.id, b.lastVerification]),
+      [
+        [newer.id, null],
+        [older.id, { at: '2026-11-20T05:00:00.000Z', passed: true }],
+      ],
+    );
+    assert.ok(listing.backups[1]!.ageSeconds > 86_000);
+    assert.ok(listing.backups[0]!.bytes > 0);
   });
 
   test('a failed backup removes what it wrote and commits nothing', async () => {

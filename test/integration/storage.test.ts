@@ -8,22 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import { openStorage } from '../../shared/storage/open.ts';
 import { type Storage, StorageError } from '../../shared/storage/storage.ts';
 import { generated, sha256Of } from '../harness/data.ts';
-import {
-  startAzurite,
-  startFauxqs,
-  startFolder,
-  startGcs,
-  startS3rver,
-  type TestServer,
-} from '../harness/servers.ts';
-
-const servers: [string, () => Promise<TestServer>][] = [
-  ['fs', startFolder],
-  ['s3rver', startS3rver],
-  ['fauxqs', startFauxqs],
-  ['azurite', startAzurite],
-  ['gcs', startGcs],
-];
+import { startAzurite, storageServers, type TestServer } from '../harness/servers.ts';
 
 async function keys(storage: Storage, prefix: string): Promise<string[]> {
   const found: string[] = [];
@@ -45,7 +30,7 @@ async function expectStorageError(
   assert.fail(`expected a StorageError ${code}`);
 }
 
-for (const [name, start] of servers) {
+for (const [name, start] of storageServers) {
   describe(`storage contract: ${name}`, () => {
     let server: TestServer;
     let storage: Storage;
