@@ -61,7 +61,10 @@ case "$task" in
     build
     # s3rver's list tokens use DES, which OpenSSL 3 only offers through the legacy provider.
     node --openssl-legacy-provider --test --test-reporter=spec --test-concurrency=2 --test-timeout=600000 \
-      "test/unit/*.test.ts" "test/integration/*.test.ts" "test/e2e/*.test.ts" "$@" ;;
+      "test/unit/*.test.ts" "test/integration/*.test.ts" "test/e2e/*.test.ts" "$@"
+    # Peak memory is measured alone, so that other test files do not share the machine.
+    node --openssl-legacy-provider --test --test-reporter=spec --test-concurrency=1 --test-timeout=600000 \
+      "test/memory/*.test.ts" ;;
   drill)
     build
     bash scripts/drill.sh "$@" ;;

@@ -9,11 +9,10 @@ import {
   type S3Client,
   UploadPartCommand,
 } from '@aws-sdk/client-s3';
+import { type PartPlan, uploadInParts } from './parts.ts';
 
 const MiB = 1024 * 1024;
 export const maxParts = 10_000;
-/** In-flight part bytes the writer aims to stay under (at least one part is always in flight). */
-const inFlightBudget = 64 * MiB;
 
 /**
  * Part sizes grow with the part number, since a streamed artifact's size is not known in
@@ -24,23 +23,11 @@ export function partSizeFor(partNumber: number): number {
   return 8 * MiB * 2 ** Math.min(4, Math.floor((partNumber - 1) / 2000));
 }
 
-export function concurrencyFor(partSize: number): number {
-  return Math.max(1, Math.min(4, Math.floor(inFlightBudget / partSize)));
-}
-
-/** Reuses part buffers, so that memory stays at the parts in flight and makes no garbage. */
-class BufferPool {
-  private free: Buffer[] = [];
-
-  take(size: number): Buffer {
-    this.free = this.free.filter((b) => b.length === size);
-    return this.free.pop() ?? Buffer.allocUnsafeSlow(size);
-  }
-
-  give(buffer: Buffer): void {
-    this.free.push(buffer);
-  }
-}
+const plan: PartPlan = {
+  partSizeFor,
+  maxParts,
+  tooLarge: `the artifact is larger than S3's ${maxParts}-part limit allows (about 484 GiB)`,
+};
 
 export interface S3UploadOptions {
   client: S3Client;
@@ -53,102 +40,67 @@ export interface S3UploadOptions {
 
 /**
  * Streams `body` into one S3 object: a single PutObject when it fits in the first part,
- * else a multipart upload with up to four parts in flight. A failure or an abort aborts the
- * multipart upload (so no parts linger) and rethrows the first error, not the abort's.
+ * else a multipart upload. A failure or an abort aborts the multipart upload, so that no
+ * parts linger, and rethrows the first error, not the abort's.
  */
 export async function uploadToS3(options: S3UploadOptions, body: Readable): Promise<void> {
   const { client, bucket: Bucket, key: Key, signal } = options;
-  const pool = new BufferPool();
-  const parts: CompletedPart[] = [];
-  const inFlight = new Set<Promise<void>>();
-  let uploadId: string | undefined;
-  let failure: unknown;
-  let partNumber = 1;
-  let buffer = pool.take(partSizeFor(1));
-  let filled = 0;
-
-  const sendPart = async (): Promise<void> => {
-    uploadId ??= (
-      await client.send(
+  const send = { abortSignal: signal };
+  let uploadId: Promise<string | undefined> | undefined;
+  const started = () => {
+    uploadId ??= client
+      .send(
         new CreateMultipartUploadCommand({
           Bucket,
           Key,
           ChecksumAlgorithm: options.checksums ? ChecksumAlgorithm.CRC32 : undefined,
         }),
-        { abortSignal: signal },
+        send,
       )
-    ).UploadId;
-    const number = partNumber++;
-    if (number > maxParts)
-      throw new Error(`the artifact is larger than S3's ${maxParts}-part limit allows (about 484 GiB)`);
-    const data = buffer;
-    const length = filled;
-    const upload = client
-      .send(
-        new UploadPartCommand({
-          Bucket,
-          Key,
-          UploadId: uploadId,
-          PartNumber: number,
-          Body: data.subarray(0, length),
-          ContentLength: length,
-        }),
-        {
-          abortSignal: signal,
-        },
-      )
-      .then((result) => {
-        if (!result.ETag) throw new Error(`S3 returned no ETag for part ${number}`);
-        parts.push({ PartNumber: number, ETag: result.ETag, ChecksumCRC32: result.ChecksumCRC32 });
-        pool.give(data);
-      })
-      .catch((error) => {
-        failure ??= error;
-      });
-    inFlight.add(upload);
-    void upload.finally(() => inFlight.delete(upload));
-    const size = partSizeFor(partNumber);
-    while (inFlight.size >= concurrencyFor(size) && !failure) await Promise.race(inFlight);
-    if (failure) throw failure;
-    buffer = pool.take(size);
-    filled = 0;
+      .then((r) => r.UploadId);
+    return uploadId;
   };
-
-  try {
-    for await (const chunk of body as AsyncIterable<Buffer>) {
-      for (let offset = 0; offset < chunk.length; ) {
-        const copied = chunk.copy(buffer, filled, offset);
-        filled += copied;
-        offset += copied;
-        if (filled === buffer.length) await sendPart();
-      }
-    }
-    if (partNumber === 1) {
-      await client.send(
-        new PutObjectCommand({ Bucket, Key, Body: buffer.subarray(0, filled), ContentLength: filled }),
-        { abortSignal: signal },
-      );
-      return;
-    }
-    if (filled > 0) await sendPart();
-    await Promise.all(inFlight);
-    if (failure) throw failure;
-    parts.sort((a, b) => (a.PartNumber ?? 0) - (b.PartNumber ?? 0));
-    await client.send(
-      new CompleteMultipartUploadCommand({
-        Bucket,
-        Key,
-        UploadId: uploadId,
-        MultipartUpload: { Parts: parts },
-      }),
-      {
-        abortSignal: signal,
+  await uploadInParts<CompletedPart>(
+    body,
+    {
+      async single(data) {
+        await client.send(
+          new PutObjectCommand({ Bucket, Key, Body: data, ContentLength: data.length }),
+          send,
+        );
       },
-    );
-  } catch (error) {
-    await Promise.allSettled(inFlight);
-    if (uploadId)
-      await client.send(new AbortMultipartUploadCommand({ Bucket, Key, UploadId: uploadId })).catch(() => {});
-    throw failure && !(error instanceof Error && error.name === 'AbortError') ? failure : error;
-  }
+      async part(number, data) {
+        const UploadId = await started();
+        const result = await client.send(
+          new UploadPartCommand({
+            Bucket,
+            Key,
+            UploadId,
+            PartNumber: number,
+            Body: data,
+            ContentLength: data.length,
+          }),
+          send,
+        );
+        if (!result.ETag) throw new Error(`S3 returned no ETag for part ${number}`);
+        return { PartNumber: number, ETag: result.ETag, ChecksumCRC32: result.ChecksumCRC32 };
+      },
+      async complete(parts) {
+        await client.send(
+          new CompleteMultipartUploadCommand({
+            Bucket,
+            Key,
+            UploadId: await started(),
+            MultipartUpload: { Parts: parts },
+          }),
+          send,
+        );
+      },
+      async abort() {
+        const UploadId = await uploadId;
+        if (UploadId) await client.send(new AbortMultipartUploadCommand({ Bucket, Key, UploadId }));
+      },
+    },
+    plan,
+  );
 }

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { concurrencyFor, maxParts, partSizeFor } from '../../shared/storage/s3-upload.ts';
+import { concurrencyFor } from '../../shared/storage/parts.ts';
+import { maxParts, partSizeFor } from '../../shared/storage/s3-upload.ts';
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
