@@ -77,3 +77,29 @@ export function parseInteger(
   }
   return n;
 }
+
+const sizeUnits: Record<string, number> = {
+  b: 1,
+  kb: 1e3,
+  mb: 1e6,
+  gb: 1e9,
+  tb: 1e12,
+  kib: 2 ** 10,
+  mib: 2 ** 20,
+  gib: 2 ** 30,
+  tib: 2 ** 40,
+};
+
+/** Parses `500GiB`, `1.5TB`, `200MB` or a number of bytes. */
+export function parseSize(name: string, value: string | undefined): number | undefined {
+  const v = value?.trim();
+  if (!v) return undefined;
+  const m = /^(\d+(?:\.\d+)?)\s*([a-zA-Z]*)$/.exec(v);
+  const unit = sizeUnits[(m?.[2] || 'b').toLowerCase()];
+  if (!m || unit === undefined) {
+    throw new UserError(
+      `${name}: '${value}' is not accepted; accepted: a size such as 500GiB, 1.5TB or 200MB`,
+    );
+  }
+  return Math.floor(Number(m[1]) * unit);
+}

@@ -1,6 +1,7 @@
 import type { Command } from '../action/spec.ts';
 import { backupFilesCommand } from './backup-files.ts';
 import { listCommand } from './list.ts';
+import { pruneRetentionCommand } from './prune-retention.ts';
 import { restoreCommand } from './restore.ts';
 
 /** The commands that are built, in the order the CLI's help lists them. */
@@ -8,6 +9,7 @@ export const commands: Command<never>[] = [
   backupFilesCommand,
   restoreCommand,
   listCommand,
+  pruneRetentionCommand,
 ] as unknown as Command<never>[];
 
 /** Commands of the design that are not built yet: asking for one says so. */
@@ -16,5 +18,4 @@ export const notBuilt: Record<string, string> = {
   'backup-k8s': 'Kubernetes backups',
   'snapshot-ebs': 'EBS snapshots',
   'verify-restore': 'restore verification',
-  'prune-retention': 'retention pruning',
 };

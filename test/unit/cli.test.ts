@@ -31,7 +31,7 @@ test('a secret given as a flag is refused before anything runs', async () => {
 test('unknown commands, unbuilt commands and unknown flags each get one line', async () => {
   assert.match(
     (await cli(['backup'])).err,
-    /^error: command: 'backup' is not a Lifeboat command; accepted: backup-files, restore, list\n$/,
+    /^error: command: 'backup' is not a Lifeboat command; accepted: backup-files, restore, list, prune-retention\n$/,
   );
   assert.match(
     (await cli(['verify-restore'])).err,

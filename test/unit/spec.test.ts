@@ -44,7 +44,8 @@ test('each parser reads every input its spec declares, and nothing else', () => 
     const read = new Set<string>();
     const reader = makeReader(command, (spec) => {
       read.add(spec.name);
-      return spec.default ?? (spec.name === 'set' ? 'demo' : spec.name === 'source' ? '.' : undefined);
+      const given: Record<string, string> = { set: 'demo', source: '.', 'keep-last': '3' };
+      return spec.default ?? given[spec.name];
     });
     command.parse(reader);
     assert.deepEqual([...read].sort(), command.inputs.map((i) => i.name).sort(), command.name);

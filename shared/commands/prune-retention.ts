@@ -1,0 +1,233 @@
+import { InputCollector, parseBoolean, parseDuration, parseInteger, parseSize } from '../action/inputs.ts';
+import type { InputReader } from '../action/spec.ts';
+import { defineCommand } from '../action/spec.ts';
+import { validateSetName } from '../catalog/ids.ts';
+import { UserError } from '../errors.ts';
+import { splitList } from '../pipeline/encryption.ts';
+import { formatBytes } from '../pipeline/progress.ts';
+import { isTimeZone } from '../retention/calendar.ts';
+import { hasKeepRule, type RetentionPolicy } from '../retention/plan.ts';
+import { prune } from '../retention/prune.ts';
+import { type CommonOptions, parseStorage, parseTimeout, storageInput, timeoutInput } from './common.ts';
+
+interface Options extends CommonOptions {
+  sets: string[] | '*';
+  policy: RetentionPolicy;
+  dryRun: boolean;
+}
+
+const countRules = ['last', 'hourly', 'daily', 'weekly', 'monthly', 'yearly'] as const;
+
+function parseCount(name: string, value: string | undefined): number | undefined {
+  const v = value?.trim().toLowerCase();
+  if (!v) return undefined;
+  if (v === 'unlimited' || v === 'all' || v === '-1') return -1;
+  return parseInteger(name, v, { min: 0, max: 1_000_000 });
+}
+
+/** `auto` is a dry run in pull requests, a real run elsewhere. */
+function parseDryRun(read: InputReader): boolean {
+  const value = read('dry-run')?.trim().toLowerCase();
+  if (!value || value === 'auto') return /^pull_request/.test(process.env.GITHUB_EVENT_NAME ?? '');
+  return parseBoolean('dry-run', value, false);
+}
+
+function parseSets(value: string | undefined): string[] | '*' {
+  const v = value?.trim();
+  if (!v)
+    throw new UserError(
+      "set: required; accepted: a set name, several separated by commas, or '*' for every set",
+    );
+  if (v === '*') return '*';
+  return splitList(v).map((s) => validateSetName(s));
+}
+
+export const pruneRetentionCommand = defineCommand<Options>({
+  name: 'prune-retention',
+  description:
+    'Delete backups that a retention policy (restic forget semantics, plus safety rules and a capacity limit) no longer keeps.',
+  inputs: [
+    storageInput,
+    {
+      name: 'set',
+      description: "The set to prune; several separated by commas; '*' for every set (each on its own).",
+      required: true,
+    },
+    { name: 'keep-last', description: 'Keep the N newest backups (unlimited: -1).' },
+    {
+      name: 'keep-hourly',
+      description: 'Keep the newest backup of each of the N most recent hours that have one.',
+    },
+    {
+      name: 'keep-daily',
+      description: 'Keep the newest backup of each of the N most recent days that have one.',
+    },
+    {
+      name: 'keep-weekly',
+      description: 'Keep the newest backup of each of the N most recent ISO weeks that have one.',
+    },
+    {
+      name: 'keep-monthly',
+      description: 'Keep the newest backup of each of the N most recent months that have one.',
+    },
+    {
+      name: 'keep-yearly',
+      description: 'Keep the newest backup of each of the N most recent years that have one.',
+    },
+    {
+      name: 'keep-within',
+      description: 'Keep every backup newer than the newest backup minus this duration, e.g. 14d.',
+    },
+    {
+      name: 'keep-tagged',
+      description: 'Keep (pin) backups with any of these tags, comma separated; capacity never deletes them.',
+    },
+    {
+      name: 'timezone',
+      description: 'The IANA time zone hours, days, weeks, months and years are counted in.',
+      default: 'UTC',
+    },
+    {
+      name: 'keep-verified',
+      description: 'Always keep the newest N backups whose last verification passed.',
+      default: '1',
+    },
+    { name: 'min-keep', description: 'Always keep at least the newest N backups.', default: '1' },
+    {
+      name: 'max-total-size',
+      description:
+        'Delete the oldest kept backups (never those the safety rules keep) until the set fits, e.g. 500GiB.',
+    },
+    {
+      name: 'max-usage-percent',
+      description: 'With quota: keep the set under this percentage of the quota, e.g. 70.',
+    },
+    { name: 'quota', description: 'The space the set may use, e.g. 2TiB (for max-usage-percent).' },
+    {
+      name: 'orphan-grace',
+      description: 'Remove unfinished backups (no manifest) once their newest object is older than this.',
+      default: '24h',
+    },
+    {
+      name: 'dry-run',
+      description: 'true: print the plan and delete nothing; auto: a dry run in pull requests.',
+      default: 'auto',
+    },
+    timeoutInput('1h'),
+  ],
+  outputs: [
+    { name: 'deleted', description: 'How many backups were deleted (0 in a dry run).' },
+    { name: 'bytes-freed', description: 'Bytes freed (or that would be, in a dry run).' },
+    {
+      name: 'result',
+      description: 'Every backup with keep or delete and the rules that kept it, per set, as JSON.',
+    },
+  ],
+  parse(read) {
+    const c = new InputCollector();
+    const counts = Object.fromEntries(
+      countRules.map((rule) => [rule, c.field(() => parseCount(`keep-${rule}`, read(`keep-${rule}`)))]),
+    );
+    const within = read('keep-within');
+    const timezone = read('timezone')?.trim() || 'UTC';
+    const maxTotal = c.field(() => parseSize('max-total-size', read('max-total-size')));
+    const percent = c.field(() =>
+      parseInteger('max-usage-percent', read('max-usage-percent'), { min: 1, max: 100 }),
+    );
+    const quota = c.field(() => parseSize('quota', read('quota')));
+    const policy: RetentionPolicy = {
+      ...counts,
+      withinSeconds: within?.trim() ? c.field(() => parseDuration('keep-within', within)) : undefined,
+      tags: splitList(read('keep-tagged')),
+      timezone,
+      keepVerified:
+        c.field(() =>
+          parseInteger('keep-verified', read('keep-verified') || '1', { min: 0, max: 1_000_000 }),
+        ) ?? 1,
+      minKeep:
+        c.field(() => parseInteger('min-keep', read('min-keep') || '1', { min: 1, max: 1_000_000 })) ?? 1,
+      maxTotalBytes: maxTotal,
+      orphanGraceSeconds: c.field(() => parseDuration('orphan-grace', read('orphan-grace'), '24h')),
+    };
+    c.field(() => {
+      if (!isTimeZone(timezone))
+        throw new UserError(
+          `timezone: '${timezone}' is not an IANA time zone; accepted: UTC, Europe/Berlin, America/New_York, …`,
+        );
+      if ((percent === undefined) !== (quota === undefined))
+        throw new UserError('max-usage-percent: give it together with quota (or use max-total-size)');
+      if (percent !== undefined && maxTotal !== undefined)
+        throw new UserError(
+          'max-usage-percent: give either max-total-size or max-usage-percent with quota, not both',
+        );
+      if (percent !== undefined && quota !== undefined)
+        policy.maxTotalBytes = Math.floor((quota * percent) / 100);
+      if (!hasKeepRule(policy)) {
+        throw new UserError(
+          'keep-last: the policy keeps nothing by rule; give at least one of keep-last, keep-hourly, keep-daily, keep-weekly, keep-monthly, keep-yearly, keep-within or keep-tagged (an empty policy would delete everything)',
+        );
+      }
+    });
+    const options: Options = {
+      storage: c.field(() => parseStorage(read)),
+      sets: c.field(() => parseSets(read('set'))),
+      policy,
+      dryRun: c.field(() => parseDryRun(read)),
+      timeoutSeconds: c.field(() => parseTimeout(read, '1h')),
+      progressIntervalMs: 10_000,
+    };
+    c.finish();
+    return options;
+  },
+  async execute(options, { logger, signal }) {
+    await options.storage.check();
+    const report = await prune({
+      storage: options.storage,
+      sets: options.sets,
+      policy: options.policy,
+      dryRun: options.dryRun,
+      logger,
+      signal,
+    });
+    const deleted = report.sets.reduce((n, s) => n + s.deletedBackups.length, 0);
+    const table = [['Set', 'Backup', 'Decision', 'Why', 'Size']];
+    for (const s of report.sets) {
+      for (const b of s.plan.backups) {
+        table.push([
+          s.set,
+          b.id,
+          b.keep ? 'keep' : report.dryRun ? 'would delete' : 'deleted',
+          b.keep ? b.reasons.join(', ') : (b.deleteReason ?? ''),
+          formatBytes(b.bytes),
+        ]);
+      }
+      for (const o of s.plan.orphans) {
+        table.push([
+          s.set,
+          o.id,
+          o.delete ? (report.dryRun ? 'would delete' : 'deleted') : 'keep',
+          o.delete ? 'unfinished, past the grace period' : 'unfinished, may still be uploading',
+          formatBytes(o.bytes),
+        ]);
+      }
+    }
+    const notes = [
+      `${report.dryRun ? 'Dry run: nothing was deleted. ' : ''}${report.dryRun ? 'Would free' : 'Freed'} ${formatBytes(report.freedBytes)}.`,
+    ];
+    for (const s of report.sets) {
+      if (s.plan.capacity && !s.plan.capacity.met) {
+        notes.push(
+          `${s.set}: the limit of ${formatBytes(s.plan.capacity.limitBytes)} cannot be met: the backups the safety rules keep take ${formatBytes(s.plan.keptBytes)}.`,
+        );
+      }
+    }
+    return {
+      outputs: {
+        deleted: String(deleted),
+        'bytes-freed': String(report.freedBytes),
+        result: JSON.stringify(report),
+      },
+      summary: { heading: `Retention in ${options.storage.url}`, table, notes },
+    };
+  },
+});

@@ -1,0 +1,118 @@
+import { type BackupEntry, Catalog, manifestName } from '../catalog/catalog.ts';
+import { parseBackupId } from '../catalog/ids.ts';
+import type { Logger } from '../pipeline/progress.ts';
+import { formatBytes } from '../pipeline/progress.ts';
+import { forEachLimit, type Storage } from '../storage/storage.ts';
+import {
+  type BackupFacts,
+  type OrphanFacts,
+  planRetention,
+  type RetentionPlan,
+  type RetentionPolicy,
+} from './plan.ts';
+
+export interface PruneOptions {
+  storage: Storage;
+  /** The sets to prune, or '*' for every set of the storage, each on its own. */
+  sets: string[] | '*';
+  policy: RetentionPolicy;
+  dryRun: boolean;
+  logger: Logger;
+  signal?: AbortSignal;
+  now?: () => Date;
+}
+
+export interface SetPrune {
+  set: string;
+  plan: RetentionPlan;
+  deletedBackups: string[];
+  deletedOrphans: string[];
+}
+
+export interface PruneReport {
+  dryRun: boolean;
+  sets: SetPrune[];
+  freedBytes: number;
+}
+
+/** A backup's time: from its id (the UTC minute it started), else its newest object. */
+function timeOf(entry: BackupEntry): Date {
+  return parseBackupId(entry.id)?.time ?? entry.modified;
+}
+
+/** What the planner needs of a set, with as few reads as the policy allows. */
+async function gather(catalog: Catalog, set: string, policy: RetentionPolicy) {
+  const entries = await catalog.listBackups(set);
+  const committed = entries.filter((e) => e.committed);
+  const facts: BackupFacts[] = committed.map((e) => ({
+    id: e.id,
+    time: timeOf(e),
+    bytes: e.bytes,
+    tags: [],
+  }));
+  if (policy.tags.length > 0) {
+    // Tags live in the manifests: read them only when the policy keeps by tag.
+    await forEachLimit(facts, 16, async (fact) => {
+      fact.tags = (await catalog.readManifest(set, fact.id)).tags;
+    });
+  }
+  // The newest backups whose last verification passed: read records newest first, until enough.
+  let found = 0;
+  for (const [index, entry] of committed.entries()) {
+    if (found >= policy.keepVerified) break;
+    if (entry.verifications.length === 0) continue;
+    const verification = await catalog.lastVerification(entry);
+    facts[index]!.verified = verification?.passed;
+    if (verification?.passed) found++;
+  }
+  const orphans: OrphanFacts[] = entries
+    .filter((e) => !e.committed)
+    .map((e) => ({ id: e.id, modified: e.modified, bytes: e.bytes }));
+  return { entries: new Map(entries.map((e) => [e.id, e])), facts, orphans };
+}
+
+/**
+ * Plans and (unless dry-run) carries out retention on each set. Deletion is manifest first
+ * across the whole set: every doomed manifest goes (in batches) before any artifact, so the
+ * backups stop being visible at once, and a run that dies part-way leaves only uncommitted
+ * folders, which the next run removes as orphans.
+ */
+export async function prune(options: PruneOptions): Promise<PruneReport> {
+  const now = (options.now ?? (() => new Date()))();
+  const catalog = new Catalog(options.storage);
+  const sets = options.sets === '*' ? await catalog.listSets() : options.sets;
+  const report: PruneReport = { dryRun: options.dryRun, sets: [], freedBytes: 0 };
+  for (const set of sets) {
+    options.signal?.throwIfAborted();
+    const { entries, facts, orphans } = await gather(catalog, set, options.policy);
+    const plan = planRetention(facts, orphans, options.policy, now);
+    const doomed = plan.backups.filter((b) => !b.keep).map((b) => entries.get(b.id)!);
+    const doomedOrphans = plan.orphans.filter((o) => o.delete).map((o) => entries.get(o.id)!);
+    const kept = plan.backups.length - doomed.length;
+    options.logger.info(
+      `${set}: keep ${kept} of ${plan.backups.length} backup(s), delete ${doomed.length} and ${doomedOrphans.length} unfinished folder(s), freeing ${formatBytes(plan.freedBytes)}${options.dryRun ? ' (dry run: nothing deleted)' : ''}`,
+    );
+    if (plan.capacity && !plan.capacity.met) {
+      options.logger.warn(
+        `${set}: the kept backups take ${formatBytes(plan.keptBytes)}, over the limit of ${formatBytes(plan.capacity.limitBytes)}; the safety rules keep them`,
+      );
+    }
+    if (!options.dryRun && (doomed.length > 0 || doomedOrphans.length > 0)) {
+      const manifests = doomed.map((e) => `${set}/${e.id}/${manifestName}`);
+      await options.storage.delete(manifests);
+      options.signal?.throwIfAborted();
+      const rest = [...doomed, ...doomedOrphans]
+        .flatMap((e) => e.objects)
+        .filter((k) => !k.endsWith(`/${manifestName}`));
+      await options.storage.delete(rest);
+    }
+    report.sets.push({
+      set,
+      plan,
+      deletedBackups: options.dryRun ? [] : doomed.map((e) => e.id),
+      deletedOrphans: options.dryRun ? [] : doomedOrphans.map((e) => e.id),
+    });
+    report.freedBytes += plan.freedBytes;
+  }
+  return report;
+}

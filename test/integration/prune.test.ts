@@ -1,0 +1,198 @@
+/** prune-retention against real storage: the kept backups stay listable and restorable, a crashed run is finished by the next. */
+import assert from 'node:assert/strict';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { Catalog } from '../../shared/catalog/catalog.ts';
+import { backupFiles } from '../../shared/files/backup.ts';
+import { restoreFiles } from '../../shared/files/restore.ts';
+import { silentLogger } from '../../shared/pipeline/progress.ts';
+import type { RetentionPolicy } from '../../shared/retention/plan.ts';
+import { prune } from '../../shared/retention/prune.ts';
+import { openStorage } from '../../shared/storage/open.ts';
+import type { Storage } from '../../shared/storage/storage.ts';
+import { startAzurite, startFauxqs, startFolder, type TestServer, tempDir } from '../harness/servers.ts';
+import { diffTrees } from '../harness/tree.ts';
+
+const policy: RetentionPolicy = {
+  daily: 3,
+  weekly: 2,
+  tags: [],
+  timezone: 'UTC',
+  keepVerified: 1,
+  minKeep: 1,
+  orphanGraceSeconds: 86_400,
+};
+/** Backups on 2026-11-01 … 11-10 at 03:15, plus a second one on 11-10 at 15:00. */
+const times = [
+  ...Array.from({ length: 10 }, (_, i) => new Date(Date.UTC(2026, 10, 1 + i, 3, 15))),
+  new Date(Date.UTC(2026, 10, 10, 15, 0)),
+];
+// daily 3: 11-10 (15:00), 11-09, 11-08; weekly 2: ISO weeks 46 (11-10) and 45 (11-08). 11-01 is a
+// Sunday, the end of week 44: both rules are used up, so the oldest is not kept.
+const expectedKept = [
+  '2026-11-10-1500-backup-full',
+  '2026-11-09-0315-backup-full',
+  '2026-11-08-0315-backup-full',
+];
+const later = () => new Date(Date.now() + 2 * 86_400_000); // past the orphan grace of what the test just wrote
+
+let work: string;
+let source: string;
+before(async () => {
+  work = await tempDir('prune');
+  source = path.join(work, 'src');
+  await fs.mkdir(source);
+  await fs.writeFile(path.join(source, 'a.conf'), 'a = 1\n');
+});
+after(() => fs.rm(work, { recursive: true, force: true }));
+
+async function history(storage: Storage, set: string): Promise<void> {
+  for (const time of times) {
+    await backupFiles({
+      storage,
+      set,
+      source,
+      include: [],
+      exclude: [],
+      compression: 'zstd',
+      tags: [],
+      logger: silentLogger,
+      now: () => time,
+    });
+  }
+  // An unfinished backup from long ago (no manifest).
+  const catalog = new Catalog(storage);
+  const pending = await catalog.begin(set, 'full', new Date(Date.UTC(2026, 9, 1)));
+  await storage.putBytes(pending.key('files.tar.zst'), Buffer.from('half'));
+}
+
+async function allKeys(storage: Storage, prefix: string): Promise<string[]> {
+  const keys: string[] = [];
+  for await (const o of storage.list(prefix)) keys.push(o.key);
+  return keys.sort();
+}
+
+for (const [name, start] of [
+  ['fs', startFolder],
+  ['fauxqs', startFauxqs],
+  ['azurite', startAzurite],
+] as const) {
+  describe(`prune on ${name}`, () => {
+    let server: TestServer;
+    let storage: Storage;
+    before(async () => {
+      server = await start();
+      storage = openStorage(server.url, { ...process.env, ...server.env });
+    });
+    after(() => server.stop());
+
+    test('a dry run deletes nothing; a real run leaves exactly the kept backups, each restorable', async () => {
+      await history(storage, 'etc');
+      const before = await allKeys(storage, 'etc/');
+      const dry = await prune({
+        storage,
+        sets: ['etc'],
+        policy,
+        dryRun: true,
+        logger: silentLogger,
+        now: later,
+      });
+      assert.deepEqual(
+        dry.sets[0]!.plan.backups.filter((b) => b.keep).map((b) => b.id),
+        expectedKept,
+      );
+      assert.deepEqual(await allKeys(storage, 'etc/'), before);
+
+      const report = await prune({
+        storage,
+        sets: ['etc'],
+        policy,
+        dryRun: false,
+        logger: silentLogger,
+        now: later,
+      });
+      assert.equal(report.sets[0]!.deletedBackups.length, 8);
+      assert.deepEqual(report.sets[0]!.deletedOrphans, ['2026-10-01-0000-backup-full']);
+      const catalog = new Catalog(storage);
+      const left = await catalog.listBackups('etc');
+      assert.deepEqual(
+        left.map((b) => [b.id, b.committed]),
+        expectedKept.map((id) => [id, true]),
+      );
+      for (const id of expectedKept) {
+        const target = path.join(work, `${name}-${id}`);
+        await restoreFiles({
+          storage,
+          manifest: await catalog.resolve('etc', id),
+          target,
+          overwrite: false,
+          dryRun: false,
+          logger: silentLogger,
+        });
+        assert.deepEqual(await diffTrees(source, target), []);
+      }
+      const again = await prune({
+        storage,
+        sets: ['etc'],
+        policy,
+        dryRun: false,
+        logger: silentLogger,
+        now: later,
+      });
+      assert.equal(again.sets[0]!.deletedBackups.length, 0, 'a second run deletes nothing more');
+    });
+
+    test('a run that dies after the manifests went is finished by the next', async () => {
+      await history(storage, 'crash');
+      let calls = 0;
+      const dying: Storage = Object.create(storage, {
+        delete: {
+          value: async (keys: string[]) => {
+            if (++calls > 1) throw new Error('killed');
+            await storage.delete(keys);
+          },
+        },
+      });
+      await assert.rejects(
+        prune({ storage: dying, sets: ['crash'], policy, dryRun: false, logger: silentLogger, now: later }),
+        /killed/,
+      );
+      const catalog = new Catalog(storage);
+      const visible = (await catalog.listBackups('crash')).filter((b) => b.committed).map((b) => b.id);
+      assert.deepEqual(visible, expectedKept, 'the doomed backups stopped being visible all at once');
+      const next = await prune({
+        storage,
+        sets: ['crash'],
+        policy,
+        dryRun: false,
+        logger: silentLogger,
+        now: later,
+      });
+      assert.equal(
+        next.sets[0]!.deletedOrphans.length,
+        9,
+        'the 8 half-deleted backups and the old unfinished one',
+      );
+      const ids = new Set((await allKeys(storage, 'crash/')).map((k) => k.split('/')[1]));
+      assert.deepEqual([...ids].sort(), [...expectedKept].sort());
+    });
+
+    test("set '*' prunes every set on its own", async () => {
+      const all = await prune({
+        storage,
+        sets: '*',
+        policy: { ...policy, daily: 1, weekly: undefined },
+        dryRun: true,
+        logger: silentLogger,
+        now: later,
+      });
+      assert.deepEqual(all.sets.map((s) => s.set).sort(), ['crash', 'etc']);
+      for (const s of all.sets)
+        assert.deepEqual(
+          s.plan.backups.filter((b) => b.keep).map((b) => b.id),
+          ['2026-11-10-1500-backup-full'],
+        );
+    });
+  });
+}
