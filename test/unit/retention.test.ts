@@ -227,7 +227,7 @@ function reference(backups: BackupFacts[], p: RetentionPolicy, now: Date): Set<s
   for (const [n, bucket] of rules) {
     if (!n) continue;
     const groups = new Map<number, BackupFacts[]>();
-    list.forEach((b, i) => groups.set(bucket(b, i), [...(groups.get(bucket(b, i)) ?? []), b]));
+    for (const [i, b] of list.entries()) groups.set(bucket(b, i), [...(groups.get(bucket(b, i)) ?? []), b]);
     const ordered = [...groups.values()];
     for (const group of n === -1 ? ordered : ordered.slice(0, n)) keep.add(group[0]!.id);
     if (list.length && (n === -1 || ordered.length < n)) keep.add(list.at(-1)!.id);
