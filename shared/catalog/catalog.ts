@@ -1,7 +1,7 @@
 import os from 'node:os';
 import { text } from 'node:stream/consumers';
 import { UserError } from '../errors.ts';
-import { isNotFound, type Storage, StorageError } from '../storage/storage.ts';
+import { type DeleteResult, isNotFound, type Storage, StorageError } from '../storage/storage.ts';
 import { version } from '../version.ts';
 import { backupIdWithSequence, baseBackupId, compareIdsNewestFirst } from './ids.ts';
 import {
@@ -192,10 +192,11 @@ export class Catalog {
    * Deletes a backup manifest first, so that a crash part-way leaves an uncommitted folder
    * (which prune removes) and never a committed backup with missing artifacts.
    */
-  async deleteBackup(entry: BackupEntry): Promise<void> {
+  async deleteBackup(entry: BackupEntry): Promise<DeleteResult> {
     const manifest = `${entry.set}/${entry.id}/${manifestName}`;
-    await this.storage.delete([manifest]);
-    await this.storage.delete(entry.objects.filter((k) => k !== manifest));
+    const first = await this.storage.delete([manifest]);
+    if (first.locked.length > 0) return first; // under a retention lock: the backup stays whole
+    return this.storage.delete(entry.objects.filter((k) => k !== manifest));
   }
 }
 

@@ -196,7 +196,13 @@ export const pruneRetentionCommand = defineCommand<Options>({
         table.push([
           s.set,
           b.id,
-          b.keep ? 'keep' : report.dryRun ? 'would delete' : 'deleted',
+          b.keep
+            ? b.reasons.includes('locked')
+              ? 'kept by lock'
+              : 'keep'
+            : report.dryRun
+              ? 'would delete'
+              : 'deleted',
           b.keep ? b.reasons.join(', ') : (b.deleteReason ?? ''),
           formatBytes(b.bytes),
         ]);

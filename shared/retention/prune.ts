@@ -27,6 +27,10 @@ export interface SetPrune {
   plan: RetentionPlan;
   deletedBackups: string[];
   deletedOrphans: string[];
+  /** Backups the policy would delete but whose manifest a retention lock protects: kept whole. */
+  keptByLock: string[];
+  /** Objects of deleted backups or orphans that a lock left in place (removed by a later run). */
+  lockedObjects: string[];
 }
 
 export interface PruneReport {
@@ -97,20 +101,38 @@ export async function prune(options: PruneOptions): Promise<PruneReport> {
         `${set}: the kept backups take ${formatBytes(plan.keptBytes)}, over the limit of ${formatBytes(plan.capacity.limitBytes)}; the safety rules keep them`,
       );
     }
+    let keptByLock = new Set<string>();
+    let lockedObjects: string[] = [];
     if (!options.dryRun && (doomed.length > 0 || doomedOrphans.length > 0)) {
       const manifests = doomed.map((e) => `${set}/${e.id}/${manifestName}`);
-      await options.storage.delete(manifests);
+      keptByLock = new Set((await options.storage.delete(manifests)).locked.map((k) => k.split('/')[1]!));
       options.signal?.throwIfAborted();
-      const rest = [...doomed, ...doomedOrphans]
-        .flatMap((e) => e.objects)
-        .filter((k) => !k.endsWith(`/${manifestName}`));
-      await options.storage.delete(rest);
+      const goners = [...doomed.filter((e) => !keptByLock.has(e.id)), ...doomedOrphans];
+      const rest = goners.flatMap((e) => e.objects).filter((k) => !k.endsWith(`/${manifestName}`));
+      lockedObjects = (await options.storage.delete(rest)).locked;
+      for (const b of plan.backups) {
+        if (!keptByLock.has(b.id)) continue;
+        b.keep = true;
+        b.reasons = ['locked'];
+        delete b.deleteReason;
+        plan.freedBytes -= b.bytes;
+        plan.keptBytes += b.bytes;
+      }
+      if (keptByLock.size)
+        options.logger.info(`${set}: ${keptByLock.size} backup(s) kept by a retention lock`);
+      if (lockedObjects.length) {
+        options.logger.warn(
+          `${set}: ${lockedObjects.length} object(s) of deleted backups are locked and stay until their lock ends`,
+        );
+      }
     }
     report.sets.push({
       set,
       plan,
-      deletedBackups: options.dryRun ? [] : doomed.map((e) => e.id),
+      deletedBackups: options.dryRun ? [] : doomed.filter((e) => !keptByLock.has(e.id)).map((e) => e.id),
       deletedOrphans: options.dryRun ? [] : doomedOrphans.map((e) => e.id),
+      keptByLock: [...keptByLock],
+      lockedObjects,
     });
     report.freedBytes += plan.freedBytes;
   }

@@ -2,7 +2,7 @@ import type { Readable } from 'node:stream';
 import { DefaultAzureCredential } from '@azure/identity';
 import { BlobServiceClient, type ContainerClient, StorageSharedKeyCredential } from '@azure/storage-blob';
 import { type PartPlan, uploadInParts } from './parts.ts';
-import { joinKey, type ObjectInfo, type Storage, StorageError } from './storage.ts';
+import { type DeleteResult, joinKey, type ObjectInfo, type Storage, StorageError } from './storage.ts';
 
 const MiB = 1024 * 1024;
 const maxBlocks = 50_000;
@@ -180,14 +180,21 @@ export class AzureStorage implements Storage {
   }
 
   /** Blob batch requests of up to 256 deletes; a blob that is already gone is fine. */
-  async delete(keys: string[]): Promise<void> {
+  async delete(keys: string[]): Promise<DeleteResult> {
     const batch = this.container.getBlobBatchClient();
+    const locked: string[] = [];
     for (let i = 0; i < keys.length; i += 256) {
       const chunk = keys.slice(i, i + 256);
       const response = await batch
         .deleteBlobs(chunk.map((k) => this.container.getBlobClient(this.key(k))))
         .catch((error) => this.fail(error, `delete ${chunk.length} blob(s)`));
-      const failed = response.subResponses.filter((r) => r.status >= 300 && r.errorCode !== 'BlobNotFound');
+      response.subResponses.forEach((r, index) => {
+        if (/^BlobImmutableDueTo/.test(r.errorCode ?? '')) locked.push(chunk[index]!);
+      });
+      const failed = response.subResponses.filter(
+        (r) =>
+          r.status >= 300 && r.errorCode !== 'BlobNotFound' && !/^BlobImmutableDueTo/.test(r.errorCode ?? ''),
+      );
       if (failed.length) {
         const first = failed[0]!;
         this.fail(
@@ -196,6 +203,7 @@ export class AzureStorage implements Storage {
         );
       }
     }
+    return { locked };
   }
 }
 

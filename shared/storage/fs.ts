@@ -5,7 +5,7 @@ import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { chunkBytes } from '../pipeline/buffers.ts';
-import { type ObjectInfo, type Storage, StorageError } from './storage.ts';
+import { type DeleteResult, type ObjectInfo, type Storage, StorageError } from './storage.ts';
 
 const partial = '.lifeboat-partial-';
 
@@ -137,10 +137,18 @@ export class FsStorage implements Storage {
       .sort();
   }
 
-  async delete(keys: string[]): Promise<void> {
+  /** An immutable file (chattr +i) refuses deletion even to root: it is reported as locked. */
+  async delete(keys: string[]): Promise<DeleteResult> {
     const dirs = new Set<string>();
+    const locked: string[] = [];
     for (const key of keys) {
-      await fs.rm(this.file(key), { force: true });
+      try {
+        await fs.unlink(this.file(key));
+      } catch (error) {
+        const code = (error as NodeJS.ErrnoException).code;
+        if (code === 'EPERM') locked.push(key);
+        else if (code !== 'ENOENT') throw error;
+      }
       dirs.add(path.dirname(this.file(key)));
     }
     // Remove folders left empty, up to the storage root, so deleted backups leave no trace.
@@ -154,5 +162,6 @@ export class FsStorage implements Storage {
         dir = path.dirname(dir);
       }
     }
+    return { locked };
   }
 }

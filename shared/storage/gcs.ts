@@ -1,7 +1,14 @@
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Storage as GcsClient, type StorageOptions } from '@google-cloud/storage';
-import { forEachLimit, joinKey, type ObjectInfo, type Storage, StorageError } from './storage.ts';
+import {
+  type DeleteResult,
+  forEachLimit,
+  joinKey,
+  type ObjectInfo,
+  type Storage,
+  StorageError,
+} from './storage.ts';
 
 /**
  * Google Cloud Storage. Credentials come from Application Default Credentials (what
@@ -119,14 +126,21 @@ export class GcsStorage implements Storage {
     return [...new Set(dirs)].sort();
   }
 
-  async delete(keys: string[]): Promise<void> {
+  async delete(keys: string[]): Promise<DeleteResult> {
     // The JSON API's batch endpoint is not in the Node client; deletes run 16 at a time.
+    const locked: string[] = [];
     await forEachLimit(keys, 16, async (key) => {
       await this.bucket
         .file(this.key(key))
         .delete({ ignoreNotFound: true })
-        .catch((error) => this.fail(error, `delete ${key}`));
+        .catch((error) => {
+          // A retention policy or a temporary / event-based hold refuses the delete with 403.
+          const message = (error as Error).message ?? '';
+          if ((error as { code?: number }).code === 403 && /retention|hold/i.test(message)) locked.push(key);
+          else this.fail(error, `delete ${key}`);
+        });
     });
+    return { locked };
   }
 }
 

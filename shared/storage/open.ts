@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import type { ObjectInfo, Storage } from './storage.ts';
+import type { DeleteResult, ObjectInfo, Storage } from './storage.ts';
 import { parseStorageUrl, type StorageLocation } from './url.ts';
 
 export interface StorageTuning {
@@ -82,7 +82,7 @@ class LazyStorage implements Storage {
   async listDirs(prefix: string): Promise<string[]> {
     return (await this.provider()).listDirs(prefix);
   }
-  async delete(keys: string[]): Promise<void> {
+  async delete(keys: string[]): Promise<DeleteResult> {
     return (await this.provider()).delete(keys);
   }
 }

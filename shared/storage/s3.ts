@@ -10,7 +10,7 @@ import {
   type S3ClientConfig,
 } from '@aws-sdk/client-s3';
 import { uploadToS3 } from './s3-upload.ts';
-import { joinKey, type ObjectInfo, type Storage, StorageError } from './storage.ts';
+import { type DeleteResult, joinKey, type ObjectInfo, type Storage, StorageError } from './storage.ts';
 
 /** The endpoint for S3-compatible servers, from the standard variables. */
 export function s3Endpoint(env = process.env): string | undefined {
@@ -184,7 +184,14 @@ export class S3Storage implements Storage {
     return [...new Set(dirs)].sort();
   }
 
-  async delete(keys: string[]): Promise<void> {
+  /**
+   * DeleteObjects by 1,000. Objects that Object Lock protects (retention or legal hold, on a
+   * versioned bucket a delete of a specific version) come back as AccessDenied naming the
+   * lock: they are reported as locked. A plain delete on a versioned bucket adds a delete
+   * marker and succeeds; the locked versions stay until their retention ends.
+   */
+  async delete(keys: string[]): Promise<DeleteResult> {
+    const locked: string[] = [];
     for (let i = 0; i < keys.length; i += 1000) {
       const batch = keys.slice(i, i + 1000);
       try {
@@ -194,7 +201,11 @@ export class S3Storage implements Storage {
             Delete: { Objects: batch.map((k) => ({ Key: this.key(k) })), Quiet: true },
           }),
         );
-        const failed = (result.Errors ?? []).filter((e) => e.Code !== 'NoSuchKey');
+        const isLock = (e: { Code?: string; Message?: string }) =>
+          e.Code === 'AccessDenied' && /object lock|worm|retention|legal hold/i.test(e.Message ?? '');
+        const strip = this.prefix ? joinKey(this.prefix, '').length : 0;
+        for (const e of result.Errors ?? []) if (isLock(e) && e.Key) locked.push(e.Key.slice(strip));
+        const failed = (result.Errors ?? []).filter((e) => e.Code !== 'NoSuchKey' && !isLock(e));
         if (failed.length > 0) {
           const first = failed[0]!;
           throw new StorageError(
@@ -207,6 +218,7 @@ export class S3Storage implements Storage {
         this.fail(error, `delete ${batch.length} object(s)`);
       }
     }
+    return { locked };
   }
 }
 

@@ -26,8 +26,17 @@ export interface Storage {
   list(prefix: string): AsyncIterable<ObjectInfo>;
   /** The "folders" directly below `prefix` (which ends with '/'), each ending with '/'. */
   listDirs(prefix: string): Promise<string[]>;
-  /** Deletes in batches; a key that is already gone is not an error. */
-  delete(keys: string[]): Promise<void>;
+  /**
+   * Deletes in batches; a key that is already gone is not an error. Keys that a retention
+   * lock protects (S3 Object Lock, Azure immutability, GCS retention and holds, an immutable
+   * file) are returned instead of failing the call.
+   */
+  delete(keys: string[]): Promise<DeleteResult>;
+}
+
+export interface DeleteResult {
+  /** Keys left in place because a retention lock or hold protects them. */
+  locked: string[];
 }
 
 export type StorageErrorCode =

@@ -413,8 +413,8 @@ describe('the commit protocol', () => {
       delete: {
         value: async (keys: string[]) => {
           order.push(keys);
-          if (order.length === 1) await storage.delete(keys);
-          else throw new Error('crash');
+          if (order.length === 1) return storage.delete(keys);
+          throw new Error('crash');
         },
       },
     });

@@ -1,5 +1,6 @@
 /** prune-retention against real storage: the kept backups stay listable and restorable, a crashed run is finished by the next. */
 import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -150,7 +151,7 @@ for (const [name, start] of [
         delete: {
           value: async (keys: string[]) => {
             if (++calls > 1) throw new Error('killed');
-            await storage.delete(keys);
+            return storage.delete(keys);
           },
         },
       });
@@ -196,3 +197,49 @@ for (const [name, start] of [
     });
   });
 }
+
+describe('retention locks (immutable files on a local folder)', () => {
+  const canLock = process.getuid?.() === 0 && spawnSync('sh', ['-c', 'command -v chattr']).status === 0;
+  test('a locked manifest keeps its backup whole; a locked artifact is reported and left', {
+    skip: !canLock && 'needs root and chattr',
+  }, async () => {
+    const server = await startFolder();
+    const storage = openStorage(server.url);
+    const file = (id: string, name: string) => path.join(server.url, 'locks', id, name);
+    const lockedWhole = '2026-11-05-0315-backup-full';
+    const lockedPart = '2026-11-03-0315-backup-full';
+    try {
+      await history(storage, 'locks');
+      execFileSync('chattr', ['+i', file(lockedWhole, 'manifest.json'), file(lockedPart, 'files.tar.zst')]);
+      const report = await prune({
+        storage,
+        sets: ['locks'],
+        policy,
+        dryRun: false,
+        logger: silentLogger,
+        now: later,
+      });
+      const set = report.sets[0]!;
+      assert.deepEqual(set.keptByLock, [lockedWhole]);
+      assert.deepEqual(set.lockedObjects, [`locks/${lockedPart}/files.tar.zst`]);
+      assert.deepEqual(set.plan.backups.find((b) => b.id === lockedWhole)?.reasons, ['locked']);
+      assert.ok(set.deletedBackups.includes(lockedPart));
+      const catalog = new Catalog(storage);
+      const committed = (await catalog.listBackups('locks')).filter((b) => b.committed).map((b) => b.id);
+      assert.deepEqual(committed, [...expectedKept, lockedWhole].sort().reverse());
+      const target = path.join(work, 'locked-restore');
+      await restoreFiles({
+        storage,
+        manifest: await catalog.resolve('locks', lockedWhole),
+        target,
+        overwrite: false,
+        dryRun: false,
+        logger: silentLogger,
+      });
+      assert.deepEqual(await diffTrees(source, target), []);
+    } finally {
+      spawnSync('chattr', ['-i', file(lockedWhole, 'manifest.json'), file(lockedPart, 'files.tar.zst')]);
+      await server.stop();
+    }
+  });
+});
