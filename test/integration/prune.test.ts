@@ -179,6 +179,44 @@ for (const [name, start] of [
       assert.deepEqual([...ids].sort(), [...expectedKept].sort());
     });
 
+    test('keep-verified keeps the newest backup whose last verification passed', async () => {
+      await history(storage, 'verified');
+      const catalog = new Catalog(storage);
+      const record = (backupId: string, at: string, passed: boolean) =>
+        catalog.recordVerification({
+          format: 1,
+          backupId,
+          set: 'verified',
+          at,
+          passed,
+          checks: [],
+          tool: { name: 'lifeboat', version: '0' },
+        });
+      await record('2026-11-04-0315-backup-full', '2026-11-05T00:00:00.000Z', true);
+      await record('2026-11-06-0315-backup-full', '2026-11-07T00:00:00.000Z', true);
+      await record('2026-11-06-0315-backup-full', '2026-11-08T00:00:00.000Z', false); // its last verification failed
+      const report = await prune({
+        storage,
+        sets: ['verified'],
+        policy: { ...policy, daily: 1, weekly: undefined },
+        dryRun: false,
+        logger: silentLogger,
+        now: later,
+      });
+      const kept = report.sets[0]!.plan.backups.filter((b) => b.keep).map((b) => [
+        b.id,
+        b.reasons.sort().join('+'),
+      ]);
+      assert.deepEqual(kept, [
+        ['2026-11-10-1500-backup-full', 'daily+min-keep+newest'],
+        ['2026-11-04-0315-backup-full', 'verified'],
+      ]);
+      assert.deepEqual(
+        (await catalog.listBackups('verified')).filter((b) => b.committed).map((b) => b.id),
+        kept.map(([id]) => id),
+      );
+    });
+
     test("set '*' prunes every set on its own", async () => {
       const all = await prune({
         storage,
@@ -188,12 +226,15 @@ for (const [name, start] of [
         logger: silentLogger,
         now: later,
       });
-      assert.deepEqual(all.sets.map((s) => s.set).sort(), ['crash', 'etc']);
-      for (const s of all.sets)
-        assert.deepEqual(
-          s.plan.backups.filter((b) => b.keep).map((b) => b.id),
-          ['2026-11-10-1500-backup-full'],
-        );
+      assert.deepEqual(all.sets.map((s) => s.set).sort(), ['crash', 'etc', 'verified']);
+      const keptIn = Object.fromEntries(
+        all.sets.map((s) => [s.set, s.plan.backups.filter((b) => b.keep).map((b) => b.id)]),
+      );
+      assert.deepEqual(keptIn, {
+        crash: ['2026-11-10-1500-backup-full'],
+        etc: ['2026-11-10-1500-backup-full'],
+        verified: ['2026-11-10-1500-backup-full', '2026-11-04-0315-backup-full'],
+      });
     });
   });
 }
