@@ -1,6 +1,8 @@
 import { once } from 'node:events';
 import fs from 'node:fs/promises';
 import os from 'node:os';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
 import * as tar from 'tar-stream';
 import { Catalog } from '../catalog/catalog.ts';
 import { type Manifest, manifestFormat } from '../catalog/manifest.ts';
@@ -90,7 +92,7 @@ export async function backupFiles(options: FilesBackupOptions): Promise<Manifest
           storage: options.storage,
           key: pending.key(name),
           format: 'tar',
-          source: pack as unknown as import('node:stream').Readable,
+          source: pack as unknown as Readable,
           compression: options.compression,
           compressionLevel: options.compressionLevel,
           encryption: options.encryption,
@@ -112,7 +114,7 @@ export async function backupFiles(options: FilesBackupOptions): Promise<Manifest
       startedAt: started.toISOString(),
       finishedAt: now().toISOString(),
       tool: { name: 'lifeboat', version },
-      source: { host: os.hostname(), path: source },
+      source: { host: os.hostname(), path: path.resolve(source) },
       artifacts: [artifact],
       contents: {
         included: options.include.length ? options.include : ['everything under the source folder'],
