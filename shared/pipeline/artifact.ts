@@ -13,7 +13,7 @@ export interface WriteArtifactOptions {
   storage: Storage;
   /** The storage key of the artifact. */
   key: string;
-  /** The artifact's name without suffixes, e.g. `files.tar`; suffixes are added. */
+  /** What the artifact holds, recorded in the manifest: tar, sql, … */
   format: string;
   source: Readable;
   compression: Compression;
@@ -32,8 +32,8 @@ export function artifactName(format: string, compression: Compression, encrypted
 
 /**
  * Streams `source` through compress → encrypt → hash/count into storage, with no temporary
- * file, and returns the artifact's manifest entry. If any stage or the upload fails, every
- * stage is torn down and the upload aborted.
+ * file, and returns the manifest entry of the artifact `name` (see artifactName). If any
+ * stage or the upload fails, every stage is torn down and the upload aborted.
  */
 export async function writeArtifact(options: WriteArtifactOptions, name: string): Promise<Artifact> {
   const content = new Counter();
