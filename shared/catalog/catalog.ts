@@ -1,7 +1,7 @@
 import os from 'node:os';
 import { text } from 'node:stream/consumers';
 import { UserError } from '../errors.ts';
-import { type DeleteResult, isNotFound, type Storage, StorageError } from '../storage/storage.ts';
+import { isNotFound, type Storage, StorageError } from '../storage/storage.ts';
 import { version } from '../version.ts';
 import { backupIdWithSequence, baseBackupId, compareIdsNewestFirst } from './ids.ts';
 import {
@@ -189,14 +189,22 @@ export class Catalog {
   }
 
   /**
-   * Deletes a backup manifest first, so that a crash part-way leaves an uncommitted folder
-   * (which prune removes) and never a committed backup with missing artifacts.
+   * Deletes backups (committed or not) manifest first: every manifest goes, in batches,
+   * before any other object, so the backups stop being visible at once and a crash part-way
+   * leaves only uncommitted folders (which prune removes), never a committed backup with
+   * missing artifacts. A backup whose manifest a retention lock protects is left whole.
    */
-  async deleteBackup(entry: BackupEntry): Promise<DeleteResult> {
-    const manifest = `${entry.set}/${entry.id}/${manifestName}`;
-    const first = await this.storage.delete([manifest]);
-    if (first.locked.length > 0) return first; // under a retention lock: the backup stays whole
-    return this.storage.delete(entry.objects.filter((k) => k !== manifest));
+  async deleteBackups(
+    entries: BackupEntry[],
+    signal?: AbortSignal,
+  ): Promise<{ keptByLock: string[]; lockedObjects: string[] }> {
+    const manifests = entries.filter((e) => e.committed).map((e) => `${e.set}/${e.id}/${manifestName}`);
+    const lockedManifests = new Set((await this.storage.delete(manifests)).locked);
+    signal?.throwIfAborted();
+    const goners = entries.filter((e) => !lockedManifests.has(`${e.set}/${e.id}/${manifestName}`));
+    const rest = goners.flatMap((e) => e.objects).filter((k) => !k.endsWith(`/${manifestName}`));
+    const { locked } = await this.storage.delete(rest);
+    return { keptByLock: [...lockedManifests].map((k) => k.split('/')[1]!), lockedObjects: locked };
   }
 }
 

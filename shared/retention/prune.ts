@@ -1,4 +1,4 @@
-import { type BackupEntry, Catalog, manifestName } from '../catalog/catalog.ts';
+import { type BackupEntry, Catalog } from '../catalog/catalog.ts';
 import { parseBackupId } from '../catalog/ids.ts';
 import type { Logger } from '../pipeline/progress.ts';
 import { formatBytes } from '../pipeline/progress.ts';
@@ -104,12 +104,9 @@ export async function prune(options: PruneOptions): Promise<PruneReport> {
     let keptByLock = new Set<string>();
     let lockedObjects: string[] = [];
     if (!options.dryRun && (doomed.length > 0 || doomedOrphans.length > 0)) {
-      const manifests = doomed.map((e) => `${set}/${e.id}/${manifestName}`);
-      keptByLock = new Set((await options.storage.delete(manifests)).locked.map((k) => k.split('/')[1]!));
-      options.signal?.throwIfAborted();
-      const goners = [...doomed.filter((e) => !keptByLock.has(e.id)), ...doomedOrphans];
-      const rest = goners.flatMap((e) => e.objects).filter((k) => !k.endsWith(`/${manifestName}`));
-      lockedObjects = (await options.storage.delete(rest)).locked;
+      const deleted = await catalog.deleteBackups([...doomed, ...doomedOrphans], options.signal);
+      keptByLock = new Set(deleted.keptByLock);
+      lockedObjects = deleted.lockedObjects;
       for (const b of plan.backups) {
         if (!keptByLock.has(b.id)) continue;
         b.keep = true;

@@ -419,7 +419,7 @@ describe('the commit protocol', () => {
       },
     });
     const entry = (await new Catalog(recording).listBackups('deleting'))[0]!;
-    await assert.rejects(new Catalog(recording).deleteBackup(entry), /crash/);
+    await assert.rejects(new Catalog(recording).deleteBackups([entry]), /crash/);
     assert.deepEqual(order[0], [`deleting/${manifest.id}/${manifestName}`]);
     const after = (await catalog.listBackups('deleting'))[0]!;
     assert.equal(after.committed, false);
