@@ -15,6 +15,7 @@ import { planRetention, type RetentionPolicy } from '../shared/retention/plan.ts
 import { prune } from '../shared/retention/prune.ts';
 import { openStorage } from '../shared/storage/open.ts';
 import { forEachLimit } from '../shared/storage/storage.ts';
+import { testManifest } from '../test/harness/catalog.ts';
 
 const policy: RetentionPolicy = {
   last: 24,
@@ -86,32 +87,7 @@ await new S3Client({
 }).send(new CreateBucketCommand({ Bucket: bucket }));
 const storage = openStorage(`s3://${bucket}/bench`, env);
 const sets = 2000;
-const manifest = (id: string) =>
-  JSON.stringify({
-    format: 1,
-    id,
-    set: 'big',
-    kind: 'files',
-    mode: 'full',
-    startedAt: new Date().toISOString(),
-    finishedAt: new Date().toISOString(),
-    tool: { name: 'lifeboat', version: '0' },
-    source: {},
-    contents: { included: [], excluded: [] },
-    facts: {},
-    tags: [],
-    artifacts: [
-      {
-        name: 'files.tar.zst',
-        bytes: 1,
-        sha256: '0'.repeat(64),
-        contentBytes: 1,
-        format: 'tar',
-        compression: 'zstd',
-        encryption: null,
-      },
-    ],
-  });
+const manifest = (id: string) => JSON.stringify(testManifest({ id, set: 'big' }));
 const ids = Array.from({ length: sets }, (_, i) => baseBackupId(new Date(start + i * 3_600_000), 'full'));
 await forEachLimit(ids, 32, async (id) => {
   await storage.putBytes(`big/${id}/files.tar.zst`, Buffer.from('x'));

@@ -17,6 +17,7 @@ import { recipientOf } from '../../shared/pipeline/encryption.ts';
 import { type Logger, silentLogger } from '../../shared/pipeline/progress.ts';
 import { openStorage } from '../../shared/storage/open.ts';
 import type { Storage } from '../../shared/storage/storage.ts';
+import { backupFolder, testManifest } from '../harness/catalog.ts';
 import { startAzurite, type TestServer, tempDir } from '../harness/servers.ts';
 import { diffTrees, makeHostileTree } from '../harness/tree.ts';
 
@@ -26,17 +27,7 @@ let storage: Storage;
 let catalog: Catalog;
 
 const backup = (overrides: Partial<FilesBackupOptions> = {}) =>
-  backupFiles({
-    storage,
-    set: 'etc-nova',
-    source,
-    include: [],
-    exclude: [],
-    compression: 'zstd',
-    tags: [],
-    logger: silentLogger,
-    ...overrides,
-  });
+  backupFolder({ storage, set: 'etc-nova', source, ...overrides });
 
 async function leftovers(dir: string): Promise<string[]> {
   return (await fs.readdir(dir)).filter((n) => n.includes('lifeboat-'));
@@ -301,21 +292,12 @@ describe('targets', () => {
       },
       'files.tar',
     );
-    const forged: Manifest = {
-      format: 1,
+    const forged = testManifest({
       id: pending.id,
       set: 'evil',
-      kind: 'files',
-      mode: 'full',
-      startedAt: new Date().toISOString(),
-      finishedAt: new Date().toISOString(),
-      tool: { name: 'lifeboat', version: '0' },
-      source: {},
       artifacts: [artifact],
-      contents: { included: [], excluded: [] },
       facts: { files: 2, directories: 0, symlinks: 0, bytes: 8 },
-      tags: [],
-    };
+    });
     await catalog.commit(pending, forged);
     const target = path.join(work, 'evil-out');
     await assert.rejects(

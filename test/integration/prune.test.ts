@@ -5,13 +5,13 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Catalog } from '../../shared/catalog/catalog.ts';
-import { backupFiles } from '../../shared/files/backup.ts';
 import { restoreFiles } from '../../shared/files/restore.ts';
 import { silentLogger } from '../../shared/pipeline/progress.ts';
 import type { RetentionPolicy } from '../../shared/retention/plan.ts';
 import { prune } from '../../shared/retention/prune.ts';
 import { openStorage } from '../../shared/storage/open.ts';
 import type { Storage } from '../../shared/storage/storage.ts';
+import { backupFolder } from '../harness/catalog.ts';
 import { startAzurite, startFauxqs, startFolder, type TestServer, tempDir } from '../harness/servers.ts';
 import { diffTrees } from '../harness/tree.ts';
 
@@ -50,17 +50,7 @@ after(() => fs.rm(work, { recursive: true, force: true }));
 
 async function history(storage: Storage, set: string): Promise<void> {
   for (const time of times) {
-    await backupFiles({
-      storage,
-      set,
-      source,
-      include: [],
-      exclude: [],
-      compression: 'zstd',
-      tags: [],
-      logger: silentLogger,
-      now: () => time,
-    });
+    await backupFolder({ storage, set, source, now: () => time });
   }
   // An unfinished backup from long ago (no manifest).
   const catalog = new Catalog(storage);
