@@ -1,0 +1,269 @@
+import { execFile } from 'node:child_process';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import type { Connection, ConnectionOptions } from 'mysql2/promise';
+import { parseInteger } from '../action/inputs.ts';
+import type { InputReader, InputSpec } from '../action/spec.ts';
+import { UserError } from '../errors.ts';
+import { findProgram } from './programs.ts';
+
+/** Where a MySQL or MariaDB server is and who to log in as. The password is a secret. */
+export interface MysqlTarget {
+  host?: string;
+  port?: number;
+  socket?: string;
+  user: string;
+  password?: string;
+  ssl: SslOptions;
+}
+
+export const sslModes = ['disabled', 'preferred', 'required', 'verify-ca', 'verify-identity'] as const;
+export type SslMode = (typeof sslModes)[number];
+export interface SslOptions {
+  mode: SslMode;
+  ca?: string;
+}
+
+/** The connection inputs every MySQL command shares (dump-mysql, restore, verify-restore). */
+export const connectionInputs = (role: string): InputSpec[] => [
+  {
+    name: 'mysql-url',
+    description: `The ${role} as one URL, mysql://user:password@host:3306 (secret; on the CLI only from LIFEBOAT_MYSQL_URL). Instead of host, port, user, password.`,
+    secretEnv: 'LIFEBOAT_MYSQL_URL',
+  },
+  { name: 'host', description: `The ${role}'s host name or IP address.`, default: '127.0.0.1' },
+  { name: 'port', description: `The ${role}'s TCP port.`, default: '3306' },
+  { name: 'socket', description: `A Unix socket of the ${role}, instead of host and port.` },
+  { name: 'user', description: 'The MySQL user.', default: 'root' },
+  {
+    name: 'password',
+    description:
+      'The MySQL password (secret; on the CLI only from LIFEBOAT_MYSQL_PASSWORD). Never passed as a process argument.',
+    secretEnv: 'LIFEBOAT_MYSQL_PASSWORD',
+  },
+  {
+    name: 'ssl-mode',
+    description: 'TLS to the server: disabled, preferred, required, verify-ca or verify-identity.',
+    default: 'preferred',
+  },
+  { name: 'ssl-ca', description: 'A PEM file of the certificate authority for verify-ca / verify-identity.' },
+];
+
+/** Parses the connection inputs; a URL and separate fields may not be mixed. */
+export function parseConnection(read: InputReader): MysqlTarget {
+  const mode = (read('ssl-mode')?.trim().toLowerCase() || 'preferred') as SslMode;
+  if (!sslModes.includes(mode)) {
+    throw new UserError(`ssl-mode: '${read('ssl-mode')}' is not accepted; accepted: ${sslModes.join(', ')}`);
+  }
+  const ca = read('ssl-ca')?.trim() || undefined;
+  if (ca && (mode === 'disabled' || mode === 'preferred' || mode === 'required')) {
+    throw new UserError(`ssl-ca: only used with ssl-mode verify-ca or verify-identity (ssl-mode is ${mode})`);
+  }
+  const ssl = { mode, ca };
+  const url = read('mysql-url')?.trim();
+  if (url) return { ...parseMysqlUrl(url), ssl };
+  const socket = read('socket')?.trim() || undefined;
+  return {
+    host: socket ? undefined : read('host')?.trim() || '127.0.0.1',
+    port: socket ? undefined : parseInteger('port', read('port'), { min: 1, max: 65535 }) || 3306,
+    socket,
+    user: read('user')?.trim() || 'root',
+    password: read('password') || undefined,
+    ssl,
+  };
+}
+
+function parseMysqlUrl(text: string): Omit<MysqlTarget, 'ssl'> {
+  // The message never repeats the URL: it may hold a password.
+  const bad = (why: string) =>
+    new UserError(`mysql-url: ${why}; accepted: mysql://user:password@host:port (or mariadb://…)`);
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw bad('not a URL');
+  }
+  if (url.protocol !== 'mysql:' && url.protocol !== 'mariadb:') throw bad(`the scheme ${url.protocol} is not accepted`);
+  if (!url.hostname) throw bad('no host');
+  if (url.pathname && url.pathname !== '/') throw bad('give databases in the databases input, not in the URL');
+  const port = url.port ? Number(url.port) : 3306;
+  return {
+    host: url.hostname.replace(/^\[|\]$/g, ''),
+    port,
+    user: decodeURIComponent(url.username) || 'root',
+    password: url.password ? decodeURIComponent(url.password) : undefined,
+  };
+}
+
+/** Names the server for messages and manifests, never with the password. */
+export function describeTarget(target: MysqlTarget): string {
+  return target.socket ? `${target.user}@${target.socket}` : `${target.user}@${target.host}:${target.port}`;
+}
+
+/** A control connection (mysql2), with failures turned into one clear line. */
+export async function connect(target: MysqlTarget, database?: string): Promise<Connection> {
+  const { createConnection } = await import('mysql2/promise');
+  const options: ConnectionOptions = {
+    user: target.user,
+    password: target.password ?? '',
+    database,
+    charset: 'utf8mb4_unicode_ci',
+    multipleStatements: false,
+    connectTimeout: 15_000,
+    supportBigNumbers: true,
+    bigNumberStrings: true,
+    dateStrings: true,
+    ...(target.socket ? { socketPath: target.socket } : { host: target.host, port: target.port }),
+  };
+  const ssl = await sslFor(target.ssl);
+  if (ssl) options.ssl = ssl;
+  try {
+    return await createConnection(options);
+  } catch (error) {
+    if (target.ssl.mode === 'preferred' && ssl && /ssl|tls/i.test(String((error as Error).message))) {
+      return createConnection({ ...options, ssl: undefined });
+    }
+    throw connectionError(error, target);
+  }
+}
+
+async function sslFor(ssl: SslOptions): Promise<ConnectionOptions['ssl'] | undefined> {
+  switch (ssl.mode) {
+    case 'disabled':
+    case 'preferred':
+      // mysql2 cannot fall back from TLS by itself; preferred tries plain text first only
+      // when the server offers no TLS, which a plain connection learns: keep it simple.
+      return undefined;
+    case 'required':
+      return { rejectUnauthorized: false };
+    default: {
+      const ca = ssl.ca ? await readCa(ssl.ca) : undefined;
+      return {
+        ca,
+        rejectUnauthorized: true,
+        ...(ssl.mode === 'verify-ca' ? { checkServerIdentity: () => undefined } : {}),
+      };
+    }
+  }
+}
+
+async function readCa(file: string): Promise<string> {
+  try {
+    return await fs.readFile(file, 'utf8');
+  } catch (error) {
+    throw new UserError(`ssl-ca: cannot read '${file}' (${(error as NodeJS.ErrnoException).code})`);
+  }
+}
+
+/** One line for a failed connection or query, naming the input to fix. */
+export function connectionError(error: unknown, target: MysqlTarget): Error {
+  const e = error as { code?: string; errno?: number; sqlMessage?: string; message?: string };
+  const where = describeTarget(target);
+  switch (e.code) {
+    case 'ECONNREFUSED':
+      return new UserError(
+        `${target.socket ? 'socket' : 'host'}: cannot connect to ${where}: connection refused; is the server running and the port right?`,
+      );
+    case 'ENOENT':
+      return new UserError(`socket: ${target.socket} does not exist; accepted: the server's Unix socket`);
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      return new UserError(`host: cannot resolve '${target.host}'; accepted: a host name or IP address`);
+    case 'ETIMEDOUT':
+      return new UserError(`host: no answer from ${where} within 15 s; check the address and firewalls`);
+    case 'ER_ACCESS_DENIED_ERROR':
+    case 'ER_ACCESS_DENIED_NO_PASSWORD_ERROR':
+      return new UserError(`password: access denied for ${where}: ${e.sqlMessage ?? e.message}`);
+    case 'HANDSHAKE_NO_SSL_SUPPORT':
+      return new UserError(`ssl-mode: ${where} does not offer TLS; use ssl-mode preferred or disabled`);
+    default:
+      if (e.sqlMessage) return new UserError(`${where}: ${e.sqlMessage} (error ${e.errno})`);
+      return error instanceof Error ? error : new Error(String(error));
+  }
+}
+
+/**
+ * A private option file for the client programs (mariadb-dump, mariadb, mysqldump, mysql):
+ * the password goes in a 0600 file in a 0700 folder, never on the command line, and the
+ * file is removed by `dispose`. Pass `args` first on the program's command line.
+ */
+export interface ClientOptionFile {
+  args: string[];
+  dispose(): Promise<void>;
+}
+
+export async function writeOptionFile(target: MysqlTarget, flavour: ClientFlavour): Promise<ClientOptionFile> {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'lifeboat-my-'));
+  const file = path.join(dir, 'client.cnf');
+  const lines = ['[client]', `user=${optionValue(target.user)}`];
+  if (target.password !== undefined) lines.push(`password=${optionValue(target.password)}`);
+  if (target.socket) lines.push(`socket=${optionValue(target.socket)}`, 'protocol=SOCKET');
+  else lines.push(`host=${optionValue(target.host ?? '127.0.0.1')}`, `port=${target.port ?? 3306}`, 'protocol=TCP');
+  lines.push(...sslOptionLines(target.ssl, flavour));
+  await fs.writeFile(file, `${lines.join('\n')}\n`, { mode: 0o600 });
+  return {
+    args: [`--defaults-extra-file=${file}`],
+    dispose: () => fs.rm(dir, { recursive: true, force: true }),
+  };
+}
+
+/** An option-file value, quoted with the escapes both MySQL and MariaDB read. */
+function optionValue(value: string): string {
+  if (/[\n\r]/.test(value)) throw new UserError('password: a line break cannot be given to the MySQL client programs');
+  return `"${value.replaceAll('\\', '\\\\').replaceAll('"', '\\"')}"`;
+}
+
+function sslOptionLines(ssl: SslOptions, flavour: ClientFlavour): string[] {
+  const ca = ssl.ca ? [`ssl-ca=${optionValue(ssl.ca)}`] : [];
+  if (flavour === 'mysql') {
+    const mode = { disabled: 'DISABLED', preferred: 'PREFERRED', required: 'REQUIRED' } as Record<string, string>;
+    return [`ssl-mode=${mode[ssl.mode] ?? ssl.mode.toUpperCase().replace('-', '_')}`, ...ca];
+  }
+  switch (ssl.mode) {
+    case 'disabled':
+      return ['skip-ssl'];
+    case 'preferred':
+      return [];
+    case 'required':
+      return ['ssl'];
+    default:
+      return ['ssl', 'ssl-verify-server-cert', ...ca];
+  }
+}
+
+export type ClientFlavour = 'mariadb' | 'mysql';
+
+export interface ClientPrograms {
+  flavour: ClientFlavour;
+  /** mariadb-dump or mysqldump */
+  dump: string;
+  /** mariadb or mysql */
+  client: string;
+  /** The dumper's own version line, for the manifest. */
+  dumpVersion: string;
+}
+
+const run = promisify(execFile);
+
+/**
+ * The client programs that suit a server: MariaDB's for MariaDB, Oracle's for MySQL (each
+ * dumps its own server best), falling back to whichever is installed.
+ */
+export async function clientPrograms(server: ClientFlavour): Promise<ClientPrograms> {
+  const mariadb = { dump: ['mariadb-dump'], client: ['mariadb'] };
+  const mysql = { dump: ['mysqldump'], client: ['mysql'] };
+  const order = server === 'mariadb' ? [mariadb, mysql] : [mysql, mariadb];
+  for (const names of order) {
+    const dump = await findProgram(names.dump);
+    const client = await findProgram(names.client);
+    if (!dump || !client) continue;
+    const { stdout } = await run(dump, ['--version']);
+    const flavour: ClientFlavour = /mariadb/i.test(stdout) ? 'mariadb' : 'mysql';
+    return { flavour, dump, client, dumpVersion: stdout.trim() };
+  }
+  throw new UserError(
+    'the MySQL client programs (mariadb-dump and mariadb, or mysqldump and mysql) are not on PATH; install them (apt-get install mariadb-client or mysql-client)',
+  );
+}
