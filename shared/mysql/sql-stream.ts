@@ -18,7 +18,7 @@ export interface StatementHandler {
   dataEnd(rows: number): void | Promise<void>;
 }
 
-export type StatementKind = 'statement' | 'delimiter' | 'comment';
+export type StatementKind = 'statement' | 'delimiter' | 'command' | 'comment';
 
 const newline = 0x0a;
 const quote = 0x27;
@@ -106,6 +106,12 @@ export class DumpReader {
       // Comments and blank lines between statements.
       if (first === newline || (first === 0x2d && line[1] === 0x2d) || line.length === 0) {
         await this.handler.statement(line.toString(), 'comment');
+        return;
+      }
+      // mariadb-dump's first line turns on the client's sandbox (no shell escapes in the
+      // rest of the file): a client command, like DELIMITER.
+      if (startsWithText(line, '/*M!999999\\- enable the sandbox mode */')) {
+        await this.handler.statement(line.toString(), 'command');
         return;
       }
       if (startsWithText(line, 'DELIMITER ')) {
