@@ -24,10 +24,12 @@ export async function runHook(
     readline.createInterface({ input: stream }).on('line', (line) => logger.info(`${input}: ${line}`));
   lines(child.stdout!);
   lines(child.stderr!);
-  const status = await new Promise<{ code: number | null; signal: string | null; error?: Error }>((resolve) => {
-    child.once('error', (error) => resolve({ code: null, signal: null, error }));
-    child.once('close', (code, signal) => resolve({ code, signal }));
-  });
+  const status = await new Promise<{ code: number | null; signal: string | null; error?: Error }>(
+    (resolve) => {
+      child.once('error', (error) => resolve({ code: null, signal: null, error }));
+      child.once('close', (code, signal) => resolve({ code, signal }));
+    },
+  );
   if (status.error) {
     if (options.signal?.aborted) throw options.signal.reason ?? status.error;
     throw new UserError(`${input}: could not run (${status.error.message})`);

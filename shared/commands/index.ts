@@ -1,5 +1,6 @@
 import type { Command } from '../action/spec.ts';
 import { backupFilesCommand } from './backup-files.ts';
+import { dumpMysqlCommand } from './dump-mysql.ts';
 import { listCommand } from './list.ts';
 import { pruneRetentionCommand } from './prune-retention.ts';
 import { restoreCommand } from './restore.ts';
@@ -7,6 +8,7 @@ import { restoreCommand } from './restore.ts';
 /** The commands that are built, in the order the CLI's help lists them. */
 export const commands: Command<never>[] = [
   backupFilesCommand,
+  dumpMysqlCommand,
   restoreCommand,
   listCommand,
   pruneRetentionCommand,
@@ -14,7 +16,6 @@ export const commands: Command<never>[] = [
 
 /** Commands of the design that are not built yet: asking for one says so. */
 export const notBuilt: Record<string, string> = {
-  'dump-mysql': 'MySQL backups',
   'backup-k8s': 'Kubernetes backups',
   'snapshot-ebs': 'EBS snapshots',
   'verify-restore': 'restore verification',

@@ -1,10 +1,16 @@
-import { InputCollector, parseBoolean, requireInput } from '../action/inputs.ts';
+import { InputCollector, parseBoolean, parseInteger, requireInput } from '../action/inputs.ts';
+import type { CommandResult } from '../action/spec.ts';
 import { defineCommand } from '../action/spec.ts';
 import { Catalog } from '../catalog/catalog.ts';
 import { validateBackupRef } from '../catalog/ids.ts';
+import type { Manifest } from '../catalog/manifest.ts';
 import { UserError } from '../errors.ts';
 import { restoreFiles } from '../files/restore.ts';
+import { connectionInputs, describeTarget, type MysqlTarget, parseConnection } from '../mysql/connection.ts';
+import { type IfExists, restoreMysql } from '../mysql/restore.ts';
 import type { DecryptionKeys } from '../pipeline/encryption.ts';
+import { splitList } from '../pipeline/encryption.ts';
+import type { Logger } from '../pipeline/progress.ts';
 import { formatBytes } from '../pipeline/progress.ts';
 import {
   backupUri,
@@ -20,6 +26,7 @@ import {
   storageInput,
   timeoutInput,
 } from './common.ts';
+import { parseDatabaseList } from './dump-mysql.ts';
 
 interface Options extends CommonOptions {
   set: string;
@@ -28,6 +35,33 @@ interface Options extends CommonOptions {
   overwrite: boolean;
   dryRun: boolean;
   keys: DecryptionKeys;
+  mysql: MysqlTarget;
+  databases: string[] | 'all';
+  rename: Map<string, string>;
+  ifExists: IfExists;
+  parallel: number;
+}
+
+const ifExistsModes: IfExists[] = ['fail', 'replace', 'skip'];
+
+/** `shop=shop_restored, crm=crm_copy` into a map from source to target name. */
+export function parseRename(value: string | undefined): Map<string, string> {
+  const map = new Map<string, string>();
+  for (const pair of splitList(value)) {
+    const match = /^([^=]+)=([^=]+)$/.exec(pair);
+    const from = match?.[1]?.trim();
+    const to = match?.[2]?.trim();
+    if (!from || !to) {
+      throw new UserError(
+        `rename: '${pair}' is not accepted; accepted: source=target pairs, e.g. shop=shop_restored`,
+      );
+    }
+    if ([...to].length > 64)
+      throw new UserError(`rename: '${to}' is longer than 64 characters, the MySQL limit`);
+    if (map.has(from)) throw new UserError(`rename: '${from}' is renamed twice`);
+    map.set(from, to);
+  }
+  return map;
 }
 
 export const restoreCommand = defineCommand<Options>({
@@ -64,6 +98,28 @@ export const restoreCommand = defineCommand<Options>({
     },
     { name: 'age-identity-file', description: 'A file holding age identities, as made by age-keygen.' },
     passphraseInput,
+    ...connectionInputs('mysql backups: the server to restore into'),
+    {
+      name: 'databases',
+      description: 'mysql backups: all, or the databases to restore, comma or newline separated.',
+      default: 'all',
+    },
+    {
+      name: 'rename',
+      description:
+        'mysql backups: restore databases under other names, e.g. shop=shop_restored (comma separated pairs).',
+    },
+    {
+      name: 'if-exists',
+      description:
+        'mysql backups: when a target database exists and is not empty: fail, replace (dropped only after the new copy is fully loaded) or skip.',
+      default: 'fail',
+    },
+    {
+      name: 'parallel',
+      description: 'mysql backups: connections that load in parallel.',
+      default: '2',
+    },
     timeoutInput('6h'),
     progressInput,
   ],
@@ -85,6 +141,19 @@ export const restoreCommand = defineCommand<Options>({
       overwrite: c.field(() => parseBoolean('overwrite', read('overwrite'), false)),
       dryRun: c.field(() => parseBoolean('dry-run', read('dry-run'), false)),
       keys: c.field(() => parseDecryption(read)),
+      mysql: c.field(() => parseConnection(read)),
+      databases: c.field(() => parseDatabaseList(read('databases'))),
+      rename: c.field(() => parseRename(read('rename'))),
+      ifExists: c.field(() => {
+        const mode = (read('if-exists')?.trim().toLowerCase() || 'fail') as IfExists;
+        if (!ifExistsModes.includes(mode)) {
+          throw new UserError(
+            `if-exists: '${read('if-exists')}' is not accepted; accepted: fail, replace or skip`,
+          );
+        }
+        return mode;
+      }),
+      parallel: c.field(() => parseInteger('parallel', read('parallel'), { min: 1, max: 32 }) ?? 2),
       timeoutSeconds: c.field(() => parseTimeout(read, '6h')),
       progressIntervalMs: c.field(() => parseProgress(read)),
     };
@@ -99,9 +168,10 @@ export const restoreCommand = defineCommand<Options>({
     logger.info(
       `${options.dryRun ? 'dry run: checking' : 'restoring'} ${uri} (${manifest.kind}, finished ${manifest.finishedAt})`,
     );
+    if (manifest.kind === 'mysql') return restoreMysqlBackup(options, manifest, uri, started, logger, signal);
     if (manifest.kind !== 'files') {
       throw new UserError(
-        `backup: '${manifest.id}' is a ${manifest.kind} backup; restoring ${manifest.kind} backups is not built yet (only files)`,
+        `backup: '${manifest.id}' is a ${manifest.kind} backup; restoring ${manifest.kind} backups is not built yet (only files and mysql)`,
       );
     }
     const target = requireInput('target', options.target, 'the folder to restore the files into');
@@ -137,3 +207,60 @@ export const restoreCommand = defineCommand<Options>({
     };
   },
 });
+
+async function restoreMysqlBackup(
+  options: Options,
+  manifest: Manifest,
+  uri: string,
+  started: number,
+  logger: Logger,
+  signal: AbortSignal,
+): Promise<CommandResult> {
+  const result = await restoreMysql({
+    storage: options.storage,
+    manifest,
+    target: options.mysql,
+    databases: options.databases,
+    rename: options.rename,
+    ifExists: options.ifExists,
+    parallel: options.parallel,
+    dryRun: options.dryRun,
+    keys: options.keys,
+    logger,
+    signal,
+    progressIntervalMs: options.progressIntervalMs,
+  });
+  const seconds = (Date.now() - started) / 1000;
+  const server = describeTarget(options.mysql);
+  const target = options.dryRun ? 'none (dry run)' : server;
+  const restored = result.databases.filter((d) => d.status !== 'skipped');
+  logger.info(
+    `${options.dryRun ? 'checked (dry run, nothing written)' : `restored into ${server}`}: ${restored.length} database(s), ${result.tables} tables, ${result.rows} rows, sha256 and row counts verified`,
+  );
+  return {
+    outputs: {
+      'backup-id': manifest.id,
+      uri,
+      target,
+      bytes: String(result.bytes),
+      'duration-seconds': seconds.toFixed(1),
+      result: JSON.stringify({
+        backupId: manifest.id,
+        set: manifest.set,
+        kind: manifest.kind,
+        dryRun: options.dryRun,
+        ...result,
+      }),
+    },
+    summary: {
+      heading: `${options.dryRun ? 'Dry-run restore' : 'Restore'} of ${manifest.set}/${manifest.id}`,
+      table: [
+        ['Database', 'Restored as', 'Result', 'Tables', 'Rows'],
+        ...result.databases.map((d) => [d.source, d.target, d.status, String(d.tables), String(d.rows)]),
+      ],
+      notes: [
+        `From ${uri} into ${target}; sha256 and row counts match the manifest; ${seconds.toFixed(1)} s.`,
+      ],
+    },
+  };
+}

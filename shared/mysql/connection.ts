@@ -85,9 +85,11 @@ function parseMysqlUrl(text: string): Omit<MysqlTarget, 'ssl'> {
   } catch {
     throw bad('not a URL');
   }
-  if (url.protocol !== 'mysql:' && url.protocol !== 'mariadb:') throw bad(`the scheme ${url.protocol} is not accepted`);
+  if (url.protocol !== 'mysql:' && url.protocol !== 'mariadb:')
+    throw bad(`the scheme ${url.protocol} is not accepted`);
   if (!url.hostname) throw bad('no host');
-  if (url.pathname && url.pathname !== '/') throw bad('give databases in the databases input, not in the URL');
+  if (url.pathname && url.pathname !== '/')
+    throw bad('give databases in the databases input, not in the URL');
   const port = url.port ? Number(url.port) : 3306;
   return {
     host: url.hostname.replace(/^\[|\]$/g, ''),
@@ -194,13 +196,21 @@ export interface ClientOptionFile {
   dispose(): Promise<void>;
 }
 
-export async function writeOptionFile(target: MysqlTarget, flavour: ClientFlavour): Promise<ClientOptionFile> {
+export async function writeOptionFile(
+  target: MysqlTarget,
+  flavour: ClientFlavour,
+): Promise<ClientOptionFile> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'lifeboat-my-'));
   const file = path.join(dir, 'client.cnf');
   const lines = ['[client]', `user=${optionValue(target.user)}`];
   if (target.password !== undefined) lines.push(`password=${optionValue(target.password)}`);
   if (target.socket) lines.push(`socket=${optionValue(target.socket)}`, 'protocol=SOCKET');
-  else lines.push(`host=${optionValue(target.host ?? '127.0.0.1')}`, `port=${target.port ?? 3306}`, 'protocol=TCP');
+  else
+    lines.push(
+      `host=${optionValue(target.host ?? '127.0.0.1')}`,
+      `port=${target.port ?? 3306}`,
+      'protocol=TCP',
+    );
   lines.push(...sslOptionLines(target.ssl, flavour));
   await fs.writeFile(file, `${lines.join('\n')}\n`, { mode: 0o600 });
   return {
@@ -211,14 +221,18 @@ export async function writeOptionFile(target: MysqlTarget, flavour: ClientFlavou
 
 /** An option-file value, quoted with the escapes both MySQL and MariaDB read. */
 function optionValue(value: string): string {
-  if (/[\n\r]/.test(value)) throw new UserError('password: a line break cannot be given to the MySQL client programs');
+  if (/[\n\r]/.test(value))
+    throw new UserError('password: a line break cannot be given to the MySQL client programs');
   return `"${value.replaceAll('\\', '\\\\').replaceAll('"', '\\"')}"`;
 }
 
 function sslOptionLines(ssl: SslOptions, flavour: ClientFlavour): string[] {
   const ca = ssl.ca ? [`ssl-ca=${optionValue(ssl.ca)}`] : [];
   if (flavour === 'mysql') {
-    const mode = { disabled: 'DISABLED', preferred: 'PREFERRED', required: 'REQUIRED' } as Record<string, string>;
+    const mode = { disabled: 'DISABLED', preferred: 'PREFERRED', required: 'REQUIRED' } as Record<
+      string,
+      string
+    >;
     return [`ssl-mode=${mode[ssl.mode] ?? ssl.mode.toUpperCase().replace('-', '_')}`, ...ca];
   }
   switch (ssl.mode) {

@@ -93,9 +93,11 @@ export async function dumpMysql(options: MysqlDumpOptions): Promise<Manifest> {
       ({ facts, artifact } = await streamDump(options, plan, programs, (name) => pending.key(name)));
     } finally {
       if (options.postCommand) {
-        await runHook('post-command', options.postCommand, { ...options, signal: undefined }).catch((error) => {
-          postFailure = error;
-        });
+        await runHook('post-command', options.postCommand, { ...options, signal: undefined }).catch(
+          (error) => {
+            postFailure = error;
+          },
+        );
       }
     }
     const mysql: MysqlFacts = {
@@ -170,7 +172,9 @@ async function planDump(options: MysqlDumpOptions): Promise<DumpPlan> {
           !virtualDatabases.includes(d) && (options.includeSystemDatabases || !systemDatabases.includes(d)),
       );
       if (databases.length === 0) {
-        throw new UserError(`databases: 'all' found no databases to back up on ${where} (system databases are left out)`);
+        throw new UserError(
+          `databases: 'all' found no databases to back up on ${where} (system databases are left out)`,
+        );
       }
     } else {
       const missing = options.databases.filter((d) => !present.includes(d));
@@ -180,7 +184,10 @@ async function planDump(options: MysqlDumpOptions): Promise<DumpPlan> {
         );
       }
       const virtual = options.databases.filter((d) => virtualDatabases.includes(d));
-      if (virtual.length) throw new UserError(`databases: ${virtual.join(', ')} cannot be backed up (a view of the server's state)`);
+      if (virtual.length)
+        throw new UserError(
+          `databases: ${virtual.join(', ')} cannot be backed up (a view of the server's state)`,
+        );
       databases = [...new Set(options.databases)];
     }
     const ignoreTables = await resolveExcludes(conn, databases, options);
@@ -199,10 +206,18 @@ async function serverInfo(conn: Connection): Promise<ServerInfo> {
   const [rows] = await conn.query<Row[]>('SELECT VERSION() AS v, @@version_comment AS c, @@log_bin AS b');
   const row = rows[0]!;
   const text = `${row.v} ${row.c}`;
-  return { flavour: /mariadb/i.test(text) ? 'mariadb' : 'mysql', version: String(row.v), binaryLog: Number(row.b) === 1 };
+  return {
+    flavour: /mariadb/i.test(text) ? 'mariadb' : 'mysql',
+    version: String(row.v),
+    binaryLog: Number(row.b) === 1,
+  };
 }
 
-async function resolveExcludes(conn: Connection, databases: string[], options: MysqlDumpOptions): Promise<string[]> {
+async function resolveExcludes(
+  conn: Connection,
+  databases: string[],
+  options: MysqlDumpOptions,
+): Promise<string[]> {
   if (options.excludeTables.length === 0) return [];
   const patterns = options.excludeTables.map((entry) => {
     const dot = entry.indexOf('.');
@@ -236,12 +251,19 @@ async function resolveExcludes(conn: Connection, databases: string[], options: M
 }
 
 function globRegex(glob: string): RegExp {
-  const body = glob.replace(/[.+^${}()|[\]\\]/g, '\\$&').replaceAll('*', '.*').replaceAll('?', '.');
+  const body = glob
+    .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+    .replaceAll('*', '.*')
+    .replaceAll('?', '.');
   return new RegExp(`^${body}$`);
 }
 
 /** Whether to record the binary log position (which needs RELOAD for a brief global lock). */
-async function positionPlan(conn: Connection, server: ServerInfo, options: MysqlDumpOptions): Promise<boolean> {
+async function positionPlan(
+  conn: Connection,
+  server: ServerInfo,
+  options: MysqlDumpOptions,
+): Promise<boolean> {
   if (options.binlogPosition === 'off') return false;
   const say = (why: string) => {
     if (options.binlogPosition === 'required') throw new UserError(`binlog-position: required, but ${why}`);
@@ -249,10 +271,14 @@ async function positionPlan(conn: Connection, server: ServerInfo, options: Mysql
     return false;
   };
   if (!server.binaryLog) return say('the binary log is off on the server');
-  const [rows] = await conn.query<Row[]>('SELECT PRIVILEGE_TYPE AS p FROM information_schema.USER_PRIVILEGES');
+  const [rows] = await conn.query<Row[]>(
+    'SELECT PRIVILEGE_TYPE AS p FROM information_schema.USER_PRIVILEGES',
+  );
   const privileges = new Set(rows.map((r) => String(r.p)));
   if (!privileges.has('RELOAD')) {
-    return say('the user lacks the RELOAD privilege (needed to read the position consistently); grant it or set binlog-position: off');
+    return say(
+      'the user lacks the RELOAD privilege (needed to read the position consistently); grant it or set binlog-position: off',
+    );
   }
   return true;
 }
@@ -271,7 +297,10 @@ function dumpArguments(plan: DumpPlan, programs: ClientPrograms): string[] {
     '--max-allowed-packet=1G',
   ];
   const mysqlClient = programs.flavour === 'mysql';
-  const clientVersion = /Ver (?:\S+ )?(?:Distrib )?(\d+)\.(\d+)\.(\d+)/.exec(programs.dumpVersion)?.slice(1).map(Number) ?? [0, 0, 0];
+  const clientVersion = /Ver (?:\S+ )?(?:Distrib )?(\d+)\.(\d+)\.(\d+)/
+    .exec(programs.dumpVersion)
+    ?.slice(1)
+    .map(Number) ?? [0, 0, 0];
   const atLeast = (a: number, b: number, c: number) =>
     clientVersion[0]! * 1e6 + clientVersion[1]! * 1e3 + clientVersion[2]! >= a * 1e6 + b * 1e3 + c;
   if (mysqlClient) {

@@ -62,7 +62,9 @@ export async function startEphemeralServer(options: EphemeralOptions = {}): Prom
     }
   } catch (error) {
     await fs.rm(dataDir, { recursive: true, force: true });
-    throw new Error(`could not create a datadir for ${daemon}: ${(error as { stderr?: string }).stderr ?? error}`);
+    throw new Error(
+      `could not create a datadir for ${daemon}: ${(error as { stderr?: string }).stderr ?? error}`,
+    );
   }
   for (let attempt = 1; ; attempt++) {
     const port = await freePort();
@@ -99,7 +101,9 @@ export async function startEphemeralServer(options: EphemeralOptions = {}): Prom
     child.kill('SIGKILL');
     if (attempt < 3 && /address already in use/i.test(log)) continue;
     await fs.rm(dataDir, { recursive: true, force: true });
-    throw new Error(`${path.basename(daemon)} did not start: ${ready} ${log.trim().split('\n').slice(-5).join(' | ')}`);
+    throw new Error(
+      `${path.basename(daemon)} did not start: ${ready} ${log.trim().split('\n').slice(-5).join(' | ')}`,
+    );
   }
 }
 

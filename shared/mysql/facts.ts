@@ -1,5 +1,5 @@
-import { UserError } from '../errors.ts';
 import type { Manifest } from '../catalog/manifest.ts';
+import { UserError } from '../errors.ts';
 import type { StatementHandler, StatementKind } from './sql-stream.ts';
 import { useDatabase } from './sql-stream.ts';
 import { createdDatabase, createdObject, tableEngine } from './statements.ts';
@@ -31,7 +31,15 @@ export interface MysqlFacts {
   dumper: string;
   binlog: BinlogPosition | null;
   databases: DatabaseFacts[];
-  totals: { databases: number; tables: number; rows: number; views: number; routines: number; triggers: number; events: number };
+  totals: {
+    databases: number;
+    tables: number;
+    rows: number;
+    views: number;
+    routines: number;
+    triggers: number;
+    events: number;
+  };
 }
 
 const transactional = new Set(['innodb', 'rocksdb', 'tokudb', 'ndbcluster', 'ndb']);
@@ -73,7 +81,8 @@ export class DumpFacts implements StatementHandler {
       case 'table': {
         db.tables[object.name] ??= 0;
         const engine = tableEngine(text);
-        if (engine && !transactional.has(engine.toLowerCase())) db.nonTransactional.push(`${object.name} (${engine})`);
+        if (engine && !transactional.has(engine.toLowerCase()))
+          db.nonTransactional.push(`${object.name} (${engine})`);
         break;
       }
       case 'view':
@@ -141,7 +150,17 @@ export class DumpFacts implements StatementHandler {
 }
 
 function emptyDatabase(name: string, options: string): DatabaseFacts {
-  return { name, options, tables: {}, views: [], procedures: [], functions: [], triggers: [], events: [], nonTransactional: [] };
+  return {
+    name,
+    options,
+    tables: {},
+    views: [],
+    procedures: [],
+    functions: [],
+    triggers: [],
+    events: [],
+    nonTransactional: [],
+  };
 }
 
 function addOnce(list: string[], name: string) {

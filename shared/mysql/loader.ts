@@ -22,7 +22,14 @@ export class Loader {
     this.name = name;
     this.child = spawn(
       program,
-      [...args, '--batch', '--unbuffered', '--skip-column-names', '--default-character-set=utf8mb4', '--max-allowed-packet=1G'],
+      [
+        ...args,
+        '--batch',
+        '--unbuffered',
+        '--skip-column-names',
+        '--default-character-set=utf8mb4',
+        '--max-allowed-packet=1G',
+      ],
       { stdio: ['pipe', 'pipe', 'pipe'] },
     );
     this.child.stdin!.on('error', () => {}); // reported through the exit
@@ -43,9 +50,16 @@ export class Loader {
       });
       this.child.once('close', (code, signal) => {
         if (code !== 0) {
-          const line = this.errors.trim().split('\n').filter((l) => !/warning/i.test(l)).pop() ?? '';
+          const line =
+            this.errors
+              .trim()
+              .split('\n')
+              .filter((l) => !/warning/i.test(l))
+              .pop() ?? '';
           this.fail(
-            new UserError(line ? line.replace(/^ERROR /, 'error ') : `the client exited (${signal ?? `status ${code}`})`),
+            new UserError(
+              line ? line.replace(/^ERROR /, 'error ') : `the client exited (${signal ?? `status ${code}`})`,
+            ),
           );
         } else if (this.waiters.size) this.fail(new Error('the client ended before it ran everything'));
         resolve();

@@ -2,7 +2,10 @@ import { access, constants } from 'node:fs/promises';
 import path from 'node:path';
 
 /** The first of `names` found as an executable on PATH, or undefined. */
-export async function findProgram(names: string[], searchPath = process.env.PATH ?? ''): Promise<string | undefined> {
+export async function findProgram(
+  names: string[],
+  searchPath = process.env.PATH ?? '',
+): Promise<string | undefined> {
   const dirs = searchPath.split(path.delimiter).filter(Boolean);
   for (const name of names) {
     for (const dir of [...dirs, '/usr/sbin', '/usr/local/sbin']) {

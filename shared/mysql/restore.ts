@@ -17,7 +17,13 @@ import {
 } from './connection.ts';
 import { type DatabaseFacts, mysqlFacts } from './facts.ts';
 import { Loader } from './loader.ts';
-import { DumpReader, quoteIdentifier, readIdentifier, type StatementKind, useDatabase } from './sql-stream.ts';
+import {
+  DumpReader,
+  quoteIdentifier,
+  readIdentifier,
+  type StatementKind,
+  useDatabase,
+} from './sql-stream.ts';
 import { plainText, roleOf } from './statements.ts';
 
 export type IfExists = 'fail' | 'replace' | 'skip';
@@ -76,7 +82,11 @@ export async function restoreMysql(options: MysqlRestoreOptions): Promise<MysqlR
   const facts = mysqlFacts(manifest);
   const selected = selectDatabases(facts.databases, options);
   if (options.dryRun) return dryRun(options, selected);
-  const target = options.target ?? (() => { throw new UserError('host: give the server to restore into'); })();
+  const target =
+    options.target ??
+    (() => {
+      throw new UserError('host: give the server to restore into');
+    })();
   const conn = await connect(target).catch((error) => {
     throw connectionError(error, target);
   });
@@ -91,7 +101,9 @@ export async function restoreMysql(options: MysqlRestoreOptions): Promise<MysqlR
       const content = await databaseContent(conn, targetName);
       if (content !== undefined && content > 0) {
         if (options.ifExists === 'skip') {
-          logger.info(`skipped ${db.name}: the target database ${targetName} exists and is not empty (if-exists: skip)`);
+          logger.info(
+            `skipped ${db.name}: the target database ${targetName} exists and is not empty (if-exists: skip)`,
+          );
           skipped.push({ source: db.name, target: targetName, status: 'skipped', tables: 0, rows: 0 });
           continue;
         }
@@ -101,13 +113,20 @@ export async function restoreMysql(options: MysqlRestoreOptions): Promise<MysqlR
           );
         }
       }
-      planned.push({ facts: db, target: targetName, stage: `lbstage_${suffix}_${i}`, exists: content !== undefined });
+      planned.push({
+        facts: db,
+        target: targetName,
+        stage: `lbstage_${suffix}_${i}`,
+        exists: content !== undefined,
+      });
     }
     if (planned.length === 0) return summarize([], skipped, 0);
     const [serverRow] = (await conn.query('SELECT VERSION() AS v'))[0] as { v: string }[];
     const serverFlavour = /mariadb/i.test(String(serverRow?.v)) ? 'mariadb' : 'mysql';
     if (serverFlavour !== facts.server.flavour) {
-      logger.warn(`restoring a ${facts.server.flavour} ${facts.server.version} backup into ${serverFlavour} ${serverRow?.v}`);
+      logger.warn(
+        `restoring a ${facts.server.flavour} ${facts.server.version} backup into ${serverFlavour} ${serverRow?.v}`,
+      );
     }
     const programs = await clientPrograms(serverFlavour);
     optionFile = await writeOptionFile(target, programs.flavour);
@@ -130,7 +149,8 @@ export async function restoreMysql(options: MysqlRestoreOptions): Promise<MysqlR
     return summarize(restored, skipped, loaded.bytes);
   } catch (error) {
     if (staged) {
-      for (const p of planned) await conn.query(`DROP DATABASE IF EXISTS ${quoteIdentifier(p.stage)}`).catch(() => {});
+      for (const p of planned)
+        await conn.query(`DROP DATABASE IF EXISTS ${quoteIdentifier(p.stage)}`).catch(() => {});
       logger.info('nothing was changed in the target: the staging databases are dropped');
     }
     throw error;
@@ -140,7 +160,11 @@ export async function restoreMysql(options: MysqlRestoreOptions): Promise<MysqlR
   }
 }
 
-function summarize(restored: RestoredDatabase[], skipped: RestoredDatabase[], bytes: number): MysqlRestoreResult {
+function summarize(
+  restored: RestoredDatabase[],
+  skipped: RestoredDatabase[],
+  bytes: number,
+): MysqlRestoreResult {
   const all = [...restored, ...skipped];
   return {
     databases: all,
@@ -152,7 +176,8 @@ function summarize(restored: RestoredDatabase[], skipped: RestoredDatabase[], by
 
 function selectDatabases(all: DatabaseFacts[], options: MysqlRestoreOptions): DatabaseFacts[] {
   const names = all.map((d) => d.name);
-  const selected = options.databases === 'all' ? all : options.databases.map((n) => all.find((d) => d.name === n));
+  const selected =
+    options.databases === 'all' ? all : options.databases.map((n) => all.find((d) => d.name === n));
   const missing = options.databases === 'all' ? [] : options.databases.filter((_, i) => !selected[i]);
   if (missing.length) {
     throw new UserError(
@@ -162,7 +187,9 @@ function selectDatabases(all: DatabaseFacts[], options: MysqlRestoreOptions): Da
   const chosen = selected as DatabaseFacts[];
   for (const source of options.rename.keys()) {
     if (!chosen.some((d) => d.name === source)) {
-      throw new UserError(`rename: '${source}' is not a database being restored; restoring: ${chosen.map((d) => d.name).join(', ')}`);
+      throw new UserError(
+        `rename: '${source}' is not a database being restored; restoring: ${chosen.map((d) => d.name).join(', ')}`,
+      );
     }
   }
   const targets = chosen.map((d) => options.rename.get(d.name) ?? d.name);
@@ -173,7 +200,9 @@ function selectDatabases(all: DatabaseFacts[], options: MysqlRestoreOptions): Da
 
 /** Tables, views and routines in a database; undefined when it does not exist. */
 async function databaseContent(conn: Connection, name: string): Promise<number | undefined> {
-  const [schemas] = await conn.query('SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?', [name]);
+  const [schemas] = await conn.query('SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?', [
+    name,
+  ]);
   if ((schemas as unknown[]).length === 0) return undefined;
   const [rows] = await conn.query(
     `SELECT (SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ?)
@@ -330,10 +359,13 @@ async function load(
     await barrier();
     await Promise.all(loaders.map((l) => l.end()));
   } catch (error) {
+    // A loader's own failure (an SQL error) explains more than what it caused upstream.
+    const failed = loaders.find((l) => l.failed)?.failed;
     for (const l of loaders) l.kill();
     await Promise.all(loaders.map((l) => l.gone()));
-    const failed = loaders.find((l) => l.failed)?.failed;
-    throw failed && !(error instanceof Error && error.name === 'IntegrityError') ? restoreFailure(failed) : error;
+    throw failed && !(error instanceof Error && error.name === 'IntegrityError')
+      ? restoreFailure(failed)
+      : error;
   }
   return { rows, objectScript, bytes: reader.offset };
 }
@@ -396,11 +428,18 @@ async function swap(
       await conn.query(`RENAME TABLE ${moves.join(', ')}`);
     }
     await conn.query(`DROP DATABASE ${quoteIdentifier(p.stage)}`);
-    logger.info(`restored ${p.facts.name}${p.target !== p.facts.name ? ` as ${p.target}` : ''}: ${names.length} tables`);
+    logger.info(
+      `restored ${p.facts.name}${p.target !== p.facts.name ? ` as ${p.target}` : ''}: ${names.length} tables`,
+    );
   }
   const objects = planned.reduce(
     (n, p) =>
-      n + p.facts.views.length + p.facts.procedures.length + p.facts.functions.length + p.facts.triggers.length + p.facts.events.length,
+      n +
+      p.facts.views.length +
+      p.facts.procedures.length +
+      p.facts.functions.length +
+      p.facts.triggers.length +
+      p.facts.events.length,
     0,
   );
   if (objects) {
@@ -452,7 +491,12 @@ async function dryRun(options: MysqlRestoreOptions, selected: DatabaseFacts[]): 
   });
   for await (const chunk of plain) await reader.push(chunk as Buffer);
   await reader.end();
-  const planned = selected.map((facts) => ({ facts, target: options.rename.get(facts.name) ?? facts.name, stage: '', exists: false }));
+  const planned = selected.map((facts) => ({
+    facts,
+    target: options.rename.get(facts.name) ?? facts.name,
+    stage: '',
+    exists: false,
+  }));
   checkCounts(planned, rows);
   return summarize(
     planned.map((p) => ({

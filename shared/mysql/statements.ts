@@ -11,7 +11,9 @@ export type StatementRole = 'session' | 'database' | 'table' | 'lock' | 'object'
 /** The statement without conditional-comment markers (`/*!40101 … *\/`), on one line. */
 export function plainText(text: string): string {
   // Backquoted names are kept as they are; markers and runs of space outside them go.
-  return text.replace(/(`(?:[^`]|``)*`)|\/\*!\d*\s?|\*\/|\s+/g, (_, name) => name ?? ' ').replace(/(`(?:[^`]|``)*`)| {2,}/g, (_, name) => name ?? ' ')
+  return text
+    .replace(/(`(?:[^`]|``)*`)|\/\*!\d*\s?|\*\/|\s+/g, (_, name) => name ?? ' ')
+    .replace(/(`(?:[^`]|``)*`)| {2,}/g, (_, name) => name ?? ' ')
     .trim();
 }
 
