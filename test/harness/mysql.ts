@@ -4,8 +4,8 @@
  * and every object's definition, to compare a restore with its source.
  */
 import { spawn } from 'node:child_process';
-import { type EphemeralServer, startEphemeralServer } from '../../shared/mysql/ephemeral.ts';
 import { connect, type MysqlTarget } from '../../shared/mysql/connection.ts';
+import { type EphemeralServer, startEphemeralServer } from '../../shared/mysql/ephemeral.ts';
 
 export type { EphemeralServer };
 
@@ -60,7 +60,10 @@ const lit = (text: string) => `'${text.replaceAll('\\', '\\\\').replaceAll("'", 
  * and a checksum of its rows, and the definitions of views, triggers, routines and events
  * (with the database's own name taken out, so a renamed restore compares equal).
  */
-export async function fingerprint(server: EphemeralServer, database: string): Promise<Record<string, string>> {
+export async function fingerprint(
+  server: EphemeralServer,
+  database: string,
+): Promise<Record<string, string>> {
   const out: Record<string, string> = {};
   const conn = await connect(targetOf(server));
   const rows = async (query: string) => {

@@ -17,7 +17,15 @@ import { recipientOf } from '../../shared/pipeline/encryption.ts';
 import { silentLogger } from '../../shared/pipeline/progress.ts';
 import { openStorage } from '../../shared/storage/open.ts';
 import type { Storage } from '../../shared/storage/storage.ts';
-import { databases, type EphemeralServer, fingerprint, sampleShop, sql, startMysql, targetOf } from '../harness/mysql.ts';
+import {
+  databases,
+  type EphemeralServer,
+  fingerprint,
+  sampleShop,
+  sql,
+  startMysql,
+  targetOf,
+} from '../harness/mysql.ts';
 import { tempDir } from '../harness/servers.ts';
 
 /** Every awkward thing a dump must carry through unchanged. */
@@ -175,7 +183,10 @@ describe('dump and restore keep everything', () => {
     const shop = facts.databases.find((d) => d.name === 'shop')!;
     assert.deepEqual(shop.tables, { customers: 200, orders: 2000 });
     assert.equal(Object.keys(facts.databases.find((d) => d.name === 'many')!.tables).length, 520);
-    assert.ok(facts.binlog && facts.binlog.position > 0 && facts.binlog.file.startsWith('binlog'), 'binlog position');
+    assert.ok(
+      facts.binlog && facts.binlog.position > 0 && facts.binlog.file.startsWith('binlog'),
+      'binlog position',
+    );
     assert.match(facts.binlog.gtid ?? '', /^\d+-\d+-\d+/);
     assert.equal(facts.server.flavour, 'mariadb');
     assert.equal(manifest.artifacts.length, 1);
@@ -212,7 +223,9 @@ describe('dump and restore keep everything', () => {
       /if-exists: the target database 'shop' .* exists/,
     );
     await sql(target, 'INSERT INTO customers (name) VALUES ("added after")', 'shop');
-    const skipped = await restoreMysql(restoreOptions(manifest, target, { databases: ['shop'], ifExists: 'skip' }));
+    const skipped = await restoreMysql(
+      restoreOptions(manifest, target, { databases: ['shop'], ifExists: 'skip' }),
+    );
     assert.equal(skipped.databases[0]!.status, 'skipped');
     assert.equal((await sql(target, 'SELECT COUNT(*) FROM customers', 'shop')).trim(), '201');
     await restoreMysql(restoreOptions(manifest, target, { databases: ['shop'], ifExists: 'replace' }));
@@ -228,13 +241,19 @@ describe('a restore never leaves a target half-restored', () => {
     target = await startMysql();
     identity = await generateIdentity();
     manifest = await dumpMysql(
-      dumpOptions({ databases: ['shop'], set: 'enc', encryption: { recipients: [await recipientOf(identity)] } }),
+      dumpOptions({
+        databases: ['shop'],
+        set: 'enc',
+        encryption: { recipients: [await recipientOf(identity)] },
+      }),
     );
   });
   after(() => target?.stop());
 
   async function damage(how: (bytes: Buffer) => Buffer): Promise<Manifest> {
-    const copy = await dumpMysql(dumpOptions({ databases: ['shop'], set: `bad-${Math.random().toString(36).slice(2, 8)}` }));
+    const copy = await dumpMysql(
+      dumpOptions({ databases: ['shop'], set: `bad-${Math.random().toString(36).slice(2, 8)}` }),
+    );
     const file = path.join(work, 'backups', copy.set, copy.id, copy.artifacts[0]!.name);
     await fs.writeFile(file, how(await fs.readFile(file)));
     return copy;
@@ -243,7 +262,11 @@ describe('a restore never leaves a target half-restored', () => {
   async function assertUntouched() {
     const dbs = await databases(target);
     assert.ok(!dbs.includes('shop'), 'no shop database');
-    assert.deepEqual(dbs.filter((d) => d.startsWith('lbstage')), [], 'no staging database left');
+    assert.deepEqual(
+      dbs.filter((d) => d.startsWith('lbstage')),
+      [],
+      'no staging database left',
+    );
   }
 
   test('a flipped byte is caught and nothing is restored', async () => {
@@ -329,7 +352,13 @@ test('the snapshot is consistent while another connection writes', async () => {
   const target = await startMysql();
   try {
     await restoreMysql(restoreOptions(manifest, target));
-    const [a, z] = (await sql(target, 'SELECT (SELECT SUM(balance) FROM a_accounts), (SELECT SUM(balance) FROM z_accounts)', 'bank'))
+    const [a, z] = (
+      await sql(
+        target,
+        'SELECT (SELECT SUM(balance) FROM a_accounts), (SELECT SUM(balance) FROM z_accounts)',
+        'bank',
+      )
+    )
       .trim()
       .split('\t')
       .map(Number);
@@ -343,12 +372,25 @@ test('the snapshot is consistent while another connection writes', async () => {
 
 test('a failed dump commits nothing', async () => {
   const set = 'failing';
-  await sql(source, "CREATE USER 'narrow'@'%' IDENTIFIED BY 'pw'; GRANT SELECT ON shop.customers TO 'narrow'@'%';");
+  await sql(
+    source,
+    "CREATE USER 'narrow'@'%' IDENTIFIED BY 'pw'; GRANT SELECT ON shop.customers TO 'narrow'@'%';",
+  );
   await assert.rejects(
-    dumpMysql(dumpOptions({ set, databases: ['shop'], target: targetOf(source, 'narrow', 'pw'), binlogPosition: 'off' })),
+    dumpMysql(
+      dumpOptions({
+        set,
+        databases: ['shop'],
+        target: targetOf(source, 'narrow', 'pw'),
+        binlogPosition: 'off',
+      }),
+    ),
     /mariadb-dump failed .*(denied|privilege)/i,
   );
   const entries = await new Catalog(storage).listBackups(set);
-  assert.deepEqual(entries.filter((e) => e.committed), []);
+  assert.deepEqual(
+    entries.filter((e) => e.committed),
+    [],
+  );
   assert.deepEqual(entries, [], 'nothing left behind');
 });
