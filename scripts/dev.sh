@@ -30,6 +30,17 @@ if ! command -v age >/dev/null || ! command -v zstd >/dev/null; then
   fi
 fi
 
+# MariaDB: the MySQL engine's client programs, and the throwaway servers of the tests,
+# the drill and verify-restore.
+if ! command -v mariadbd >/dev/null && [ ! -x /usr/sbin/mariadbd ] || ! command -v mariadb-dump >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: apt-get install mariadb-server mariadb-client" >&2
+    apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mariadb-server mariadb-client >/dev/null
+  else
+    echo "setup: MariaDB is missing (apt-get install mariadb-server mariadb-client); the MySQL tests will fail" >&2
+  fi
+fi
+
 stamp="node_modules/.lifeboat-lock.sha256"
 want=$(sha256sum package-lock.json | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then

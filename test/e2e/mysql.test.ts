@@ -4,6 +4,7 @@
  * exit status 1 and nothing committed.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -102,6 +103,21 @@ describe('the drill: dump-mysql, list, restore into another server', () => {
     assert.equal(run.code, 0, run.stdout + run.stderr);
     assert.deepEqual(await fingerprint(target, 'shop_restored'), await fingerprint(source, 'shop'));
     assert.match(run.stdout + run.stderr, /2200 rows/);
+  });
+
+  test('by hand, with standard tools: zstd -d | mariadb', async () => {
+    const file = path.join(storage, 'shop-db', backupId, 'dump.sql.zst');
+    await new Promise<void>((resolve, reject) => {
+      const child = spawn(
+        'bash',
+        ['-c', `zstd -dc "$0" | mariadb --no-defaults --socket="$1" -uroot`, file, target.socket],
+        {
+          stdio: ['ignore', 'inherit', 'inherit'],
+        },
+      );
+      child.once('close', (code) => (code === 0 ? resolve() : reject(new Error(`exit ${code}`))));
+    });
+    assert.deepEqual(await fingerprint(target, 'shop'), await fingerprint(source, 'shop'));
   });
 
   test('list shows the backup', async () => {
