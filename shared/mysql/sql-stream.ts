@@ -59,10 +59,10 @@ export class DumpReader {
         continue;
       }
       const eol = buf.indexOf(newline, pos);
-      if (this.statementParts.length === 0 && this.delimiter === ';') {
-        const available = (eol < 0 ? buf.length : eol) - pos;
-        if (eol < 0 && available < lookahead) break; // judge this line once more arrives
-        if (startsWith(buf, pos, insertPrefix)) {
+      if (this.statementParts.length === 0) {
+        // A line that starts a statement is judged once it is whole, or long enough.
+        if (eol < 0 && buf.length - pos < lookahead) break;
+        if (this.delimiter === ';' && startsWith(buf, pos, insertPrefix)) {
           await this.startData(buf.subarray(pos, Math.min(buf.length, pos + lookahead)));
           continue;
         }
@@ -123,12 +123,23 @@ export class DumpReader {
       }
     }
     this.addStatementPart(line);
-    if (endsWithDelimiter(line, this.delimiter)) {
+    if (endsWithDelimiter(this.lineTail(), this.delimiter)) {
       const text = Buffer.concat(this.statementParts).toString();
       this.statementParts = [];
       this.statementBytes = 0;
       await this.handler.statement(text, 'statement');
     }
+  }
+
+  /** The last bytes of the statement so far (a line may have come in several parts). */
+  private lineTail(): Buffer {
+    const parts: Buffer[] = [];
+    let bytes = 0;
+    for (let i = this.statementParts.length - 1; i >= 0 && bytes < 64; i--) {
+      parts.unshift(this.statementParts[i]!);
+      bytes += this.statementParts[i]!.length;
+    }
+    return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
   }
 
   private addStatementPart(part: Buffer) {

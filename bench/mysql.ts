@@ -1,0 +1,159 @@
+/**
+ * dump-mysql and the MySQL restore against the classic recipes, same data, same run.
+ *
+ *   bash scripts/dev.sh build && node bench/mysql.ts [GiB of table data, default 1]
+ *
+ * Generates about that much table data (several tables, mixed types) in a throwaway
+ * MariaDB, then times: Lifeboat dump-mysql (zstd, to a folder); `mariadb-dump
+ * --single-transaction | gzip`; `| zstd`; a bare `mariadb-dump > /dev/null`; `mydumper -t 2
+ * -c`. Then restores into fresh databases: Lifeboat restore (2 connections), `zcat | mariadb`,
+ * `myloader -t 2`. Prints seconds, ratios (Lifeboat / peer) and Lifeboat's peak RSS.
+ */
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { startEphemeralServer } from '../shared/mysql/ephemeral.ts';
+import { type Measured, measure } from '../test/harness/measure.ts';
+import { tempDir } from '../test/harness/servers.ts';
+
+const gib = Number(process.argv[2] ?? 1);
+const work = await tempDir('bench-mysql');
+const server = await startEphemeralServer({
+  parent: work,
+  options: ['--max-allowed-packet=256M', '--innodb-buffer-pool-size=2G'],
+});
+const socket = server.socket;
+const client = `--no-defaults --socket=${socket} -uroot`;
+const sh = (script: string) =>
+  measure(['-c', `set -o pipefail; ${script}`], {}, { command: 'bash', cwd: work });
+const mib = (n: number) => (n / 1024 ** 2).toFixed(0);
+
+function sqlSync(text: string) {
+  const run = spawnSync('mariadb', [...client.split(' '), '--batch', '--skip-column-names'], {
+    input: text,
+    encoding: 'utf8',
+  });
+  if (run.status !== 0) throw new Error(run.stderr);
+  return run.stdout;
+}
+
+try {
+  // About 82 bytes of InnoDB data per row (measured) over four tables: ints, decimals, dates, text, a blob, JSON.
+  const rows = Math.round((gib * 1024 ** 3) / 82);
+  const started = performance.now();
+  sqlSync(`CREATE DATABASE bench; USE bench;
+    CREATE TABLE customers (id INT PRIMARY KEY, name VARCHAR(100), email VARCHAR(200), created DATETIME, note TEXT);
+    CREATE TABLE orders (id BIGINT PRIMARY KEY, customer_id INT, total DECIMAL(12,2), placed DATETIME, status ENUM('new','paid','sent'), INDEX (customer_id));
+    CREATE TABLE events (id BIGINT PRIMARY KEY, kind VARCHAR(30), payload JSON, at TIMESTAMP NULL);
+    CREATE TABLE blobs (id INT PRIMARY KEY, digest BINARY(32), data BLOB);`);
+  const parts = [
+    `INSERT INTO customers SELECT seq, CONCAT('customer ', seq), CONCAT('c', seq, '@example.com'), '2020-01-01' + INTERVAL seq SECOND, REPEAT(MD5(seq), 2) FROM seq_1_to_${Math.round(rows * 0.2)}`,
+    `INSERT INTO orders SELECT seq, 1 + seq % 100000, ROUND(RAND(seq) * 1000, 2), '2024-01-01' + INTERVAL seq SECOND, 1 + seq % 3 FROM seq_1_to_${Math.round(rows * 0.5)}`,
+    `INSERT INTO events SELECT seq, ELT(1 + seq % 3, 'click', 'view', 'purchase'), JSON_OBJECT('user', seq % 5000, 'page', CONCAT('/p/', seq % 977), 'ms', seq % 1000, 'tag', MD5(seq)), '2025-01-01' + INTERVAL seq SECOND FROM seq_1_to_${Math.round(rows * 0.25)}`,
+    `INSERT INTO blobs SELECT seq, UNHEX(SHA2(seq, 256)), RANDOM_BYTES(300) FROM seq_1_to_${Math.round(rows * 0.05)}`,
+  ];
+  for (const part of parts) {
+    try {
+      sqlSync(`USE bench; ${part};`);
+    } catch {
+      // MariaDB has no RANDOM_BYTES: hex of hashes instead (incompressible enough).
+      sqlSync(`USE bench; ${part.replace('RANDOM_BYTES(300)', 'UNHEX(REPEAT(SHA2(seq, 512), 5))')};`);
+    }
+  }
+  const size = sqlSync(
+    "SELECT SUM(DATA_LENGTH) FROM information_schema.TABLES WHERE TABLE_SCHEMA='bench'",
+  ).trim();
+  console.log(
+    `generated ${rows} rows, ${mib(Number(size))} MiB of table data in ${((performance.now() - started) / 1000).toFixed(0)} s`,
+  );
+
+  const dumpFlags =
+    '--single-transaction --quick --hex-blob --routines --triggers --events --databases bench';
+  const results: [string, Measured][] = [];
+  const run = async (name: string, m: Promise<Measured>) => {
+    const r = await m;
+    if (r.code !== 0) throw new Error(`${name} failed: ${r.stderr.slice(-800)}`);
+    results.push([name, r]);
+    console.log(`${name}: ${r.seconds.toFixed(1)} s`);
+    return r;
+  };
+  const bare = await run('mariadb-dump > /dev/null', sh(`mariadb-dump ${client} ${dumpFlags} > /dev/null`));
+  const gzip = await run(
+    'mariadb-dump | gzip',
+    sh(`mariadb-dump ${client} ${dumpFlags} | gzip > dump.sql.gz`),
+  );
+  const zstd = await run(
+    'mariadb-dump | zstd',
+    sh(`mariadb-dump ${client} ${dumpFlags} | zstd -q -3 > dump.sql.zst`),
+  );
+  const mydumper = await run(
+    'mydumper -t 2 -c',
+    sh(`mydumper --socket ${socket} -u root -B bench -t 2 -c -o mydumper-out`),
+  );
+  const lifeboat = await run(
+    'lifeboat dump-mysql',
+    measure(
+      [
+        'dump-mysql',
+        '--storage',
+        path.join(work, 'backups'),
+        '--set',
+        'bench',
+        '--socket',
+        socket,
+        '--databases',
+        'bench',
+        '--progress-interval',
+        '1h',
+      ],
+      {},
+      { cwd: work },
+    ),
+  );
+
+  // Each restore starts from no database, as after a disaster.
+  const reset = () => sqlSync('DROP DATABASE IF EXISTS bench;');
+  reset();
+  const zcat = await run('zcat | mariadb', sh(`zcat dump.sql.gz | mariadb ${client}`));
+  reset();
+  const myloader = await run(
+    'myloader -t 2',
+    sh(`myloader --socket ${socket} -u root -d mydumper-out -B bench -t 2 -o`),
+  );
+  reset();
+  const restore = await run(
+    'lifeboat restore',
+    measure(
+      [
+        'restore',
+        '--storage',
+        path.join(work, 'backups'),
+        '--set',
+        'bench',
+        '--socket',
+        socket,
+        '--progress-interval',
+        '1h',
+      ],
+      {},
+      { cwd: work },
+    ),
+  );
+
+  const ratio = (a: Measured, b: Measured) => (a.seconds / b.seconds).toFixed(2);
+  console.log('\n| what | seconds | Lifeboat / this | Lifeboat peak RSS |');
+  console.log('|---|---|---|---|');
+  for (const [name, r] of results) {
+    const isDump = !/restore|zcat|myloader/.test(name);
+    const ours = isDump ? lifeboat : restore;
+    console.log(
+      `| ${name} | ${r.seconds.toFixed(1)} | ${r === ours ? '' : ratio(ours, r)} | ${r === ours ? `${mib(r.peakRssBytes)} MiB` : ''} |`,
+    );
+  }
+  console.log(
+    `\ntargets: dump ≤ 0.5× gzip (${ratio(lifeboat, gzip)}), ≤ 1.15× bare (${ratio(lifeboat, bare)}); restore ≤ 0.8× zcat|mysql (${ratio(restore, zcat)}); vs zstd ${ratio(lifeboat, zstd)}, mydumper ${ratio(lifeboat, mydumper)}, myloader ${ratio(restore, myloader)}`,
+  );
+} finally {
+  await server.stop();
+  await fs.rm(work, { recursive: true, force: true });
+}
