@@ -13,7 +13,8 @@ test('help lists the built commands and names the ones not built', async () => {
   const { code, out } = await cli(['--help']);
   assert.equal(code, 0);
   assert.match(out, /backup-files/);
-  assert.match(out, /Not built yet: dump-mysql/);
+  assert.match(out, /dump-mysql/);
+  assert.match(out, /Not built yet: backup-k8s/);
   const help = await cli(['restore', '--help']);
   assert.match(help.out, /\(secret\) LIFEBOAT_AGE_IDENTITY/);
   assert.match(help.out, /--storage \[LIFEBOAT_STORAGE\]/);
@@ -31,7 +32,7 @@ test('a secret given as a flag is refused before anything runs', async () => {
 test('unknown commands, unbuilt commands and unknown flags each get one line', async () => {
   assert.match(
     (await cli(['backup'])).err,
-    /^error: command: 'backup' is not a Lifeboat command; accepted: backup-files, restore, list, prune-retention\n$/,
+    /^error: command: 'backup' is not a Lifeboat command; accepted: backup-files, dump-mysql, restore, list, prune-retention\n$/,
   );
   assert.match(
     (await cli(['verify-restore'])).err,
