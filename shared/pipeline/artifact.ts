@@ -125,10 +125,14 @@ export async function readArtifact(options: ReadArtifactOptions): Promise<Readab
       signal: options.signal,
     },
   )
-    .catch((error) => {
+    .catch(async (error) => {
       gate.unpipe(out);
       // A damaged stream usually fails in decryption or decompression before the hash is
-      // complete; say that the stored bytes are damaged when they are.
+      // complete; say that the stored bytes are damaged when they are. When every byte was
+      // hashed already, wait (briefly) for the digest to settle before judging.
+      if (stored.bytes === artifact.bytes) {
+        await Promise.race([stored.done.catch(() => {}), new Promise((r) => setTimeout(r, 1000))]);
+      }
       const damaged = stored.bytes !== artifact.bytes || gate.failedDigest();
       out.destroy(damaged && !options.signal?.aborted ? gate.explain(error) : error);
     })
