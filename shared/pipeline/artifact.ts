@@ -125,14 +125,10 @@ export async function readArtifact(options: ReadArtifactOptions): Promise<Readab
       signal: options.signal,
     },
   )
-    .catch(async (error) => {
+    .catch((error) => {
       gate.unpipe(out);
       // A damaged stream usually fails in decryption or decompression before the hash is
-      // complete; say that the stored bytes are damaged when they are. When every byte was
-      // hashed already, wait (briefly) for the digest to settle before judging.
-      if (stored.bytes === artifact.bytes) {
-        await Promise.race([stored.done.catch(() => {}), new Promise((r) => setTimeout(r, 1000))]);
-      }
+      // complete; say that the stored bytes are damaged when they are.
       const damaged = stored.bytes !== artifact.bytes || gate.failedDigest();
       out.destroy(damaged && !options.signal?.aborted ? gate.explain(error) : error);
     })
@@ -174,12 +170,9 @@ class IntegrityGate extends Transform {
     );
   }
 
+  /** Whether every stored byte was hashed and the sha256 differs from the manifest's. */
   failedDigest(): boolean {
-    try {
-      return this.digest.sha256 !== this.artifact.sha256;
-    } catch {
-      return false;
-    }
+    return this.digest.bytes === this.artifact.bytes && this.digest.sha256SoFar() !== this.artifact.sha256;
   }
 
   private problem(): string | undefined {

@@ -31,6 +31,11 @@ export class Digest extends Transform {
     callback();
   }
 
+  /** The sha256 of the bytes that have passed so far (the final one once the stream ended). */
+  sha256SoFar(): string {
+    return this.hex ?? this.hash.copy().digest('hex');
+  }
+
   /** The sha256 in hex; only once the stream has ended. */
   get sha256(): string {
     if (!this.hex) throw new Error('sha256 read before the stream ended');

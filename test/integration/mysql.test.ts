@@ -274,7 +274,7 @@ describe('a restore never leaves a target half-restored', () => {
       b[Math.floor(b.length / 2)]! ^= 0xff;
       return b;
     });
-    await assert.rejects(restoreMysql(restoreOptions(bad, target)), /sha256|damaged|corrupt|checksum/i);
+    await assert.rejects(restoreMysql(restoreOptions(bad, target)), /sha256|damaged|corrupt/i);
     await assertUntouched();
   });
 
