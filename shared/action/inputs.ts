@@ -38,6 +38,21 @@ export function requireInput(name: string, value: string | undefined, accepted: 
   return v;
 }
 
+/** One of a fixed set of words (case-insensitive), or the fallback when empty. */
+export function parseChoice<T extends string>(
+  name: string,
+  value: string | undefined,
+  choices: readonly T[],
+  fallback: T,
+): T {
+  const v = (value?.trim().toLowerCase() || fallback) as T;
+  if (!choices.includes(v)) {
+    const accepted = `${choices.slice(0, -1).join(', ')} or ${choices[choices.length - 1]}`;
+    throw new UserError(`${name}: '${value}' is not accepted; accepted: ${accepted}`);
+  }
+  return v;
+}
+
 export function parseBoolean(name: string, value: string | undefined, fallback: boolean): boolean {
   const v = value?.trim().toLowerCase();
   if (!v) return fallback;

@@ -1,19 +1,19 @@
-import { InputCollector, parseInteger, requireInput } from '../action/inputs.ts';
+import { InputCollector, requireInput } from '../action/inputs.ts';
 import { defineCommand } from '../action/spec.ts';
 import { totalBytes } from '../catalog/manifest.ts';
 import { backupFiles, type FilesBackupOptions } from '../files/backup.ts';
-import { parseCompression } from '../pipeline/compression.ts';
 import { splitList } from '../pipeline/encryption.ts';
 import { formatBytes } from '../pipeline/progress.ts';
 import {
+  artifactInputs,
+  backupOutputs,
   backupUri,
   type CommonOptions,
-  parseEncryption,
+  parseArtifactOptions,
   parseProgress,
   parseSet,
   parseStorage,
   parseTimeout,
-  passphraseInput,
   progressInput,
   setInput,
   storageInput,
@@ -37,48 +37,20 @@ export const backupFilesCommand = defineCommand<Options>({
         'Globs of what to include (comma or newline separated); a pattern without / matches a name at any depth. Default: everything.',
     },
     { name: 'exclude', description: 'Globs of what to leave out, e.g. *.log, cache/**.' },
-    { name: 'compression', description: 'zstd, gzip or none.', default: 'zstd' },
-    {
-      name: 'compression-level',
-      description: 'The compression level (zstd 1-19, gzip 1-9); default zstd 3, gzip 6.',
-    },
-    {
-      name: 'age-recipients',
-      description:
-        'age public keys (age1…) to encrypt to, comma or newline separated. Reading the backup then needs a matching identity.',
-    },
-    passphraseInput,
-    { name: 'tags', description: 'Labels recorded in the manifest, comma separated.' },
+    ...artifactInputs,
     timeoutInput('6h'),
     progressInput,
   ],
-  outputs: [
-    { name: 'backup-id', description: 'The id of the committed backup.' },
-    { name: 'uri', description: 'The URL of the backup folder.' },
-    { name: 'bytes', description: 'Bytes stored.' },
-    { name: 'sha256', description: 'sha256 of the stored archive.' },
-    { name: 'duration-seconds', description: 'How long the backup took.' },
-    { name: 'result', description: 'The manifest, as JSON.' },
-  ],
+  outputs: backupOutputs('archive', 'The manifest, as JSON.'),
   parse(read) {
     const c = new InputCollector();
-    const compression = c.field(() => parseCompression(read('compression') || 'zstd'));
     const options: Options = {
       storage: c.field(() => parseStorage(read)),
       set: c.field(() => parseSet(read)),
       source: c.field(() => requireInput('source', read('source'), 'the folder to back up')),
       include: splitList(read('include')),
       exclude: splitList(read('exclude')),
-      compression,
-      compressionLevel: c.field(() =>
-        parseInteger(
-          'compression-level',
-          read('compression-level'),
-          compression === 'gzip' ? { min: 1, max: 9 } : { min: 1, max: 19 },
-        ),
-      ),
-      encryption: c.field(() => parseEncryption(read)),
-      tags: splitList(read('tags')),
+      ...parseArtifactOptions(read, c),
       timeoutSeconds: c.field(() => parseTimeout(read, '6h')),
       progressIntervalMs: c.field(() => parseProgress(read)),
     };

@@ -1,13 +1,15 @@
 import { readFileSync } from 'node:fs';
-import { parseDuration } from '../action/inputs.ts';
-import type { InputReader, InputSpec } from '../action/spec.ts';
+import { type InputCollector, parseDuration, parseInteger } from '../action/inputs.ts';
+import type { InputReader, InputSpec, OutputSpec } from '../action/spec.ts';
 import { validateSetName } from '../catalog/ids.ts';
 import { UserError } from '../errors.ts';
+import { type Compression, parseCompression } from '../pipeline/compression.ts';
 import {
   type DecryptionKeys,
   type EncryptionKeys,
   parseIdentities,
   parseRecipients,
+  splitList,
 } from '../pipeline/encryption.ts';
 import { openStorage } from '../storage/open.ts';
 import type { Storage } from '../storage/storage.ts';
@@ -45,6 +47,57 @@ export const passphraseInput: InputSpec = {
     'A passphrase for age encryption instead of recipients (secret; on the CLI only from LIFEBOAT_AGE_PASSPHRASE).',
   secretEnv: 'LIFEBOAT_AGE_PASSPHRASE',
 };
+
+/** The inputs that shape what a backup stores: compression, encryption, tags. */
+export const artifactInputs: InputSpec[] = [
+  { name: 'compression', description: 'zstd, gzip or none.', default: 'zstd' },
+  {
+    name: 'compression-level',
+    description: 'The compression level (zstd 1-19, gzip 1-9); default zstd 3, gzip 6.',
+  },
+  {
+    name: 'age-recipients',
+    description:
+      'age public keys (age1…) to encrypt to, comma or newline separated. Reading the backup then needs a matching identity.',
+  },
+  passphraseInput,
+  { name: 'tags', description: 'Labels recorded in the manifest, comma separated.' },
+];
+
+export interface ArtifactOptions {
+  compression: Compression;
+  compressionLevel?: number;
+  encryption?: EncryptionKeys;
+  tags: string[];
+}
+
+export function parseArtifactOptions(read: InputReader, c: InputCollector): ArtifactOptions {
+  const compression = c.field(() => parseCompression(read('compression') || 'zstd'));
+  return {
+    compression,
+    compressionLevel: c.field(() =>
+      parseInteger(
+        'compression-level',
+        read('compression-level'),
+        compression === 'gzip' ? { min: 1, max: 9 } : { min: 1, max: 19 },
+      ),
+    ),
+    encryption: c.field(() => parseEncryption(read)),
+    tags: splitList(read('tags')),
+  };
+}
+
+/** The outputs of a command that makes a backup. */
+export function backupOutputs(artifact: string, result: string): OutputSpec[] {
+  return [
+    { name: 'backup-id', description: 'The id of the committed backup.' },
+    { name: 'uri', description: 'The URL of the backup folder.' },
+    { name: 'bytes', description: 'Bytes stored.' },
+    { name: 'sha256', description: `sha256 of the stored ${artifact}.` },
+    { name: 'duration-seconds', description: 'How long the backup took.' },
+    { name: 'result', description: result },
+  ];
+}
 
 export interface CommonOptions {
   storage: Storage;

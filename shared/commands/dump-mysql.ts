@@ -1,22 +1,22 @@
-import { InputCollector, parseBoolean, parseInteger } from '../action/inputs.ts';
+import { InputCollector, parseBoolean, parseChoice } from '../action/inputs.ts';
 import { defineCommand } from '../action/spec.ts';
 import { totalBytes } from '../catalog/manifest.ts';
 import { UserError } from '../errors.ts';
 import { connectionInputs, describeTarget, parseConnection } from '../mysql/connection.ts';
 import { type BinlogMode, dumpMysql, type MysqlDumpOptions } from '../mysql/dump.ts';
 import type { MysqlFacts } from '../mysql/facts.ts';
-import { parseCompression } from '../pipeline/compression.ts';
 import { splitList } from '../pipeline/encryption.ts';
 import { formatBytes } from '../pipeline/progress.ts';
 import {
+  artifactInputs,
+  backupOutputs,
   backupUri,
   type CommonOptions,
-  parseEncryption,
+  parseArtifactOptions,
   parseProgress,
   parseSet,
   parseStorage,
   parseTimeout,
-  passphraseInput,
   progressInput,
   setInput,
   storageInput,
@@ -71,17 +71,7 @@ export const dumpMysqlCommand = defineCommand<Options>({
         'Record the binary log file, position and GTID: auto (when the binary log is on and the user has RELOAD), required (fail otherwise) or off.',
       default: 'auto',
     },
-    { name: 'compression', description: 'zstd, gzip or none.', default: 'zstd' },
-    {
-      name: 'compression-level',
-      description: 'The compression level (zstd 1-19, gzip 1-9); default zstd 3, gzip 6.',
-    },
-    {
-      name: 'age-recipients',
-      description: 'age public keys (age1…) to encrypt to, comma or newline separated.',
-    },
-    passphraseInput,
-    { name: 'tags', description: 'Labels recorded in the manifest, comma separated.' },
+    ...artifactInputs,
     {
       name: 'pre-command',
       description:
@@ -94,18 +84,9 @@ export const dumpMysqlCommand = defineCommand<Options>({
     timeoutInput('6h'),
     progressInput,
   ],
-  outputs: [
-    { name: 'backup-id', description: 'The id of the committed backup.' },
-    { name: 'uri', description: 'The URL of the backup folder.' },
-    { name: 'bytes', description: 'Bytes stored.' },
-    { name: 'sha256', description: 'sha256 of the stored dump.' },
-    { name: 'duration-seconds', description: 'How long the backup took.' },
-    { name: 'result', description: 'The manifest, as JSON (row counts per table, binary log position).' },
-  ],
+  outputs: backupOutputs('dump', 'The manifest, as JSON (row counts per table, binary log position).'),
   parse(read) {
     const c = new InputCollector();
-    const compression = c.field(() => parseCompression(read('compression') || 'zstd'));
-    const binlog = (read('binlog-position')?.trim().toLowerCase() || 'auto') as BinlogMode;
     const options: Options = {
       storage: c.field(() => parseStorage(read)),
       set: c.field(() => parseSet(read)),
@@ -115,24 +96,10 @@ export const dumpMysqlCommand = defineCommand<Options>({
         parseBoolean('include-system-databases', read('include-system-databases'), false),
       ),
       excludeTables: splitList(read('exclude-tables')),
-      binlogPosition: c.field(() => {
-        if (!binlogModes.includes(binlog)) {
-          throw new UserError(
-            `binlog-position: '${read('binlog-position')}' is not accepted; accepted: auto, required or off`,
-          );
-        }
-        return binlog;
-      }),
-      compression,
-      compressionLevel: c.field(() =>
-        parseInteger(
-          'compression-level',
-          read('compression-level'),
-          compression === 'gzip' ? { min: 1, max: 9 } : { min: 1, max: 19 },
-        ),
+      binlogPosition: c.field(() =>
+        parseChoice('binlog-position', read('binlog-position'), binlogModes, 'auto'),
       ),
-      encryption: c.field(() => parseEncryption(read)),
-      tags: splitList(read('tags')),
+      ...parseArtifactOptions(read, c),
       preCommand: read('pre-command')?.trim() || undefined,
       postCommand: read('post-command')?.trim() || undefined,
       timeoutSeconds: c.field(() => parseTimeout(read, '6h')),

@@ -1,4 +1,4 @@
-import { InputCollector, parseBoolean, parseInteger, requireInput } from '../action/inputs.ts';
+import { InputCollector, parseBoolean, parseChoice, parseInteger, requireInput } from '../action/inputs.ts';
 import type { CommandResult } from '../action/spec.ts';
 import { defineCommand } from '../action/spec.ts';
 import { Catalog } from '../catalog/catalog.ts';
@@ -144,15 +144,7 @@ export const restoreCommand = defineCommand<Options>({
       mysql: c.field(() => parseConnection(read)),
       databases: c.field(() => parseDatabaseList(read('databases'))),
       rename: c.field(() => parseRename(read('rename'))),
-      ifExists: c.field(() => {
-        const mode = (read('if-exists')?.trim().toLowerCase() || 'fail') as IfExists;
-        if (!ifExistsModes.includes(mode)) {
-          throw new UserError(
-            `if-exists: '${read('if-exists')}' is not accepted; accepted: fail, replace or skip`,
-          );
-        }
-        return mode;
-      }),
+      ifExists: c.field(() => parseChoice('if-exists', read('if-exists'), ifExistsModes, 'fail')),
       parallel: c.field(() => parseInteger('parallel', read('parallel'), { min: 1, max: 32 }) ?? 2),
       timeoutSeconds: c.field(() => parseTimeout(read, '6h')),
       progressIntervalMs: c.field(() => parseProgress(read)),

@@ -124,9 +124,6 @@ export async function connect(target: MysqlTarget, database?: string): Promise<C
   try {
     return await createConnection(options);
   } catch (error) {
-    if (target.ssl.mode === 'preferred' && ssl && /ssl|tls/i.test(String((error as Error).message))) {
-      return createConnection({ ...options, ssl: undefined });
-    }
     throw connectionError(error, target);
   }
 }
@@ -135,8 +132,8 @@ async function sslFor(ssl: SslOptions): Promise<ConnectionOptions['ssl'] | undef
   switch (ssl.mode) {
     case 'disabled':
     case 'preferred':
-      // mysql2 cannot fall back from TLS by itself; preferred tries plain text first only
-      // when the server offers no TLS, which a plain connection learns: keep it simple.
+      // The control connection (metadata queries only) goes without TLS; the client
+      // programs that carry the data use TLS when the server offers it.
       return undefined;
     case 'required':
       return { rejectUnauthorized: false };

@@ -84,77 +84,92 @@ export async function dumpMysql(options: MysqlDumpOptions): Promise<Manifest> {
   logger.info(
     `backup ${options.set}/${pending.id}: ${plan.databases.length} database(s) from ${describeTarget(options.target)} (${plan.server.flavour} ${plan.server.version}) → ${options.storage.url}`,
   );
-  let postFailure: unknown;
+  let postFailure: Error | undefined;
+  let committed = false;
   try {
-    let facts: DumpFacts;
-    let artifact: Manifest['artifacts'][number];
+    let dumped: Awaited<ReturnType<typeof streamDump>>;
     try {
       if (options.preCommand) await runHook('pre-command', options.preCommand, options);
-      ({ facts, artifact } = await streamDump(options, plan, programs, (name) => pending.key(name)));
+      dumped = await streamDump(options, plan, programs, (name) => pending.key(name));
     } finally {
       if (options.postCommand) {
         await runHook('post-command', options.postCommand, { ...options, signal: undefined }).catch(
-          (error) => {
+          (error: Error) => {
             postFailure = error;
           },
         );
       }
     }
-    const mysql: MysqlFacts = {
-      server: { flavour: plan.server.flavour, version: plan.server.version },
-      dumper: programs.dumpVersion,
-      binlog: facts.binlog,
-      databases: facts.databases,
-      totals: facts.totals(),
-    };
-    const nonTransactional = facts.databases.flatMap((d) => d.nonTransactional.map((t) => `${d.name}.${t}`));
-    if (nonTransactional.length) {
-      logger.warn(
-        `not in the consistent snapshot (no transactions in their engine): ${nonTransactional.join(', ')}`,
-      );
-    }
-    const manifest: Manifest = {
-      format: manifestFormat,
+    const manifest = mysqlManifest(options, plan, programs, dumped, {
       id: pending.id,
-      set: options.set,
-      kind: 'mysql',
-      mode: 'full',
-      startedAt: started.toISOString(),
-      finishedAt: now().toISOString(),
-      tool: { name: 'lifeboat', version },
-      source: {
-        server: describeTarget(options.target),
-        flavour: plan.server.flavour,
-        version: plan.server.version,
-        databases: plan.databases,
-      },
-      artifacts: [artifact],
-      contents: {
-        included: plan.databases.map((d) => `database ${d}`),
-        excluded: [
-          ...plan.ignoreTables.map((t) => `table ${t}`),
-          ...(options.includeSystemDatabases || options.databases !== 'all'
-            ? []
-            : ['system databases (mysql, sys, information_schema, performance_schema)']),
-          ...nonTransactional.map((t) => `${t}: backed up, but outside the consistent snapshot`),
-        ],
-      },
-      facts: mysql as unknown as Record<string, unknown>,
-      tags: options.tags,
-    };
+      started,
+      finished: now(),
+    });
     await catalog.commit(pending, manifest);
+    committed = true;
     if (postFailure) {
       throw new UserError(
-        `post-command: failed after the backup was committed (${(postFailure as Error).message}); the backup ${pending.id} is complete`,
+        `post-command: failed after the backup was committed (${postFailure.message}); the backup ${pending.id} is complete`,
       );
     }
     return manifest;
   } catch (error) {
-    if (!postFailure || !(error instanceof UserError && error.message.startsWith('post-command'))) {
-      await catalog.abandon(pending).catch(() => {});
-    }
+    if (!committed) await catalog.abandon(pending).catch(() => {});
     throw error;
   }
+}
+
+/** The manifest of a finished dump: what was dumped, and the facts verify-restore checks. */
+function mysqlManifest(
+  options: MysqlDumpOptions,
+  plan: DumpPlan,
+  programs: ClientPrograms,
+  dumped: { facts: DumpFacts; artifact: Manifest['artifacts'][number] },
+  at: { id: string; started: Date; finished: Date },
+): Manifest {
+  const { facts } = dumped;
+  const mysql: MysqlFacts = {
+    server: { flavour: plan.server.flavour, version: plan.server.version },
+    dumper: programs.dumpVersion,
+    binlog: facts.binlog,
+    databases: facts.databases,
+    totals: facts.totals(),
+  };
+  const nonTransactional = facts.databases.flatMap((d) => d.nonTransactional.map((t) => `${d.name}.${t}`));
+  if (nonTransactional.length) {
+    options.logger.warn(
+      `not in the consistent snapshot (no transactions in their engine): ${nonTransactional.join(', ')}`,
+    );
+  }
+  return {
+    format: manifestFormat,
+    id: at.id,
+    set: options.set,
+    kind: 'mysql',
+    mode: 'full',
+    startedAt: at.started.toISOString(),
+    finishedAt: at.finished.toISOString(),
+    tool: { name: 'lifeboat', version },
+    source: {
+      server: describeTarget(options.target),
+      flavour: plan.server.flavour,
+      version: plan.server.version,
+      databases: plan.databases,
+    },
+    artifacts: [dumped.artifact],
+    contents: {
+      included: plan.databases.map((d) => `database ${d}`),
+      excluded: [
+        ...plan.ignoreTables.map((t) => `table ${t}`),
+        ...(options.includeSystemDatabases || options.databases !== 'all'
+          ? []
+          : ['system databases (mysql, sys, information_schema, performance_schema)']),
+        ...nonTransactional.map((t) => `${t}: backed up, but outside the consistent snapshot`),
+      ],
+    },
+    facts: mysql as unknown as Record<string, unknown>,
+    tags: options.tags,
+  };
 }
 
 /** Connects, learns the server, and resolves databases and excluded tables — before writing anything. */

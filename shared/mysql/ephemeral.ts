@@ -33,7 +33,8 @@ export interface EphemeralOptions {
   signal?: AbortSignal;
 }
 
-const servers = new Set<EphemeralServer>();
+/** Servers running, with their processes, for the exit hook. */
+const running = new Map<EphemeralServer, ChildProcess>();
 let exitHookInstalled = false;
 
 /**
@@ -94,10 +95,7 @@ export async function startEphemeralServer(options: EphemeralOptions = {}): Prom
       log = (log + data.toString()).slice(-8000);
     });
     const ready = await waitReady(child, socket, options.signal);
-    if (ready === true) {
-      const server = makeServer(child, { port, socket, dataDir, flavour });
-      return server;
-    }
+    if (ready === true) return makeServer(child, { port, socket, dataDir, flavour });
     child.kill('SIGKILL');
     if (attempt < 3 && /address already in use/i.test(log)) continue;
     await fs.rm(dataDir, { recursive: true, force: true });
@@ -119,7 +117,7 @@ function makeServer(
     ...at,
     stop() {
       stopping ??= (async () => {
-        servers.delete(server);
+        running.delete(server);
         if (child.exitCode === null && child.signalCode === null) {
           child.kill('SIGTERM');
           const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
@@ -131,26 +129,16 @@ function makeServer(
       return stopping;
     },
   };
-  servers.add(server);
+  running.set(server, child);
   if (!exitHookInstalled) {
     exitHookInstalled = true;
     // A process that exits without stopping its servers (a crash, a killed step) still
     // takes them down: nothing keeps running after Lifeboat.
     process.once('exit', () => {
-      for (const s of servers) killNow(s);
+      for (const process of running.values()) process.kill('SIGKILL');
     });
   }
-  (server as { pid?: number }).pid = child.pid;
   return server;
-}
-
-function killNow(server: EphemeralServer) {
-  const pid = (server as { pid?: number }).pid;
-  if (pid) {
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {}
-  }
 }
 
 async function waitReady(child: ChildProcess, socket: string, signal?: AbortSignal): Promise<true | string> {

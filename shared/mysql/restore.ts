@@ -15,12 +15,13 @@ import {
   type MysqlTarget,
   writeOptionFile,
 } from './connection.ts';
-import { type DatabaseFacts, mysqlFacts } from './facts.ts';
+import { type DatabaseFacts, DumpFacts, mysqlFacts } from './facts.ts';
 import { Loader } from './loader.ts';
 import {
   DumpReader,
   quoteIdentifier,
   readIdentifier,
+  type StatementHandler,
   type StatementKind,
   useDatabase,
 } from './sql-stream.ts';
@@ -135,7 +136,10 @@ export async function restoreMysql(options: MysqlRestoreOptions): Promise<MysqlR
       await conn.query(`CREATE DATABASE ${quoteIdentifier(p.stage)} ${safeOptions(p.facts.options)}`);
     }
     const loaded = await load(options, planned, programs.client, optionFile.args);
-    checkCounts(planned, loaded.rows);
+    checkCounts(
+      planned.map((p) => p.facts),
+      loaded.counted,
+    );
     const objects = await swap(conn, planned, programs.client, optionFile.args, loaded.objectScript, logger);
     staged = false;
     const restored = planned.map((p) => ({
@@ -143,7 +147,7 @@ export async function restoreMysql(options: MysqlRestoreOptions): Promise<MysqlR
       target: p.target,
       status: 'restored' as const,
       tables: Object.keys(p.facts.tables).length,
-      rows: Object.values(loaded.rows.get(p.facts.name) ?? {}).reduce((a, b) => a + b, 0),
+      rows: Object.values(p.facts.tables).reduce((a, b) => a + b, 0),
     }));
     logger.info(`created ${objects} view(s), routine(s), trigger(s) and event(s)`);
     return summarize(restored, skipped, loaded.bytes);
@@ -220,8 +224,8 @@ function safeOptions(options: string): string {
 }
 
 interface Loaded {
-  /** Rows per table per source database, counted in the artifact. */
-  rows: Map<string, Record<string, number>>;
+  /** What the artifact holds, counted as it streamed. */
+  counted: DumpFacts;
   /** Statements that create views, routines, triggers and events, with USE of the targets. */
   objectScript: string[];
   bytes: number;
@@ -239,11 +243,9 @@ async function load(
     (_, i) => new Loader(client, clientArgs, `loader ${i + 1}`),
   );
   const byName = new Map(planned.map((p) => [p.facts.name, p]));
-  const rows = new Map<string, Record<string, number>>();
   const objectScript: string[] = [];
   let current: Planned | undefined;
   let dataLoader: Loader | undefined;
-  let table = '';
   let next = 0;
   let ddlPending = false;
   let delimiter = ';';
@@ -316,8 +318,7 @@ async function load(
           return;
       }
     },
-    async dataStart(name: string, head: Buffer) {
-      table = name;
+    async dataStart() {
       if (!current) {
         dataLoader = undefined;
         return;
@@ -328,36 +329,17 @@ async function load(
       }
       dataLoader = pickLoader();
       await useOn(dataLoader, current.stage);
-      void head;
     },
     async dataPiece(piece: Buffer) {
       if (dataLoader) await dataLoader.write(piece);
     },
-    dataEnd(count: number) {
-      if (!current) return;
-      const counts = rows.get(current.facts.name) ?? {};
-      counts[table] = (counts[table] ?? 0) + count;
-      rows.set(current.facts.name, counts);
-    },
   };
 
-  const reader = new DumpReader(handler);
-  const artifact = options.manifest.artifacts[0]!;
   try {
-    const plain = await readArtifact({
-      storage: options.storage,
-      key: `${options.manifest.set}/${options.manifest.id}/${artifact.name}`,
-      artifact,
-      keys: options.keys,
-      logger: options.logger,
-      label: 'restored',
-      progressIntervalMs: options.progressIntervalMs,
-      signal: options.signal,
-    });
-    for await (const chunk of plain) await reader.push(chunk as Buffer);
-    await reader.end();
+    const read = await readDump(options, 'restored', handler);
     await barrier();
     await Promise.all(loaders.map((l) => l.end()));
+    return { ...read, objectScript };
   } catch (error) {
     // A loader's own failure (an SQL error) explains more than what it caused upstream.
     const failed = loaders.find((l) => l.failed)?.failed;
@@ -367,7 +349,47 @@ async function load(
       ? restoreFailure(failed)
       : error;
   }
-  return { rows, objectScript, bytes: reader.offset };
+}
+
+type DumpHandler = Pick<StatementHandler, 'statement' | 'dataStart' | 'dataPiece'>;
+
+/**
+ * Streams the backup's SQL (sha256 checked, decrypted, decompressed) through a handler,
+ * counting what it holds on the way: the databases, tables and rows of the dump itself.
+ */
+async function readDump(
+  options: MysqlRestoreOptions,
+  label: string,
+  handler?: DumpHandler,
+): Promise<{ counted: DumpFacts; bytes: number }> {
+  const counted = new DumpFacts();
+  const reader = new DumpReader({
+    async statement(text, kind) {
+      counted.statement(text, kind);
+      await handler?.statement(text, kind);
+    },
+    async dataStart(table) {
+      counted.dataStart(table);
+      await handler?.dataStart(table);
+    },
+    dataPiece: (piece) => handler?.dataPiece(piece),
+    dataEnd: (rows) => counted.dataEnd(rows),
+  });
+  const { manifest } = options;
+  const artifact = manifest.artifacts[0]!;
+  const plain = await readArtifact({
+    storage: options.storage,
+    key: `${manifest.set}/${manifest.id}/${artifact.name}`,
+    artifact,
+    keys: options.keys,
+    logger: options.logger,
+    label,
+    progressIntervalMs: options.progressIntervalMs,
+    signal: options.signal,
+  });
+  for await (const chunk of plain) await reader.push(chunk as Buffer);
+  await reader.end();
+  return { counted, bytes: reader.offset };
 }
 
 function restoreFailure(error: Error): Error {
@@ -383,14 +405,14 @@ function renameAlterDatabase(text: string, target: string): string {
 }
 
 /** Every table of the backup holds exactly the rows the manifest records: else nothing is swapped in. */
-function checkCounts(planned: Planned[], rows: Map<string, Record<string, number>>): void {
-  for (const p of planned) {
-    const counted = rows.get(p.facts.name) ?? {};
-    for (const [table, expected] of Object.entries(p.facts.tables)) {
-      const got = counted[table] ?? 0;
+function checkCounts(selected: DatabaseFacts[], counted: DumpFacts): void {
+  for (const db of selected) {
+    const tables = counted.databases.find((d) => d.name === db.name)?.tables ?? {};
+    for (const [table, expected] of Object.entries(db.tables)) {
+      const got = tables[table] ?? 0;
       if (got !== expected) {
         throw new UserError(
-          `the backup's data for ${p.facts.name}.${table} holds ${got} rows, but its manifest records ${expected}: the backup does not match its manifest; nothing was restored`,
+          `the backup's data for ${db.name}.${table} holds ${got} rows, but its manifest records ${expected}: the backup does not match its manifest; nothing was restored`,
         );
       }
     }
@@ -459,54 +481,17 @@ async function swap(
 
 /** Reads and checks everything (sha256, decryption, the SQL, row counts) and writes nothing. */
 async function dryRun(options: MysqlRestoreOptions, selected: DatabaseFacts[]): Promise<MysqlRestoreResult> {
-  const rows = new Map<string, Record<string, number>>();
-  let current: string | undefined;
-  let table = '';
-  const reader = new DumpReader({
-    statement(text) {
-      const use = useDatabase(text);
-      if (use !== undefined) current = use;
-    },
-    dataStart(name) {
-      table = name;
-    },
-    dataPiece() {},
-    dataEnd(count) {
-      if (current === undefined) throw new UserError('the dump has data outside a database');
-      const counts = rows.get(current) ?? {};
-      counts[table] = (counts[table] ?? 0) + count;
-      rows.set(current, counts);
-    },
-  });
-  const artifact = options.manifest.artifacts[0]!;
-  const plain = await readArtifact({
-    storage: options.storage,
-    key: `${options.manifest.set}/${options.manifest.id}/${artifact.name}`,
-    artifact,
-    keys: options.keys,
-    logger: options.logger,
-    label: 'checked',
-    progressIntervalMs: options.progressIntervalMs,
-    signal: options.signal,
-  });
-  for await (const chunk of plain) await reader.push(chunk as Buffer);
-  await reader.end();
-  const planned = selected.map((facts) => ({
-    facts,
-    target: options.rename.get(facts.name) ?? facts.name,
-    stage: '',
-    exists: false,
-  }));
-  checkCounts(planned, rows);
+  const { counted, bytes } = await readDump(options, 'checked');
+  checkCounts(selected, counted);
   return summarize(
-    planned.map((p) => ({
-      source: p.facts.name,
-      target: p.target,
+    selected.map((db) => ({
+      source: db.name,
+      target: options.rename.get(db.name) ?? db.name,
       status: 'checked' as const,
-      tables: Object.keys(p.facts.tables).length,
-      rows: Object.values(p.facts.tables).reduce((a, b) => a + b, 0),
+      tables: Object.keys(db.tables).length,
+      rows: Object.values(db.tables).reduce((a, b) => a + b, 0),
     })),
     [],
-    reader.offset,
+    bytes,
   );
 }

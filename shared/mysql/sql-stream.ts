@@ -11,8 +11,8 @@ export interface StatementHandler {
   /** A whole statement (with its newline), a `DELIMITER` line, or null text for nothing. */
   statement(text: string, kind: StatementKind): void | Promise<void>;
   /** The start of an INSERT into `table` (of the current database). */
-  dataStart(table: string, head: Buffer): void | Promise<void>;
-  /** The next bytes of the current INSERT, the head included in the first piece. */
+  dataStart(table: string): void | Promise<void>;
+  /** The next bytes of the current INSERT, from its first byte. */
   dataPiece(piece: Buffer): void | Promise<void>;
   /** The INSERT ended; `rows` is the number of rows it held. */
   dataEnd(rows: number): void | Promise<void>;
@@ -26,6 +26,8 @@ const backslash = 0x5c;
 const openParen = 0x28;
 const insertPrefix = Buffer.from('INSERT INTO ');
 const values = Buffer.from('VALUES');
+const delimiterPrefix = Buffer.from('DELIMITER ');
+const sandboxLine = Buffer.from('/*M!999999\\- enable the sandbox mode */');
 /** A line shorter than this can be judged only once it is complete. */
 const lookahead = 1024;
 /** Statements other than data are small; a larger one means the input is not a dump. */
@@ -50,7 +52,7 @@ export class DumpReader {
   /** Feeds the next bytes; await it before feeding more. */
   async push(chunk: Buffer): Promise<void> {
     this.offset += chunk.length;
-    let buf = this.carry.length ? Buffer.concat([this.carry, chunk]) : chunk;
+    const buf = this.carry.length ? Buffer.concat([this.carry, chunk]) : chunk;
     this.carry = Buffer.alloc(0);
     let pos = 0;
     while (pos < buf.length) {
@@ -77,7 +79,6 @@ export class DumpReader {
       await this.line(line);
     }
     if (pos < buf.length) this.carry = Buffer.from(buf.subarray(pos));
-    buf = Buffer.alloc(0);
   }
 
   /** Ends the input; fails when it stops inside a statement (a truncated dump). */
@@ -110,11 +111,11 @@ export class DumpReader {
       }
       // mariadb-dump's first line turns on the client's sandbox (no shell escapes in the
       // rest of the file): a client command, like DELIMITER.
-      if (startsWithText(line, '/*M!999999\\- enable the sandbox mode */')) {
+      if (startsWith(line, 0, sandboxLine)) {
         await this.handler.statement(line.toString(), 'command');
         return;
       }
-      if (startsWithText(line, 'DELIMITER ')) {
+      if (startsWith(line, 0, delimiterPrefix)) {
         const text = line.toString();
         this.delimiter = text.slice('DELIMITER '.length).trim();
         if (!this.delimiter) throw new DumpFormatError('a DELIMITER line names no delimiter');
@@ -156,7 +157,7 @@ export class DumpReader {
     this.inData = true;
     this.dataEndsWithSemicolon = false;
     this.rowCounter = new RowCounter();
-    await this.handler.dataStart(table, head);
+    await this.handler.dataStart(table);
   }
 
   /** Streams data bytes up to the end of the statement (`;` then newline). */
@@ -257,10 +258,6 @@ class RowCounter {
 function startsWith(buf: Buffer, pos: number, prefix: Buffer): boolean {
   if (buf.length - pos < prefix.length) return false;
   return buf.compare(prefix, 0, prefix.length, pos, pos + prefix.length) === 0;
-}
-
-function startsWithText(buf: Buffer, text: string): boolean {
-  return startsWith(buf, 0, Buffer.from(text));
 }
 
 function endsWithDelimiter(line: Buffer, delimiter: string): boolean {
