@@ -3,7 +3,7 @@
  * `cli(argv)` for the `lifeboat` command. Both exit the process when done, so that idle
  * keep-alive sockets of the cloud SDKs cannot hold a finished step open.
  */
-import { runAction } from './action/github.ts';
+import { runAction, runPost } from './action/github.ts';
 import { runCli } from './cli/cli.ts';
 
 /**
@@ -28,6 +28,12 @@ function exitAfterFlush(code: number): void {
 export async function run(command?: string): Promise<void> {
   reportCrashes((line) => process.stdout.write(`::error::${line}\n`));
   exitAfterFlush(await runAction(command));
+}
+
+/** The `post:` entry: removes what a killed main step left behind (a throwaway server, say). */
+export async function post(command?: string): Promise<void> {
+  reportCrashes((line) => process.stdout.write(`::error::${line}\n`));
+  exitAfterFlush(await runPost(command));
 }
 
 export async function cli(argv: string[]): Promise<void> {

@@ -1,6 +1,8 @@
 import * as core from '@actions/core';
+import { messageOf } from '../errors.ts';
+import type { Logger } from '../pipeline/progress.ts';
 import { describeFailure, exitCodeOf, findCommand, makeReader, runCommand } from './run.ts';
-import type { CommandResult } from './spec.ts';
+import type { Command, CommandResult, InputReader } from './spec.ts';
 
 /**
  * Runs a command as a GitHub Action step: inputs from `INPUT_*`, secrets masked before use,
@@ -11,19 +13,14 @@ export async function runAction(name?: string): Promise<number> {
   let code = 0;
   try {
     const command = findCommand(name ?? core.getInput('command'));
-    const read = makeReader(command, (spec) => {
-      const value =
-        core.getInput(spec.name) || (spec.secretEnv ? process.env[spec.secretEnv] : undefined) || '';
-      if (spec.secretEnv && value)
-        for (const line of value.split(/\r?\n/)) if (line.trim()) core.setSecret(line.trim());
-      return value;
-    });
-    const result = await runCommand(command, read, {
-      info: (m) => core.info(m),
-      warn: (m) => core.warning(m),
+    const read = actionReader(command);
+    const result = await runCommand(command, read, logger, {
+      leftovers: (state) => core.saveState(leftoversKey, state === undefined ? '' : JSON.stringify(state)),
     });
     for (const [key, value] of Object.entries(result.outputs)) core.setOutput(key, value);
     await writeSummary(result);
+    for (const line of result.failed ?? []) core.error(line);
+    if (result.failed?.length) code = 1;
   } catch (error) {
     const failure = describeFailure(error);
     for (const line of failure.lines) core.error(line);
@@ -31,6 +28,41 @@ export async function runAction(name?: string): Promise<number> {
     code = exitCodeOf(failure);
   }
   return code;
+}
+
+const logger: Logger = { info: (m) => core.info(m), warn: (m) => core.warning(m) };
+
+/** The state the main step leaves for the `post:` step: what to remove if it was killed. */
+const leftoversKey = 'leftovers';
+
+/** Inputs from `INPUT_*` (or a secret's variable), each secret masked before it is used. */
+function actionReader(command: Command<never>): InputReader {
+  return makeReader(command, (spec) => {
+    const value =
+      core.getInput(spec.name) || (spec.secretEnv ? process.env[spec.secretEnv] : undefined) || '';
+    if (spec.secretEnv && value)
+      for (const line of value.split(/\r?\n/)) if (line.trim()) core.setSecret(line.trim());
+    return value;
+  });
+}
+
+/**
+ * The `post:` step (it runs also when the main step failed, timed out or was cancelled):
+ * removes what the main step recorded as left behind. Nothing recorded, nothing to do.
+ */
+export async function runPost(name?: string): Promise<number> {
+  const state = core.getState(leftoversKey);
+  if (!state) return 0;
+  try {
+    const command = findCommand(name ?? core.getInput('command'));
+    if (!command.cleanup) return 0;
+    core.info(`${command.name}: removing what the main step left behind`);
+    await command.cleanup(JSON.parse(state), actionReader(command), logger);
+    return 0;
+  } catch (error) {
+    core.error(`post: could not remove what the main step left behind: ${messageOf(error)}`);
+    return 1;
+  }
 }
 
 async function writeSummary(result: CommandResult): Promise<void> {

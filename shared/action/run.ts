@@ -5,7 +5,7 @@ import type { Logger } from '../pipeline/progress.ts';
 import { formatDuration } from '../pipeline/progress.ts';
 import { StorageError } from '../storage/storage.ts';
 import { InputErrors } from './inputs.ts';
-import type { Command, CommandResult, InputReader, InputSpec } from './spec.ts';
+import type { Command, CommandContext, CommandResult, InputReader, InputSpec } from './spec.ts';
 
 const names = () => commands.map((c) => c.name).join(', ');
 
@@ -48,6 +48,7 @@ export async function runCommand(
   command: Command<never>,
   read: InputReader,
   logger: Logger,
+  extra: Pick<CommandContext, 'leftovers'> = {},
 ): Promise<CommandResult> {
   const options = command.parse(read) as { timeoutSeconds?: number };
   const seconds = options.timeoutSeconds ?? 6 * 3600;
@@ -62,16 +63,29 @@ export async function runCommand(
     });
   });
   const timer = setTimeout(() => controller.abort(timeout), seconds * 1000);
+  // A cancelled step or Ctrl-C (SIGINT, then SIGTERM) stops the work the same way, so that
+  // throwaway servers, staging databases and unfinished uploads are removed.
+  let interrupted: UserError | undefined;
+  const interrupt = (signal: NodeJS.Signals) => {
+    interrupted ??= new UserError(
+      `${command.name} was interrupted (${signal}); it was stopped and what it wrote was removed`,
+    );
+    controller.abort(interrupted);
+  };
+  process.on('SIGINT', interrupt);
+  process.on('SIGTERM', interrupt);
   try {
     return await Promise.race([
-      command.execute(options as never, { logger, signal: controller.signal }),
+      command.execute(options as never, { logger, signal: controller.signal, ...extra }),
       abandoned,
     ]);
   } catch (error) {
-    throw controller.signal.aborted ? timeout : error;
+    throw controller.signal.aborted ? (interrupted ?? timeout) : error;
   } finally {
     clearTimeout(timer);
     clearTimeout(graceTimer);
+    process.off('SIGINT', interrupt);
+    process.off('SIGTERM', interrupt);
   }
 }
 

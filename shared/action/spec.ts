@@ -19,11 +19,21 @@ export interface OutputSpec {
 export interface CommandResult {
   outputs: Record<string, string>;
   summary: { heading: string; table: string[][]; notes?: string[] };
+  /**
+   * Set when the command ran to the end but what it found fails the step (a verification
+   * check that failed): one line each. Outputs and summary are still written.
+   */
+  failed?: string[];
 }
 
 export interface CommandContext {
   logger: Logger;
   signal: AbortSignal;
+  /**
+   * Records what must be removed should this process be killed before its own cleanup
+   * (the action's `post:` step hands it to `cleanup`); undefined once nothing is left.
+   */
+  leftovers?: (state: unknown) => void;
 }
 
 /** Reads one raw input by name; only names the command's spec declares may be read. */
@@ -37,6 +47,8 @@ export interface Command<Options = unknown> {
   /** Turns raw inputs into typed options; every problem becomes one line of an InputErrors. */
   parse(read: InputReader): Options;
   execute(options: Options, context: CommandContext): Promise<CommandResult>;
+  /** Removes what a killed run left behind (see CommandContext.leftovers); run by the `post:` step. */
+  cleanup?(state: unknown, read: InputReader, logger: Logger): Promise<void>;
 }
 
 export function defineCommand<Options>(command: Command<Options>): Command<Options> {

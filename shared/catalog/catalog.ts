@@ -3,7 +3,7 @@ import { text } from 'node:stream/consumers';
 import { UserError } from '../errors.ts';
 import { isNotFound, type Storage, StorageError } from '../storage/storage.ts';
 import { version } from '../version.ts';
-import { backupIdWithSequence, baseBackupId, compareIdsNewestFirst } from './ids.ts';
+import { backupIdWithSequence, baseBackupId, compareIdsNewestFirst, parseBackupId } from './ids.ts';
 import {
   type Manifest,
   manifestSchema,
@@ -167,6 +167,25 @@ export class Catalog {
       );
     }
     return this.readManifest(set, ref);
+  }
+
+  /**
+   * A committed backup picked at random among those taken within `seconds` before `now`
+   * (by the time in their ids), so that older backups get verified too, not only the newest.
+   */
+  async pickRandom(set: string, seconds: number, now: Date, random = Math.random): Promise<Manifest> {
+    const since = now.getTime() - seconds * 1000;
+    const candidates = (await this.listBackups(set)).filter((b) => {
+      const time = parseBackupId(b.id)?.time.getTime();
+      return b.committed && time !== undefined && time >= since && time <= now.getTime();
+    });
+    if (candidates.length === 0) {
+      throw new UserError(
+        `random-within: set '${set}' in ${this.storage.url} has no committed backup taken in the last ${Math.round(seconds / 3600)} h`,
+      );
+    }
+    const chosen = candidates[Math.floor(random() * candidates.length)]!;
+    return this.readManifest(set, chosen.id);
   }
 
   async recordVerification(record: Verification): Promise<string> {

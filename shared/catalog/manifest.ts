@@ -30,9 +30,21 @@ export const verificationSchema = z.object({
   set: z.string(),
   at: z.iso.datetime(),
   passed: z.boolean(),
-  checks: z.array(z.object({ name: z.string(), passed: z.boolean(), detail: z.string().optional() })),
+  checks: z.array(
+    z.object({
+      name: z.string(),
+      passed: z.boolean(),
+      /** Not run (an earlier failure made it moot); `passed` is false. */
+      skipped: z.boolean().optional(),
+      detail: z.string().optional(),
+    }),
+  ),
+  /** RTO: seconds the restore took. */
   restoreSeconds: z.number().nonnegative().optional(),
+  /** RPO: the backup's age in seconds when it was verified. */
   ageSeconds: z.number().nonnegative().optional(),
+  /** Where it was restored: local, external, … */
+  environment: z.string().optional(),
   tool: z.object({ name: z.literal('lifeboat'), version: z.string() }),
 });
 

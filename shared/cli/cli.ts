@@ -51,7 +51,8 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     };
     const result = await runCommand(command, read, logger);
     io.out(json ? `${JSON.stringify(jsonOutputs(result), null, 2)}\n` : renderSummary(result));
-    return 0;
+    for (const line of result.failed ?? []) io.err(`error: ${line}\n`);
+    return result.failed?.length ? 1 : 0;
   } catch (error) {
     const failure = describeFailure(error);
     for (const line of failure.lines) io.err(`error: ${line}\n`);
@@ -97,6 +98,7 @@ function parseFlags(command: Command<never>, args: string[]): Map<string, string
 
 function jsonOutputs(result: CommandResult): Record<string, unknown> {
   const outputs: Record<string, unknown> = { ...result.outputs };
+  if (result.failed?.length) outputs.failed = result.failed;
   if (typeof outputs.result === 'string') {
     try {
       outputs.result = JSON.parse(outputs.result);

@@ -48,6 +48,18 @@ export const passphraseInput: InputSpec = {
   secretEnv: 'LIFEBOAT_AGE_PASSPHRASE',
 };
 
+/** The keys that read an encrypted backup. */
+export const decryptionInputs: InputSpec[] = [
+  {
+    name: 'age-identity',
+    description:
+      'The age identity (AGE-SECRET-KEY-1…) for encrypted backups (secret; on the CLI only from LIFEBOAT_AGE_IDENTITY).',
+    secretEnv: 'LIFEBOAT_AGE_IDENTITY',
+  },
+  { name: 'age-identity-file', description: 'A file holding age identities, as made by age-keygen.' },
+  passphraseInput,
+];
+
 /** The inputs that shape what a backup stores: compression, encryption, tags. */
 export const artifactInputs: InputSpec[] = [
   { name: 'compression', description: 'zstd, gzip or none.', default: 'zstd' },

@@ -4,12 +4,14 @@ import { dumpMysqlCommand } from './dump-mysql.ts';
 import { listCommand } from './list.ts';
 import { pruneRetentionCommand } from './prune-retention.ts';
 import { restoreCommand } from './restore.ts';
+import { verifyRestoreCommand } from './verify-restore.ts';
 
 /** The commands that are built, in the order the CLI's help lists them. */
 export const commands: Command<never>[] = [
   backupFilesCommand,
   dumpMysqlCommand,
   restoreCommand,
+  verifyRestoreCommand,
   listCommand,
   pruneRetentionCommand,
 ] as unknown as Command<never>[];
@@ -18,5 +20,4 @@ export const commands: Command<never>[] = [
 export const notBuilt: Record<string, string> = {
   'backup-k8s': 'Kubernetes backups',
   'snapshot-ebs': 'EBS snapshots',
-  'verify-restore': 'restore verification',
 };

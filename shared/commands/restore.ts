@@ -15,12 +15,12 @@ import { formatBytes } from '../pipeline/progress.ts';
 import {
   backupUri,
   type CommonOptions,
+  decryptionInputs,
   parseDecryption,
   parseProgress,
   parseSet,
   parseStorage,
   parseTimeout,
-  passphraseInput,
   progressInput,
   setInput,
   storageInput,
@@ -90,14 +90,7 @@ export const restoreCommand = defineCommand<Options>({
       description: 'Download, check, decrypt and read everything; write nothing.',
       default: 'false',
     },
-    {
-      name: 'age-identity',
-      description:
-        'The age identity (AGE-SECRET-KEY-1…) for encrypted backups (secret; on the CLI only from LIFEBOAT_AGE_IDENTITY).',
-      secretEnv: 'LIFEBOAT_AGE_IDENTITY',
-    },
-    { name: 'age-identity-file', description: 'A file holding age identities, as made by age-keygen.' },
-    passphraseInput,
+    ...decryptionInputs,
     ...connectionInputs('mysql backups: the server to restore into'),
     {
       name: 'databases',

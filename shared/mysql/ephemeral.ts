@@ -1,4 +1,5 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
@@ -17,6 +18,8 @@ export interface EphemeralServer {
   /** `root`, without a password, reachable over TCP and the socket. */
   user: 'root';
   dataDir: string;
+  /** The server's process id. */
+  pid: number;
   /** mariadb or mysql: the server program that runs. */
   flavour: 'mariadb' | 'mysql';
   /** Stops the server and removes its datadir; safe to call twice. */
@@ -114,6 +117,7 @@ function makeServer(
   const server: EphemeralServer = {
     host: '127.0.0.1',
     user: 'root',
+    pid: child.pid!,
     ...at,
     stop() {
       stopping ??= (async () => {
@@ -166,6 +170,21 @@ function canConnect(socket: string): Promise<boolean> {
       resolve(false);
     });
   });
+}
+
+/** Whether a process runs (a zombie, killed but not yet reaped, does not). */
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return true;
+  }
 }
 
 export function freePort(): Promise<number> {

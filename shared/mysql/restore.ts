@@ -18,6 +18,7 @@ import {
 import { type DatabaseFacts, DumpFacts, mysqlFacts } from './facts.ts';
 import { Loader } from './loader.ts';
 import {
+  DumpFormatError,
   DumpReader,
   quoteIdentifier,
   readIdentifier,
@@ -389,6 +390,11 @@ async function readDump(
   });
   for await (const chunk of plain) await reader.push(chunk as Buffer);
   await reader.end();
+  if (!counted.completed) {
+    throw new DumpFormatError(
+      `the SQL of ${artifact.name} lacks the dumper's closing "-- Dump completed" line: the dump is incomplete`,
+    );
+  }
   return { counted, bytes: reader.offset };
 }
 
@@ -404,19 +410,44 @@ function renameAlterDatabase(text: string, target: string): string {
   return id ? `${match[1]}${quoteIdentifier(target)}${id.rest}` : text;
 }
 
-/** Every table of the backup holds exactly the rows the manifest records: else nothing is swapped in. */
+/** A table whose rows in the backup's data differ from the manifest's record (or that is missing). */
+export interface CountMismatch {
+  database: string;
+  table: string;
+  /** Rows found in the backup's data; null when the table is not there at all. */
+  counted: number | null;
+  recorded: number;
+}
+
+/** The backup's data does not hold what its manifest records: nothing was swapped in. */
+export class CountMismatchError extends UserError {
+  override name = 'CountMismatchError';
+  readonly mismatches: CountMismatch[];
+  constructor(mismatches: CountMismatch[]) {
+    const first = mismatches[0]!;
+    const more = mismatches.length > 1 ? ` (and ${mismatches.length - 1} more table(s))` : '';
+    super(`${describeMismatch(first)}${more}: the backup does not match its manifest; nothing was restored`);
+    this.mismatches = mismatches;
+  }
+}
+
+export function describeMismatch(m: CountMismatch): string {
+  return m.counted === null
+    ? `the table ${m.database}.${m.table} (${m.recorded} rows in the manifest) is missing from the backup's data`
+    : `the backup's data for ${m.database}.${m.table} holds ${m.counted} rows, but its manifest records ${m.recorded}`;
+}
+
+/** Every table of the backup is there and holds exactly the rows the manifest records: else nothing is swapped in. */
 function checkCounts(selected: DatabaseFacts[], counted: DumpFacts): void {
+  const mismatches: CountMismatch[] = [];
   for (const db of selected) {
     const tables = counted.databases.find((d) => d.name === db.name)?.tables ?? {};
-    for (const [table, expected] of Object.entries(db.tables)) {
-      const got = tables[table] ?? 0;
-      if (got !== expected) {
-        throw new UserError(
-          `the backup's data for ${db.name}.${table} holds ${got} rows, but its manifest records ${expected}: the backup does not match its manifest; nothing was restored`,
-        );
-      }
+    for (const [table, recorded] of Object.entries(db.tables)) {
+      const got = Object.hasOwn(tables, table) ? tables[table]! : null;
+      if (got !== recorded) mismatches.push({ database: db.name, table, counted: got, recorded });
     }
   }
+  if (mismatches.length) throw new CountMismatchError(mismatches);
 }
 
 /**

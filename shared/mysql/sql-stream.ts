@@ -1,3 +1,4 @@
+import { UserError } from '../errors.ts';
 /**
  * A streaming reader of mysqldump / mariadb-dump output. It splits the text into statements
  * the way the `mysql` client does for dump files (a statement ends at a line ending with the
@@ -182,7 +183,8 @@ export class DumpReader {
   }
 }
 
-export class DumpFormatError extends Error {
+/** The SQL is not a complete dump: a backup the user must know about, not a bug. */
+export class DumpFormatError extends UserError {
   override name = 'DumpFormatError';
 }
 

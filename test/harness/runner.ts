@@ -18,6 +18,8 @@ export interface Run {
   stderr: string;
   outputs: Record<string, string>;
   summary: string;
+  /** What the step saved for its post: step (GITHUB_STATE). */
+  state: Record<string, string>;
 }
 
 /** The environment a step starts with: nothing of this process's secrets or cloud settings. */
@@ -69,12 +71,15 @@ function parseOutputs(text: string): Record<string, string> {
   return outputs;
 }
 
-/** Runs `actions/<name>` (or the umbrella action when name is undefined) with `inputs`. */
+/**
+ * Runs `actions/<name>` (or the umbrella action when name is undefined) with `inputs`; with
+ * `post` set, runs its post: entry instead, given the state the main step saved.
+ */
 export async function runAction(
   name: string | undefined,
   inputs: Record<string, string>,
   env: Record<string, string>,
-  options: { cwd?: string; uid?: number; gid?: number } = {},
+  options: { cwd?: string; uid?: number; gid?: number; post?: Record<string, string> } = {},
 ): Promise<Run> {
   const actionDir = name ? path.join(repoRoot, 'actions', name) : repoRoot;
   const action = parse(fs.readFileSync(path.join(actionDir, 'action.yml'), 'utf8'));
@@ -82,6 +87,8 @@ export async function runAction(
   fs.chmodSync(files, 0o777);
   const outputFile = path.join(files, 'output');
   const summaryFile = path.join(files, 'summary');
+  const stateFile = path.join(files, 'state');
+  fs.writeFileSync(stateFile, '', { mode: 0o666 });
   fs.writeFileSync(outputFile, '', { mode: 0o666 });
   fs.writeFileSync(summaryFile, '', { mode: 0o666 });
   fs.chmodSync(outputFile, 0o666);
@@ -93,13 +100,16 @@ export async function runAction(
   }
   for (const input of Object.keys(inputs))
     if (!(input in action.inputs)) throw new Error(`${name ?? 'umbrella'} has no input ${input}`);
+  const state = Object.fromEntries(Object.entries(options.post ?? {}).map(([k, v]) => [`STATE_${k}`, v]));
   const run = await spawnNode(
-    [path.join(actionDir, action.runs.main)],
+    [path.join(actionDir, options.post ? action.runs.post : action.runs.main)],
     {
       ...baseEnv(env),
       ...inputEnv,
+      ...state,
       GITHUB_OUTPUT: outputFile,
       GITHUB_STEP_SUMMARY: summaryFile,
+      GITHUB_STATE: stateFile,
       GITHUB_ACTIONS: 'true',
     },
     options,
@@ -108,6 +118,7 @@ export async function runAction(
     ...run,
     outputs: parseOutputs(fs.readFileSync(outputFile, 'utf8')),
     summary: fs.readFileSync(summaryFile, 'utf8'),
+    state: parseOutputs(fs.readFileSync(stateFile, 'utf8')),
   };
   fs.rmSync(files, { recursive: true, force: true });
   return result;
@@ -120,7 +131,7 @@ export async function runCli(
   options: { cwd?: string } = {},
 ): Promise<Run> {
   const run = await spawnNode([path.join(repoRoot, 'bin/lifeboat.js'), ...args], baseEnv(env), options);
-  return { ...run, outputs: {}, summary: '' };
+  return { ...run, outputs: {}, summary: '', state: {} };
 }
 
 /** The `::error::` lines a step printed. */

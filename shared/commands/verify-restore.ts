@@ -1,0 +1,266 @@
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { InputCollector, parseBoolean, parseChoice, parseDuration, parseInteger } from '../action/inputs.ts';
+import { defineCommand } from '../action/spec.ts';
+import { Catalog } from '../catalog/catalog.ts';
+import { validateBackupRef } from '../catalog/ids.ts';
+import type { Manifest } from '../catalog/manifest.ts';
+import { totalBytes } from '../catalog/manifest.ts';
+import { UserError } from '../errors.ts';
+import { connectionInputs, type MysqlTarget, parseConnection } from '../mysql/connection.ts';
+import {
+  type EnvironmentType,
+  environmentTypes,
+  type Leftovers,
+  removeLeftovers,
+} from '../mysql/environment.ts';
+import { verifyMysql } from '../mysql/verify.ts';
+import type { DecryptionKeys } from '../pipeline/encryption.ts';
+import { formatDuration } from '../pipeline/progress.ts';
+import { parseUserChecks, type UserCheck } from '../verify/checks.ts';
+import { newReport, reportSummary, type VerifyReport, verificationRecord } from '../verify/report.ts';
+import {
+  backupUri,
+  type CommonOptions,
+  decryptionInputs,
+  parseDecryption,
+  parseProgress,
+  parseSet,
+  parseStorage,
+  parseTimeout,
+  progressInput,
+  setInput,
+  storageInput,
+  timeoutInput,
+} from './common.ts';
+import { parseDatabaseList } from './dump-mysql.ts';
+
+interface Options extends CommonOptions {
+  set: string;
+  backup: string;
+  randomWithinSeconds?: number;
+  environment: EnvironmentType;
+  external?: MysqlTarget;
+  workDir: string;
+  databases: string[] | 'all';
+  parallel: number;
+  checks: UserCheck[];
+  postRestoreCommand?: string;
+  maxAgeSeconds: number | null;
+  maxRestoreSeconds: number | null;
+  keys: DecryptionKeys;
+  reportFile?: string;
+  record: boolean;
+}
+
+const optionalDuration = (name: string, value: string | undefined) =>
+  value?.trim() ? parseDuration(name, value) : null;
+
+export const verifyRestoreCommand = defineCommand<Options>({
+  name: 'verify-restore',
+  description:
+    'Restore a backup into a throwaway environment, check it (sha256, row counts, objects, your SQL checks and migrations), and report RTO and RPO.',
+  inputs: [
+    storageInput,
+    setInput,
+    {
+      name: 'backup',
+      description: 'The backup to verify: latest (the newest committed one) or a backup id.',
+      default: 'latest',
+    },
+    {
+      name: 'random-within',
+      description:
+        'Instead of backup: pick a committed backup at random among those taken within this long, e.g. 30d, so older backups are proven too.',
+    },
+    {
+      name: 'environment',
+      description:
+        'Where to restore: local (a throwaway mariadbd/mysqld from PATH on a temp datadir, always removed), external (the server given by host/port/mysql-url, under fresh database names dropped afterwards). docker is not built yet.',
+      default: 'local',
+    },
+    {
+      name: 'work-dir',
+      description:
+        'local: the folder the throwaway datadir goes in (default: RUNNER_TEMP or the system temp folder).',
+    },
+    ...connectionInputs('environment external: the server to restore into'),
+    {
+      name: 'databases',
+      description: 'all, or the databases of the backup to restore and check, comma or newline separated.',
+      default: 'all',
+    },
+    { name: 'parallel', description: 'Connections that load in parallel.', default: '2' },
+    {
+      name: 'checks',
+      description:
+        'Your checks, a YAML list of {name, sql, expect[, database]}: the first value the SQL returns must meet expect (>= 1000, == 0, != 0, or a value).',
+    },
+    {
+      name: 'post-restore-command',
+      description:
+        "A shell command run against the restored server before your checks (e.g. the pull request's migrations); its exit status is a check. It finds DATABASE_URL, MYSQL_HOST, MYSQL_TCP_PORT, MYSQL_USER, MYSQL_PWD and MYSQL_DATABASE.",
+    },
+    { name: 'max-age', description: 'RPO: fail when the backup is older than this, e.g. 26h.' },
+    { name: 'max-restore-time', description: 'RTO: fail when the restore takes longer than this, e.g. 30m.' },
+    ...decryptionInputs,
+    {
+      name: 'report-file',
+      description:
+        'Where to write the JSON report (default: lifeboat-verify-<set>-<backup>.json in RUNNER_TEMP or the system temp folder).',
+    },
+    {
+      name: 'record',
+      description:
+        'Write the result into the catalog (verifications/<time>.json), for list and prune-retention.',
+      default: 'true',
+    },
+    timeoutInput('6h'),
+    progressInput,
+  ],
+  outputs: [
+    { name: 'backup-id', description: 'The id of the verified backup.' },
+    { name: 'uri', description: 'The URL of the verified backup folder.' },
+    { name: 'passed', description: 'true when every check passed.' },
+    { name: 'report', description: 'The path of the JSON report.' },
+    { name: 'rto-seconds', description: 'How long the restore took, in seconds (empty when it failed).' },
+    { name: 'rpo-seconds', description: "The backup's age when verified, in seconds." },
+    { name: 'result', description: 'The report, as JSON.' },
+  ],
+  parse(read) {
+    const c = new InputCollector();
+    const options: Options = {
+      storage: c.field(() => parseStorage(read)),
+      set: c.field(() => parseSet(read)),
+      backup: c.field(() => validateBackupRef(read('backup') || 'latest')),
+      randomWithinSeconds: c.field(
+        () => optionalDuration('random-within', read('random-within')) ?? undefined,
+      ),
+      environment: c.field(() =>
+        parseChoice('environment', read('environment'), [...environmentTypes], 'local'),
+      ),
+      external: undefined,
+      workDir: read('work-dir')?.trim() || process.env.RUNNER_TEMP || os.tmpdir(),
+      databases: c.field(() => parseDatabaseList(read('databases'))),
+      parallel: c.field(() => parseInteger('parallel', read('parallel'), { min: 1, max: 32 }) ?? 2),
+      checks: c.field(() => parseUserChecks(read('checks'))),
+      postRestoreCommand: read('post-restore-command')?.trim() || undefined,
+      maxAgeSeconds: c.field(() => optionalDuration('max-age', read('max-age'))),
+      maxRestoreSeconds: c.field(() => optionalDuration('max-restore-time', read('max-restore-time'))),
+      keys: c.field(() => parseDecryption(read)),
+      reportFile: read('report-file')?.trim() || undefined,
+      record: c.field(() => parseBoolean('record', read('record'), true)),
+      timeoutSeconds: c.field(() => parseTimeout(read, '6h')),
+      progressIntervalMs: c.field(() => parseProgress(read)),
+    };
+    if (options.environment === 'external') options.external = c.field(() => parseConnection(read));
+    if (options.randomWithinSeconds !== undefined && options.backup !== 'latest') {
+      c.field(() => {
+        throw new UserError(
+          `random-within: give either backup (${options.backup}) or random-within, not both`,
+        );
+      });
+    }
+    c.finish();
+    return options;
+  },
+  async execute(options, { logger, signal, leftovers }) {
+    await options.storage.check();
+    const catalog = new Catalog(options.storage);
+    const manifest =
+      options.randomWithinSeconds !== undefined
+        ? await catalog.pickRandom(options.set, options.randomWithinSeconds, new Date())
+        : await catalog.resolve(options.set, options.backup);
+    const uri = backupUri(options.storage, manifest.set, manifest.id);
+    if (manifest.kind !== 'mysql') {
+      throw new UserError(
+        `backup: '${manifest.id}' is a ${manifest.kind} backup; verify-restore is built for mysql backups only in this version (${manifest.kind} is not built yet)`,
+      );
+    }
+    logger.info(
+      `verifying ${uri} (${manifest.kind}, taken ${manifest.startedAt}) in a ${options.environment} environment`,
+    );
+    const outcome = await verifyMysql({
+      storage: options.storage,
+      manifest,
+      keys: options.keys,
+      environment: options.environment,
+      external: options.external,
+      workDir: options.workDir,
+      databases: options.databases,
+      parallel: options.parallel,
+      checks: options.checks,
+      postRestoreCommand: options.postRestoreCommand,
+      onLeftovers: (state) => leftovers?.(state),
+      logger,
+      signal,
+      progressIntervalMs: options.progressIntervalMs,
+    });
+    const report = newReport(
+      manifest,
+      uri,
+      {
+        environment: outcome.environment,
+        checks: outcome.checks,
+        restoreSeconds: outcome.restoreSeconds,
+        limits: { maxAgeSeconds: options.maxAgeSeconds, maxRestoreSeconds: options.maxRestoreSeconds },
+        timings: outcome.timings,
+        sizes: {
+          storedBytes: totalBytes(manifest),
+          contentBytes: manifest.artifacts.reduce((n, a) => n + a.contentBytes, 0),
+          tables: outcome.tables,
+          rows: outcome.rows,
+        },
+      },
+      new Date(),
+    );
+    return finish(options, catalog, manifest, report, logger);
+  },
+  async cleanup(state, read, logger) {
+    const leftovers = state as Leftovers;
+    const external = leftovers.type === 'databases' ? parseConnection(read) : undefined;
+    await removeLeftovers(leftovers, external, logger);
+  },
+});
+
+/** Writes the report file and the catalog record, logs each check, and fails on a failed check. */
+async function finish(
+  options: Options,
+  catalog: Catalog,
+  manifest: Manifest,
+  report: VerifyReport,
+  logger: { info(m: string): void; warn(m: string): void },
+) {
+  const reportFile = path.resolve(
+    options.reportFile ?? path.join(options.workDir, `lifeboat-verify-${manifest.set}-${manifest.id}.json`),
+  );
+  await fs.mkdir(path.dirname(reportFile), { recursive: true });
+  await fs.writeFile(reportFile, `${JSON.stringify(report, null, 2)}\n`);
+  for (const check of report.checks) logger.info(`${check.status.padEnd(7)} ${check.name}: ${check.detail}`);
+  if (options.record) {
+    const key = await catalog.recordVerification(verificationRecord(report));
+    logger.info(`recorded in the catalog: ${key}`);
+  }
+  const failures = report.checks.filter((c) => c.status === 'failed');
+  logger.info(
+    `verification ${report.passed ? 'passed' : 'FAILED'}: RTO ${report.restoreSeconds === null ? 'not measured' : formatDuration(report.restoreSeconds)}, RPO ${formatDuration(report.ageSeconds)}; report ${reportFile}`,
+  );
+  return {
+    outputs: {
+      'backup-id': manifest.id,
+      uri: report.uri,
+      passed: String(report.passed),
+      report: reportFile,
+      'rto-seconds': report.restoreSeconds === null ? '' : report.restoreSeconds.toFixed(1),
+      'rpo-seconds': String(report.ageSeconds),
+      result: JSON.stringify(report),
+    },
+    summary: reportSummary(report),
+    failed: report.passed
+      ? undefined
+      : failures.length
+        ? failures.map((c) => `verify-restore: check '${c.name}' failed: ${c.detail}`)
+        : ['verify-restore: no check passed'],
+  };
+}
