@@ -140,7 +140,7 @@ export const verifyRestoreCommand = defineCommand<Options>({
       environment: c.field(() =>
         parseChoice('environment', read('environment'), [...environmentTypes], 'local'),
       ),
-      external: undefined,
+      external: c.field(() => parseConnection(read)),
       workDir: read('work-dir')?.trim() || process.env.RUNNER_TEMP || os.tmpdir(),
       databases: c.field(() => parseDatabaseList(read('databases'))),
       parallel: c.field(() => parseInteger('parallel', read('parallel'), { min: 1, max: 32 }) ?? 2),
@@ -154,7 +154,6 @@ export const verifyRestoreCommand = defineCommand<Options>({
       timeoutSeconds: c.field(() => parseTimeout(read, '6h')),
       progressIntervalMs: c.field(() => parseProgress(read)),
     };
-    if (options.environment === 'external') options.external = c.field(() => parseConnection(read));
     if (options.randomWithinSeconds !== undefined && options.backup !== 'latest') {
       c.field(() => {
         throw new UserError(
@@ -186,7 +185,7 @@ export const verifyRestoreCommand = defineCommand<Options>({
       manifest,
       keys: options.keys,
       environment: options.environment,
-      external: options.external,
+      external: options.environment === 'external' ? options.external : undefined,
       workDir: options.workDir,
       databases: options.databases,
       parallel: options.parallel,
