@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A whole backup drill on local defaults, with the built CLI: make a sample configuration
 # folder, back it up encrypted into ./backups, list, restore into a new folder, compare;
-# then the MySQL drill (scripts/mysql-drill.ts) on two throwaway MariaDB servers.
+# then the MySQL drill (scripts/mysql-drill.ts): dump, restore and verify-restore on throwaway MariaDB servers.
 # Runs in .drill/ (removed first); called by `npm run drill` after setup and build.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -52,4 +52,4 @@ echo; echo "files drill passed: backed up, listed, restored, compared"
 
 echo; echo "==== the MySQL drill"
 node "$root/scripts/mysql-drill.ts"
-echo; echo "drill passed: files and MySQL backed up, listed, restored, compared (in $drill)"
+echo; echo "drill passed: files and MySQL backed up, listed, restored, compared, verified (in $drill)"

@@ -1,7 +1,8 @@
 /**
  * The MySQL drill on local defaults, with the built CLI: start a throwaway MariaDB with a
  * sample shop, dump-mysql into ./backups, list, restore into a second throwaway server,
- * compare every table's checksum and every object. Both servers are stopped at the end,
+ * compare every table's checksum and every object, then verify-restore (a third throwaway
+ * server, row counts, objects, SQL checks, RTO and RPO). Servers are stopped at the end,
  * also when a step fails. Run from .drill/ by scripts/drill.sh.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -71,6 +72,20 @@ try {
   console.log(after.trim());
   if (before !== after) throw new Error(`the restore differs from the source:\n${before}\n---\n${after}`);
   console.log('identical: 55,000 rows in 2 tables, the view, the trigger and the procedure');
+  lifeboat(
+    'verify-restore',
+    '--set',
+    'shop-db',
+    '--work-dir',
+    process.cwd(),
+    '--max-age',
+    '1h',
+    '--max-restore-time',
+    '5m',
+    '--checks',
+    '- name: every order has its customer\n  sql: SELECT COUNT(*) FROM orders o LEFT JOIN customers c ON c.id = o.customer_id WHERE c.id IS NULL\n  expect: == 0\n- name: orders\n  sql: SELECT COUNT(*) FROM orders\n  expect: ">= 50000"',
+  );
+  lifeboat('list', '--set', 'shop-db');
 } finally {
   await Promise.all([source.stop(), target.stop()]);
 }
