@@ -43,6 +43,7 @@ interface Options extends CommonOptions {
   environment: EnvironmentType;
   external?: MysqlTarget;
   workDir: string;
+  image?: string;
   databases: string[] | 'all';
   parallel: number;
   checks: UserCheck[];
@@ -77,13 +78,18 @@ export const verifyRestoreCommand = defineCommand<Options>({
     {
       name: 'environment',
       description:
-        'Where to restore: local (a throwaway mariadbd/mysqld from PATH on a temp datadir, always removed), external (the server given by host/port/mysql-url, under fresh database names dropped afterwards). docker is not built yet.',
+        "Where to restore: local (a throwaway mariadbd/mysqld from PATH on a temp datadir, always removed), docker (a throwaway mariadb or mysql container of the dumped server's version), or external (the server given by host/port/mysql-url, under fresh database names dropped afterwards).",
       default: 'local',
     },
     {
       name: 'work-dir',
       description:
         'local: the folder the throwaway datadir goes in (default: RUNNER_TEMP or the system temp folder).',
+    },
+    {
+      name: 'docker-image',
+      description:
+        'docker: the image to run (default: mariadb:<major.minor> or mysql:<major.minor> of the server the backup was dumped from).',
     },
     ...connectionInputs('environment external: the server to restore into'),
     {
@@ -142,6 +148,7 @@ export const verifyRestoreCommand = defineCommand<Options>({
       ),
       external: c.field(() => parseConnection(read)),
       workDir: read('work-dir')?.trim() || process.env.RUNNER_TEMP || os.tmpdir(),
+      image: read('docker-image')?.trim() || undefined,
       databases: c.field(() => parseDatabaseList(read('databases'))),
       parallel: c.field(() => parseInteger('parallel', read('parallel'), { min: 1, max: 32 }) ?? 2),
       checks: c.field(() => parseUserChecks(read('checks'))),
@@ -187,6 +194,7 @@ export const verifyRestoreCommand = defineCommand<Options>({
       environment: options.environment,
       external: options.environment === 'external' ? options.external : undefined,
       workDir: options.workDir,
+      image: options.image,
       databases: options.databases,
       parallel: options.parallel,
       checks: options.checks,

@@ -1,12 +1,17 @@
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
+import { promisify } from 'node:util';
 import { UserError } from '../errors.ts';
 import type { Logger } from '../pipeline/progress.ts';
 import { formatBytes } from '../pipeline/progress.ts';
 import { connect, describeTarget, type MysqlTarget } from './connection.ts';
 import { systemDatabases } from './dump.ts';
 import { isAlive, startEphemeralServer } from './ephemeral.ts';
+import { findProgram } from './programs.ts';
 import { quoteIdentifier } from './sql-stream.ts';
+
+const run = promisify(execFile);
 
 export const environmentTypes = ['local', 'external', 'docker'] as const;
 export type EnvironmentType = (typeof environmentTypes)[number];
@@ -17,7 +22,8 @@ export type EnvironmentType = (typeof environmentTypes)[number];
  */
 export type Leftovers =
   | { type: 'mysqld'; pid: number; dataDir: string }
-  | { type: 'databases'; databases: string[] };
+  | { type: 'databases'; databases: string[] }
+  | { type: 'container'; name: string };
 
 /** A server to restore a backup into for a check, and how to take it away again. */
 export interface MysqlEnvironment {
@@ -44,17 +50,17 @@ export interface EnvironmentOptions {
   external?: MysqlTarget;
   /** local: the folder the datadir goes in. */
   workDir: string;
+  /** docker: the image (default: mariadb:<major.minor> or mysql:<major.minor> of the dumped server). */
+  image?: string;
+  /** The server the backup was dumped from, for the docker image. */
+  backupServer: { flavour: 'mariadb' | 'mysql'; version: string };
   logger: Logger;
   signal?: AbortSignal;
 }
 
 /** Starts (local) or prepares (external) the environment a backup is restored into. */
 export async function openEnvironment(options: EnvironmentOptions): Promise<MysqlEnvironment> {
-  if (options.type === 'docker') {
-    throw new UserError(
-      'environment: docker is not built yet in this version of Lifeboat; use local (a throwaway server from the mariadbd/mysqld on PATH) or external (e.g. a workflow services: container)',
-    );
-  }
+  if (options.type === 'docker') return openDocker(options);
   return options.type === 'local' ? openLocal(options) : openExternal(options);
 }
 
@@ -115,6 +121,108 @@ async function openExternal(options: EnvironmentOptions): Promise<MysqlEnvironme
   };
 }
 
+/** The image of the dumped server's flavour and major.minor version, e.g. mariadb:10.11. */
+export function imageFor(server: { flavour: 'mariadb' | 'mysql'; version: string }): string {
+  const [, major = '8', minor = '0'] = /(\d+)\.(\d+)/.exec(server.version) ?? [];
+  return `${server.flavour}:${major}.${minor}`;
+}
+
+const docker = async (args: string[], signal?: AbortSignal) => {
+  const program =
+    (await findProgram(['docker'])) ??
+    (() => {
+      throw new UserError(
+        'environment: docker needs the docker program on PATH (GitHub-hosted Ubuntu runners have it)',
+      );
+    })();
+  try {
+    const { stdout } = await run(program, args, { signal, maxBuffer: 16 * 1024 * 1024 });
+    return stdout.trim();
+  } catch (error) {
+    if (signal?.aborted) throw error;
+    const stderr = String((error as { stderr?: string }).stderr ?? (error as Error).message).trim();
+    const said = stderr
+      .split('\n')
+      .map((line) => line.trim())
+      .filter((line) => line && !line.startsWith("Run 'docker"));
+    throw new UserError(`environment: docker ${args[0]} failed: ${said.slice(-2).join(' ')}`);
+  }
+};
+
+/**
+ * A throwaway container of the dumped server's flavour and version (or `image`), root
+ * without a password, published on a free 127.0.0.1 port; removed with its volumes.
+ */
+async function openDocker(options: EnvironmentOptions): Promise<MysqlEnvironment> {
+  const image = options.image ?? imageFor(options.backupServer);
+  const name = `lifeboat-verify-${randomBytes(4).toString('hex')}`;
+  options.logger.info(`starting a ${image} container (${name}); the image is pulled if it is not here`);
+  await docker(
+    [
+      'run',
+      '--detach',
+      '--name',
+      name,
+      '--label',
+      'lifeboat=verify-restore',
+      '--env',
+      'MARIADB_ALLOW_EMPTY_ROOT_PASSWORD=1',
+      '--env',
+      'MYSQL_ALLOW_EMPTY_PASSWORD=yes',
+      '--publish',
+      '127.0.0.1::3306',
+      image,
+      '--max-allowed-packet=1G',
+      '--event-scheduler=OFF',
+      '--character-set-server=utf8mb4',
+    ],
+    options.signal,
+  );
+  const remove = () => docker(['rm', '--force', '--volumes', name]).then(() => undefined);
+  try {
+    const published = await docker(['port', name, '3306/tcp'], options.signal);
+    const port = Number(/127\.0\.0\.1:(\d+)/.exec(published)?.[1]);
+    if (!port)
+      throw new UserError(`environment: docker port ${name} printed no 127.0.0.1 port: ${published}`);
+    const target: MysqlTarget = { host: '127.0.0.1', port, user: 'root', ssl: { mode: 'disabled' } };
+    const version = await waitForServer(target, name, options.signal);
+    const names = new Map(
+      options.databases.map((d) => [d, systemDatabases.includes(d) ? `lbverify_${d}` : d]),
+    );
+    return {
+      type: 'docker',
+      target,
+      server: version,
+      names,
+      details: { image, container: name, port },
+      leftovers: { type: 'container', name },
+      teardown: remove,
+      gone: async () => (await docker(['ps', '--all', '--quiet', '--filter', `name=^${name}$`])) === '',
+    };
+  } catch (error) {
+    await remove().catch(() => {});
+    throw error;
+  }
+}
+
+/** Polls until the container's server answers over TCP (its entrypoint restarts it once while initialising). */
+async function waitForServer(target: MysqlTarget, name: string, signal?: AbortSignal): Promise<string> {
+  const deadline = Date.now() + 180_000;
+  let last = '';
+  while (Date.now() < deadline) {
+    signal?.throwIfAborted();
+    try {
+      return await serverVersion(target);
+    } catch (error) {
+      last = (error as Error).message;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
+  throw new UserError(
+    `environment: the server in container ${name} did not accept connections within 3 minutes (${last})`,
+  );
+}
+
 async function serverVersion(target: MysqlTarget): Promise<string> {
   const conn = await connect(target);
   try {
@@ -162,6 +270,11 @@ export async function removeLeftovers(
     }
     await fs.rm(leftovers.dataDir, { recursive: true, force: true });
     logger.info(`removed ${leftovers.dataDir}`);
+    return;
+  }
+  if (leftovers.type === 'container') {
+    await docker(['rm', '--force', '--volumes', leftovers.name]);
+    logger.info(`removed the container ${leftovers.name}`);
     return;
   }
   if (!external) throw new UserError('environment: cannot drop the verification databases: no server given');

@@ -31,6 +31,8 @@ export interface MysqlVerifyOptions {
   external?: MysqlTarget;
   /** environment local: where the throwaway datadir goes. */
   workDir: string;
+  /** environment docker: the image (default: the dumped server's flavour and major.minor). */
+  image?: string;
   databases: string[] | 'all';
   parallel: number;
   checks: UserCheck[];
@@ -87,6 +89,8 @@ export async function verifyMysql(options: MysqlVerifyOptions): Promise<MysqlVer
     databases: selected.map((d) => d.name),
     external: options.external,
     workDir: options.workDir,
+    image: options.image,
+    backupServer: facts.server,
     logger,
     signal: options.signal,
   });
@@ -100,8 +104,8 @@ export async function verifyMysql(options: MysqlVerifyOptions): Promise<MysqlVer
     if (refusal) throw new UserError(`environment: ${refusal}`);
     elapsed = clock();
     const restored = await restoreInto(options, env, selected, checks);
-    restoreSeconds = restored ? elapsed() : null;
     timings.restore = elapsed();
+    restoreSeconds = restored ? timings.restore : null;
     elapsed = clock();
     if (restored) await checkRestored(options, env, selected, checks);
     else for (const name of laterChecks(options)) checks.push(skipped(name, 'not run: the restore failed'));

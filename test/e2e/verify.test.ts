@@ -137,5 +137,9 @@ test('bad verify-restore inputs get one line each, naming the input', async () =
   assert.match(lines, /checks: item 1 \(x\): 'expect: >= lots' compares with >= but 'lots' is not a number/);
   const docker = await runAction('verify-restore', { storage, set: 'nightly', environment: 'docker' }, {});
   assert.equal(docker.code, 1);
-  assert.match(errorLines(docker)[0]!, /environment: docker is not built yet/);
+  // This machine has the docker command but no engine; another may have neither.
+  assert.match(
+    errorLines(docker)[0]!,
+    /environment: docker (needs the docker program on PATH|run failed: .*Cannot connect to the Docker daemon)/,
+  );
 });

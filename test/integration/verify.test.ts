@@ -340,6 +340,34 @@ describe('environments', () => {
     }
   });
 
+  test("docker: a container of the dumped server's version, removed afterwards", async () => {
+    await backup('docker');
+    const saved = { PATH: process.env.PATH, dir: process.env.LIFEBOAT_FAKE_DOCKER_DIR };
+    const state = await tempDir('fake-docker');
+    process.env.PATH = `${path.resolve(import.meta.dirname, '../fakes/docker-bin')}:${process.env.PATH}`;
+    process.env.LIFEBOAT_FAKE_DOCKER_DIR = state;
+    try {
+      const run = await verify({ set: 'docker', environment: 'docker' });
+      assert.equal(run.report.passed, true, JSON.stringify(run.report.checks));
+      assert.match(String(run.report.environment.image), /^mariadb:10\.\d+$/);
+      assert.match(String(run.report.environment.container), /^lifeboat-verify-[0-9a-f]{8}$/);
+      assert.equal(run.report.environment.removed, true);
+      assert.deepEqual(
+        (await fs.readdir(state)).filter((f) => f.endsWith('.json')),
+        [],
+        'no container left',
+      );
+      await assert.rejects(
+        verify({ set: 'docker', environment: 'docker', 'docker-image': 'mariadb:10.3' }),
+        /environment: docker run failed: .*manifest for mariadb:10\.3 not found/,
+      );
+    } finally {
+      process.env.PATH = saved.PATH;
+      if (saved.dir === undefined) delete process.env.LIFEBOAT_FAKE_DOCKER_DIR;
+      else process.env.LIFEBOAT_FAKE_DOCKER_DIR = saved.dir;
+    }
+  });
+
   test('a server that cannot hold the backup is refused with the reason', async () => {
     const m = await backup('mysql8');
     await rewriteManifest(m, (e) => {
