@@ -67,7 +67,9 @@ export async function runCommand(
   // throwaway servers, staging databases and unfinished uploads are removed.
   let interrupted: UserError | undefined;
   const interrupt = (signal: NodeJS.Signals) => {
-    interrupted ??= new UserError(
+    // A second Ctrl-C does not wait for the cleanup.
+    if (interrupted) process.exit(130);
+    interrupted = new UserError(
       `${command.name} was interrupted (${signal}); it was stopped and what it wrote was removed`,
     );
     controller.abort(interrupted);

@@ -2,7 +2,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { InputCollector, parseBoolean, parseChoice, parseDuration, parseInteger } from '../action/inputs.ts';
-import { defineCommand } from '../action/spec.ts';
+import { type CommandResult, defineCommand } from '../action/spec.ts';
 import { Catalog } from '../catalog/catalog.ts';
 import { validateBackupRef } from '../catalog/ids.ts';
 import type { Manifest } from '../catalog/manifest.ts';
@@ -17,7 +17,7 @@ import {
 } from '../mysql/environment.ts';
 import { verifyMysql } from '../mysql/verify.ts';
 import type { DecryptionKeys } from '../pipeline/encryption.ts';
-import { formatDuration } from '../pipeline/progress.ts';
+import { formatDuration, type Logger } from '../pipeline/progress.ts';
 import { parseUserChecks, type UserCheck } from '../verify/checks.ts';
 import { newReport, reportSummary, type VerifyReport, verificationRecord } from '../verify/report.ts';
 import {
@@ -237,8 +237,8 @@ async function finish(
   catalog: Catalog,
   manifest: Manifest,
   report: VerifyReport,
-  logger: { info(m: string): void; warn(m: string): void },
-) {
+  logger: Logger,
+): Promise<CommandResult> {
   const reportFile = path.resolve(
     options.reportFile ?? path.join(options.workDir, `lifeboat-verify-${manifest.set}-${manifest.id}.json`),
   );

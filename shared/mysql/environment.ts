@@ -54,6 +54,8 @@ export interface EnvironmentOptions {
   image?: string;
   /** The server the backup was dumped from, for the docker image. */
   backupServer: { flavour: 'mariadb' | 'mysql'; version: string };
+  /** Told what to remove as soon as there is something (before a container is even pulled). */
+  onLeftovers?: (leftovers: Leftovers) => void;
   logger: Logger;
   signal?: AbortSignal;
 }
@@ -71,6 +73,8 @@ async function openLocal(options: EnvironmentOptions): Promise<MysqlEnvironment>
     options: ['--max-allowed-packet=1G', '--event-scheduler=OFF'],
     signal: options.signal,
   });
+  const leftovers: Leftovers = { type: 'mysqld', pid: server.pid, dataDir: server.dataDir };
+  options.onLeftovers?.(leftovers);
   const target: MysqlTarget = {
     host: '127.0.0.1',
     port: server.port,
@@ -79,17 +83,14 @@ async function openLocal(options: EnvironmentOptions): Promise<MysqlEnvironment>
   };
   try {
     const version = await serverVersion(target);
-    // A backup of the system databases cannot replace the new server's own: they go under other names.
-    const names = new Map(
-      options.databases.map((d) => [d, systemDatabases.includes(d) ? `lbverify_${d}` : d]),
-    );
+    const names = throwawayNames(options.databases);
     return {
       type: 'local',
       target,
       server: version,
       names,
       details: { port: server.port, socket: server.socket, dataDir: server.dataDir, pid: server.pid },
-      leftovers: { type: 'mysqld', pid: server.pid, dataDir: server.dataDir },
+      leftovers,
       teardown: () => server.stop(),
       gone: async () => !(await exists(server.dataDir)) && !isAlive(server.pid),
     };
@@ -97,6 +98,14 @@ async function openLocal(options: EnvironmentOptions): Promise<MysqlEnvironment>
     await server.stop();
     throw error;
   }
+}
+
+/**
+ * Names in a server of its own: the databases' own, but a backup of the system databases
+ * cannot replace the new server's, so those go under other names.
+ */
+function throwawayNames(databases: string[]): Map<string, string> {
+  return new Map(databases.map((d) => [d, systemDatabases.includes(d) ? `lbverify_${d}` : d]));
 }
 
 async function openExternal(options: EnvironmentOptions): Promise<MysqlEnvironment> {
@@ -109,13 +118,15 @@ async function openExternal(options: EnvironmentOptions): Promise<MysqlEnvironme
   const suffix = randomBytes(3).toString('hex');
   const names = new Map(options.databases.map((d) => [d, `lbverify_${suffix}_${d}`.slice(0, 64)]));
   const fresh = [...names.values()];
+  const leftovers: Leftovers = { type: 'databases', databases: fresh };
+  options.onLeftovers?.(leftovers);
   return {
     type: 'external',
     target,
     server: version,
     names,
     details: { server: describeTarget(target), databases: Object.fromEntries(names) },
-    leftovers: { type: 'databases', databases: fresh },
+    leftovers,
     teardown: () => dropDatabases(target, fresh),
     gone: async () => (await existingDatabases(target, fresh)).length === 0,
   };
@@ -156,6 +167,8 @@ const docker = async (args: string[], signal?: AbortSignal) => {
 async function openDocker(options: EnvironmentOptions): Promise<MysqlEnvironment> {
   const image = options.image ?? imageFor(options.backupServer);
   const name = `lifeboat-verify-${randomBytes(4).toString('hex')}`;
+  const leftovers: Leftovers = { type: 'container', name };
+  options.onLeftovers?.(leftovers);
   options.logger.info(`starting a ${image} container (${name}); the image is pulled if it is not here`);
   await docker(
     [
@@ -186,16 +199,14 @@ async function openDocker(options: EnvironmentOptions): Promise<MysqlEnvironment
       throw new UserError(`environment: docker port ${name} printed no 127.0.0.1 port: ${published}`);
     const target: MysqlTarget = { host: '127.0.0.1', port, user: 'root', ssl: { mode: 'disabled' } };
     const version = await waitForServer(target, name, options.signal);
-    const names = new Map(
-      options.databases.map((d) => [d, systemDatabases.includes(d) ? `lbverify_${d}` : d]),
-    );
+    const names = throwawayNames(options.databases);
     return {
       type: 'docker',
       target,
       server: version,
       names,
       details: { image, container: name, port },
-      leftovers: { type: 'container', name },
+      leftovers,
       teardown: remove,
       gone: async () => (await docker(['ps', '--all', '--quiet', '--filter', `name=^${name}$`])) === '',
     };

@@ -179,7 +179,11 @@ function summarize(
   };
 }
 
-function selectDatabases(all: DatabaseFacts[], options: MysqlRestoreOptions): DatabaseFacts[] {
+/** The databases of the backup to restore, checked against it and against the renames. */
+export function selectDatabases(
+  all: DatabaseFacts[],
+  options: Pick<MysqlRestoreOptions, 'databases' | 'rename' | 'manifest'>,
+): DatabaseFacts[] {
   const names = all.map((d) => d.name);
   const selected =
     options.databases === 'all' ? all : options.databases.map((n) => all.find((d) => d.name === n));

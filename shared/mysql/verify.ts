@@ -19,7 +19,13 @@ import {
   openEnvironment,
 } from './environment.ts';
 import { type DatabaseFacts, mysqlFacts } from './facts.ts';
-import { CountMismatchError, describeMismatch, type MysqlRestoreResult, restoreMysql } from './restore.ts';
+import {
+  CountMismatchError,
+  describeMismatch,
+  type MysqlRestoreResult,
+  restoreMysql,
+  selectDatabases,
+} from './restore.ts';
 import { DumpFormatError, quoteIdentifier } from './sql-stream.ts';
 
 export interface MysqlVerifyOptions {
@@ -62,18 +68,7 @@ export interface MysqlVerifyOutcome {
 export async function verifyMysql(options: MysqlVerifyOptions): Promise<MysqlVerifyOutcome> {
   const { manifest, logger } = options;
   const facts = mysqlFacts(manifest);
-  const selected =
-    options.databases === 'all'
-      ? facts.databases
-      : options.databases.map(
-          (name) =>
-            facts.databases.find((d) => d.name === name) ??
-            (() => {
-              throw new UserError(
-                `databases: '${name}' is not in backup ${manifest.id}; it holds: ${facts.databases.map((d) => d.name).join(', ')}`,
-              );
-            })(),
-        );
+  const selected = selectDatabases(facts.databases, { ...options, rename: new Map() });
   const contentBytes = manifest.artifacts.reduce((n, a) => n + a.contentBytes, 0);
   if (options.environment === 'local') await checkDiskSpace(options.workDir, contentBytes);
 
@@ -91,10 +86,10 @@ export async function verifyMysql(options: MysqlVerifyOptions): Promise<MysqlVer
     workDir: options.workDir,
     image: options.image,
     backupServer: facts.server,
+    onLeftovers: options.onLeftovers,
     logger,
     signal: options.signal,
   });
-  options.onLeftovers?.(env.leftovers);
   timings.environment = elapsed();
   logger.info(`environment ready in ${timings.environment.toFixed(1)} s: ${env.type}, ${env.server}`);
   const checks: CheckRow[] = [];
