@@ -48,24 +48,30 @@ export const verificationSchema = z.object({
   tool: z.object({ name: z.literal('lifeboat'), version: z.string() }),
 });
 
-export const manifestSchema = z.object({
-  format: z.literal(manifestFormat),
-  id: z.string().min(1),
-  set: z.string().min(1),
-  kind: z.enum(kinds),
-  mode: z.string().min(1),
-  startedAt: z.iso.datetime(),
-  finishedAt: z.iso.datetime(),
-  tool: z.object({ name: z.literal('lifeboat'), version: z.string() }),
-  /** Where the backup came from: host, path, server version, … */
-  source: z.record(z.string(), z.unknown()),
-  artifacts: z.array(artifactSchema).min(1),
-  /** What is in the backup and what was left out, in words a reader can check. */
-  contents: z.object({ included: z.array(z.string()), excluded: z.array(z.string()) }),
-  /** Facts later checks compare against: counts, sizes, row counts, snapshot ids. */
-  facts: z.record(z.string(), z.unknown()),
-  tags: z.array(z.string()).default([]),
-});
+export const manifestSchema = z
+  .object({
+    format: z.literal(manifestFormat),
+    id: z.string().min(1),
+    set: z.string().min(1),
+    kind: z.enum(kinds),
+    mode: z.string().min(1),
+    startedAt: z.iso.datetime(),
+    finishedAt: z.iso.datetime(),
+    tool: z.object({ name: z.literal('lifeboat'), version: z.string() }),
+    /** Where the backup came from: host, path, server version, … */
+    source: z.record(z.string(), z.unknown()),
+    /** The stored files; none for ebs backups, whose data are EC2 snapshots (in facts). */
+    artifacts: z.array(artifactSchema),
+    /** What is in the backup and what was left out, in words a reader can check. */
+    contents: z.object({ included: z.array(z.string()), excluded: z.array(z.string()) }),
+    /** Facts later checks compare against: counts, sizes, row counts, snapshot ids. */
+    facts: z.record(z.string(), z.unknown()),
+    tags: z.array(z.string()).default([]),
+  })
+  .refine((m) => m.kind === 'ebs' || m.artifacts.length > 0, {
+    message: 'a backup of this kind needs at least one artifact',
+    path: ['artifacts'],
+  });
 
 export type Artifact = z.infer<typeof artifactSchema>;
 export type Manifest = z.infer<typeof manifestSchema>;

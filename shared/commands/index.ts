@@ -4,12 +4,14 @@ import { dumpMysqlCommand } from './dump-mysql.ts';
 import { listCommand } from './list.ts';
 import { pruneRetentionCommand } from './prune-retention.ts';
 import { restoreCommand } from './restore.ts';
+import { snapshotEbsCommand } from './snapshot-ebs.ts';
 import { verifyRestoreCommand } from './verify-restore.ts';
 
 /** The commands that are built, in the order the CLI's help lists them. */
 export const commands: Command<never>[] = [
   backupFilesCommand,
   dumpMysqlCommand,
+  snapshotEbsCommand,
   restoreCommand,
   verifyRestoreCommand,
   listCommand,
@@ -19,5 +21,4 @@ export const commands: Command<never>[] = [
 /** Commands of the design that are not built yet: asking for one says so. */
 export const notBuilt: Record<string, string> = {
   'backup-k8s': 'Kubernetes backups',
-  'snapshot-ebs': 'EBS snapshots',
 };

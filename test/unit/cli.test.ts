@@ -32,7 +32,7 @@ test('a secret given as a flag is refused before anything runs', async () => {
 test('unknown commands, unbuilt commands and unknown flags each get one line', async () => {
   assert.match(
     (await cli(['backup'])).err,
-    /^error: command: 'backup' is not a Lifeboat command; accepted: backup-files, dump-mysql, restore, verify-restore, list, prune-retention\n$/,
+    /^error: command: 'backup' is not a Lifeboat command; accepted: backup-files, dump-mysql, snapshot-ebs, restore, verify-restore, list, prune-retention\n$/,
   );
   assert.match((await cli(['backup-k8s'])).err, /'backup-k8s' \(Kubernetes backups\) is not built yet/);
   assert.match(

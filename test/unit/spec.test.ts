@@ -44,7 +44,13 @@ test('each parser reads every input its spec declares, and nothing else', () => 
     const read = new Set<string>();
     const reader = makeReader(command, (spec) => {
       read.add(spec.name);
-      const given: Record<string, string> = { set: 'demo', source: '.', 'keep-last': '3' };
+      const given: Record<string, string> = {
+        set: 'demo',
+        source: '.',
+        'keep-last': '3',
+        'instance-id': 'i-0123456789abcdef0',
+        region: 'eu-west-1',
+      };
       return spec.default ?? given[spec.name];
     });
     command.parse(reader);

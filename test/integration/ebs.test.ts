@@ -1,0 +1,265 @@
+/**
+ * snapshot-ebs against the fake EC2 (test/fakes/ec2.ts): crash-consistent instance sets,
+ * tags, waiting with progress, cross-region copies, the manifest in the catalog, and the
+ * failures — a quiesce command that fails, a snapshot that goes to error, a timeout.
+ */
+import assert from 'node:assert/strict';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { makeReader, runCommand } from '../../shared/action/run.ts';
+import type { Command, CommandResult } from '../../shared/action/spec.ts';
+import { Catalog } from '../../shared/catalog/catalog.ts';
+import { snapshotEbsCommand } from '../../shared/commands/snapshot-ebs.ts';
+import type { EbsFacts } from '../../shared/ebs/snapshot.ts';
+import { openStorage } from '../../shared/storage/open.ts';
+import { type FakeEc2, startFakeEc2 } from '../fakes/ec2.ts';
+import { tempDir } from '../harness/servers.ts';
+
+let fake: FakeEc2;
+let work: string;
+const saved: Record<string, string | undefined> = {};
+const env = {
+  AWS_ENDPOINT_URL_EC2: '',
+  AWS_ACCESS_KEY_ID: 'AKIDFAKE',
+  AWS_SECRET_ACCESS_KEY: 'secret',
+  AWS_REGION: 'eu-west-1',
+  AWS_EC2_METADATA_DISABLED: 'true',
+};
+
+before(async () => {
+  fake = await startFakeEc2();
+  work = await tempDir('ebs');
+  env.AWS_ENDPOINT_URL_EC2 = fake.url;
+  for (const [k, v] of Object.entries(env)) {
+    saved[k] = process.env[k];
+    process.env[k] = v;
+  }
+});
+
+after(async () => {
+  for (const [k, v] of Object.entries(saved)) {
+    if (v === undefined) delete process.env[k];
+    else process.env[k] = v;
+  }
+  await fake?.stop();
+  await fs.rm(work, { recursive: true, force: true });
+});
+
+const logs: string[] = [];
+async function snapshot(inputs: Record<string, string>): Promise<CommandResult> {
+  const all: Record<string, string> = { 'poll-interval': '10ms', ...inputs };
+  const command = snapshotEbsCommand as unknown as Command<never>;
+  const read = makeReader(command, (spec) => all[spec.name] ?? spec.default);
+  return runCommand(command, read, { info: (m) => logs.push(m), warn: (m) => logs.push(`warning: ${m}`) });
+}
+
+const storage = () => path.join(work, 'backups');
+const snapshotsOf = (backupId: string) =>
+  [...fake.snapshots.values()].filter((s) => s.tags['lifeboat:backup-id'] === backupId);
+
+describe('an instance, crash-consistently', () => {
+  let result: CommandResult;
+  let instance: { instanceId: string; volumeIds: string[] };
+  before(async () => {
+    instance = fake.addInstance({
+      volumes: [
+        { device: '/dev/xvda' },
+        { device: '/dev/sdf', size: 100 },
+        { device: '/dev/sdg', size: 50, encrypted: true },
+      ],
+    });
+    fake.progressStep = 25;
+    logs.length = 0;
+    result = await snapshot({
+      storage: storage(),
+      set: 'db-cluster',
+      'instance-id': instance.instanceId,
+      'exclude-boot-volume': 'true',
+      tags: 'team=db, env=prod',
+    });
+    fake.progressStep = 50;
+  });
+
+  test('one CreateSnapshots call, the boot volume left out, every snapshot completed', () => {
+    const facts = JSON.parse(result.outputs.result!) as EbsFacts;
+    assert.deepEqual(
+      facts.snapshots.map((s) => [s.volumeId, s.device, s.sizeGiB, s.encrypted, s.state]),
+      [
+        [instance.volumeIds[1], '/dev/sdf', 100, false, 'completed'],
+        [instance.volumeIds[2], '/dev/sdg', 50, true, 'completed'],
+      ],
+    );
+    assert.equal(fake.calls.filter((c) => c === 'CreateSnapshots').length, 1);
+    assert.equal(fake.calls.filter((c) => c === 'CreateSnapshot').length, 0);
+    assert.deepEqual(Object.keys(JSON.parse(result.outputs['snapshot-ids']!)), [
+      instance.volumeIds[1],
+      instance.volumeIds[2],
+    ]);
+  });
+
+  test('every snapshot carries the set, the backup id, its source and the user tags', () => {
+    const id = result.outputs['backup-id']!;
+    const made = snapshotsOf(id);
+    assert.equal(made.length, 2);
+    for (const s of made) {
+      assert.equal(s.tags['lifeboat:set'], 'db-cluster');
+      assert.equal(s.tags['lifeboat:source-volume'], s.volumeId);
+      assert.equal(s.tags['lifeboat:source-instance'], instance.instanceId);
+      assert.match(s.tags['lifeboat:source-device']!, /^\/dev\/sd[fg]$/);
+      assert.equal(s.tags.team, 'db');
+      assert.equal(s.tags.env, 'prod');
+    }
+  });
+
+  test("progress is printed from the snapshots' own figure", () => {
+    assert.ok(
+      logs.some((l) => /snap-\w+ 25%/.test(l)),
+      logs.join('\n'),
+    );
+    assert.ok(logs.some((l) => /snap-\w+ 100%, snap-\w+ 100%/.test(l)));
+  });
+
+  test('the manifest is committed in the catalog like every backup', async () => {
+    const catalog = new Catalog(openStorage(storage()));
+    const manifest = await catalog.resolve('db-cluster', 'latest');
+    assert.equal(manifest.id, result.outputs['backup-id']);
+    assert.equal(manifest.kind, 'ebs');
+    assert.deepEqual(manifest.artifacts, []);
+    const facts = manifest.facts as unknown as EbsFacts;
+    assert.equal(facts.snapshots.length, 2);
+    assert.equal(facts.snapshots[0]!.zone, 'eu-west-1a');
+    assert.match(manifest.contents.excluded.join(), /boot volume/);
+  });
+});
+
+test('volumes by id and by tag filter, each with its own CreateSnapshot', async () => {
+  const { volumeIds } = fake.addInstance({
+    volumes: [{ device: '/dev/xvda', tags: { backup: 'nightly' } }, { device: '/dev/sdf' }],
+  });
+  const byId = await snapshot({ set: 'by-id', 'volume-ids': volumeIds[1]! });
+  assert.equal(byId.outputs.uri, '', 'no storage: tags alone identify the set');
+  assert.deepEqual(Object.keys(JSON.parse(byId.outputs['snapshot-ids']!)), [volumeIds[1]]);
+  const byTag = await snapshot({ set: 'by-tag', 'volume-filters': 'backup=nightly', storage: storage() });
+  assert.deepEqual(Object.keys(JSON.parse(byTag.outputs['snapshot-ids']!)), [volumeIds[0]]);
+  await assert.rejects(
+    snapshot({ set: 'x', 'volume-filters': 'backup=never' }),
+    /volume-filters: no volume has the tags backup=never/,
+  );
+  await assert.rejects(
+    snapshot({ set: 'x', 'volume-ids': 'vol-0000000000000000' }),
+    /volume-ids: InvalidVolume\.NotFound/,
+  );
+});
+
+test('copies to a second region carry the tags (EC2 copies none) and are recorded', async () => {
+  const { volumeIds } = fake.addInstance({ volumes: [{ device: '/dev/xvda' }] });
+  const result = await snapshot({
+    storage: storage(),
+    set: 'copied',
+    'volume-ids': volumeIds[0]!,
+    'copy-to-regions': 'eu-central-1',
+    'kms-key-id': 'alias/dr',
+  });
+  const facts = JSON.parse(result.outputs.result!) as EbsFacts;
+  const copy = facts.snapshots[0]!.copies[0]!;
+  assert.equal(copy.region, 'eu-central-1');
+  assert.equal(copy.state, 'completed');
+  const stored = fake.snapshots.get(copy.snapshotId)!;
+  assert.equal(stored.region, 'eu-central-1');
+  assert.equal(stored.kmsKeyId, 'alias/dr');
+  assert.equal(stored.tags['lifeboat:set'], 'copied');
+  assert.equal(stored.tags['lifeboat:source-volume'], volumeIds[0]);
+  const manifest = await new Catalog(openStorage(storage())).resolve('copied', 'latest');
+  assert.equal((manifest.facts as unknown as EbsFacts).snapshots[0]!.copies[0]!.snapshotId, copy.snapshotId);
+});
+
+describe('failures leave no backup', () => {
+  test('a quiesce command that fails: no snapshot, the post-command still runs, a clear error', async () => {
+    const { volumeIds } = fake.addInstance({ volumes: [{ device: '/dev/xvda' }] });
+    const marker = path.join(work, 'post-ran');
+    const before = fake.snapshots.size;
+    await assert.rejects(
+      snapshot({
+        storage: storage(),
+        set: 'quiesce',
+        'volume-ids': volumeIds[0]!,
+        'pre-command': 'echo stopping the mirror; exit 4',
+        'post-command': `touch ${marker}`,
+      }),
+      /pre-command: failed \(exit status 4\)/,
+    );
+    assert.equal(fake.snapshots.size, before, 'no snapshot');
+    await fs.access(marker);
+    assert.deepEqual(await new Catalog(openStorage(storage())).listBackups('quiesce'), []);
+  });
+
+  test('a snapshot that goes to error: the others are deleted and nothing is committed', async () => {
+    const { volumeIds } = fake.addInstance({ volumes: [{ device: '/dev/xvda' }, { device: '/dev/sdf' }] });
+    fake.failNextSnapshotOf.add(volumeIds[1]!);
+    await assert.rejects(
+      snapshot({ storage: storage(), set: 'broken', 'volume-ids': volumeIds.join(',') }),
+      /snapshot snap-\w+ in eu-west-1 failed \(state error: Snapshot failed: internal error\)/,
+    );
+    assert.equal([...fake.snapshots.values()].filter((s) => volumeIds.includes(s.volumeId)).length, 0);
+    assert.deepEqual(await new Catalog(openStorage(storage())).listBackups('broken'), []);
+  });
+
+  test('a timeout: the pending snapshots are deleted and nothing is committed', async () => {
+    const { volumeIds } = fake.addInstance({ volumes: [{ device: '/dev/xvda' }] });
+    fake.progressStep = 0;
+    try {
+      await assert.rejects(
+        snapshot({
+          storage: storage(),
+          set: 'slow',
+          'volume-ids': volumeIds[0]!,
+          timeout: '300ms',
+          'poll-interval': '50ms',
+        }),
+        /timeout: snapshot-ebs did not finish within/,
+      );
+    } finally {
+      fake.progressStep = 50;
+    }
+    assert.equal([...fake.snapshots.values()].filter((s) => s.volumeId === volumeIds[0]).length, 0);
+    assert.deepEqual(await new Catalog(openStorage(storage())).listBackups('slow'), []);
+  });
+
+  test('a denied permission names the call and the policy to fix', async () => {
+    const { instanceId } = fake.addInstance({ volumes: [{ device: '/dev/xvda' }] });
+    fake.denied.add('CreateSnapshots');
+    try {
+      await assert.rejects(
+        snapshot({ set: 'denied', 'instance-id': instanceId }),
+        /CreateSnapshots of i-\w+: not allowed \(.*ec2:CreateSnapshots\); grant it/,
+      );
+    } finally {
+      fake.denied.delete('CreateSnapshots');
+    }
+  });
+
+  test('bad inputs each get one line', async () => {
+    await assert.rejects(
+      snapshot({ set: 'x', 'volume-ids': 'vol-1', 'instance-id': 'i-0123456789abcdef0' }),
+      /give exactly one way to select volumes \(more than one given\)/,
+    );
+    await assert.rejects(
+      snapshot({ set: 'x', 'volume-ids': 'disk1' }),
+      /volume-ids: 'disk1' is not a volume id/,
+    );
+    await assert.rejects(
+      snapshot({ set: 'x', 'volume-ids': 'vol-0123456789abcdef0', tags: 'oops' }),
+      /tags: 'oops' is not accepted/,
+    );
+    await assert.rejects(
+      snapshot({
+        set: 'x',
+        'volume-ids': 'vol-0123456789abcdef0',
+        'copy-to-regions': 'eu-central-1',
+        wait: 'false',
+      }),
+      /copy-to-regions: needs wait: true/,
+    );
+  });
+});
