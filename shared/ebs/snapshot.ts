@@ -8,6 +8,7 @@ import { runHook } from '../hooks.ts';
 import type { Logger } from '../pipeline/progress.ts';
 import type { Storage } from '../storage/storage.ts';
 import { version } from '../version.ts';
+import { deleteSnapshots, type SnapshotRef } from './delete.ts';
 import { ec2Client, ec2Error } from './ec2.ts';
 
 /** Which volumes to snapshot. */
@@ -108,7 +109,7 @@ export async function snapshotEbs(options: EbsSnapshotOptions): Promise<EbsSnaps
     `backup ${options.set}/${id}: ${sources.length} volume(s) in ${options.region}: ${sources.map((s) => `${s.volume.VolumeId}${s.device ? ` (${s.device})` : ''}`).join(', ')}`,
   );
   const common = { ...options.tags, [tagKeys.set]: options.set, [tagKeys.backupId]: id };
-  const made: { region: string; snapshotId: string }[] = [];
+  const made: SnapshotRef[] = [];
   let postFailure: Error | undefined;
   let committed = false;
   try {
@@ -156,7 +157,7 @@ export async function snapshotEbs(options: EbsSnapshotOptions): Promise<EbsSnaps
   } catch (error) {
     if (!committed) {
       if (pending) await catalog!.abandon(pending).catch(() => {});
-      await deleteSnapshots(made, logger);
+      await removeMade(made, logger);
     }
     throw error;
   }
@@ -293,7 +294,7 @@ async function createSnapshots(
     }
     return facts;
   } catch (error) {
-    await deleteSnapshots(
+    await removeMade(
       facts.map((f) => ({ region: options.region, snapshotId: f.snapshotId })),
       options.logger,
     );
@@ -381,22 +382,16 @@ async function copySnapshots(
   return copies;
 }
 
-/** Best effort: removes snapshots a failed run made (a pending one is cancelled). */
-async function deleteSnapshots(
-  made: { region: string; snapshotId: string }[],
-  logger: Logger,
-): Promise<void> {
-  if (made.length === 0) return;
-  const { DeleteSnapshotCommand } = await import('@aws-sdk/client-ec2');
-  for (const m of made) {
-    try {
-      await (await ec2Client(m.region)).send(new DeleteSnapshotCommand({ SnapshotId: m.snapshotId }));
-      logger.info(`deleted ${m.snapshotId} in ${m.region} (this backup failed)`);
-    } catch (error) {
-      logger.warn(
-        `could not delete ${m.snapshotId} in ${m.region}: ${(error as Error).message}; delete it by hand`,
-      );
-    }
+/** Best effort: removes the snapshots a failed run made (a pending one is cancelled). */
+async function removeMade(made: SnapshotRef[], logger: Logger): Promise<void> {
+  try {
+    const { deleted, kept } = await deleteSnapshots(made, logger);
+    if (deleted.length) logger.info(`deleted the ${deleted.length} snapshot(s) this failed run made`);
+    for (const k of kept) logger.warn(`could not delete ${k.snapshotId} in ${k.region}; delete it by hand`);
+  } catch (error) {
+    logger.warn(
+      `could not delete every snapshot this failed run made (${(error as Error).message}); find them by the lifeboat:backup-id tag`,
+    );
   }
 }
 

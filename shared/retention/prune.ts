@@ -1,5 +1,7 @@
 import { type BackupEntry, Catalog } from '../catalog/catalog.ts';
 import { parseBackupId } from '../catalog/ids.ts';
+import { deleteSnapshots, type SnapshotDeletion, type SnapshotRef, snapshotsOf } from '../ebs/delete.ts';
+import type { EbsFacts } from '../ebs/snapshot.ts';
 import type { Logger } from '../pipeline/progress.ts';
 import { formatBytes } from '../pipeline/progress.ts';
 import { forEachLimit, type Storage } from '../storage/storage.ts';
@@ -31,6 +33,8 @@ export interface SetPrune {
   keptByLock: string[];
   /** Objects of deleted backups or orphans that a lock left in place (removed by a later run). */
   lockedObjects: string[];
+  /** EBS backups: snapshots deleted (in every region), and those EC2 kept (in use by an AMI, locked). */
+  snapshots: SnapshotDeletion;
 }
 
 export interface PruneReport {
@@ -75,6 +79,16 @@ async function gather(catalog: Catalog, set: string, policy: RetentionPolicy) {
   return { entries: new Map(entries.map((e) => [e.id, e])), facts, orphans };
 }
 
+/** The EC2 snapshots of the doomed backups that are EBS backups, by backup id. */
+async function ebsSnapshotsOf(catalog: Catalog, set: string, doomed: BackupEntry[]) {
+  const refs = new Map<string, SnapshotRef[]>();
+  await forEachLimit(doomed, 16, async (entry) => {
+    const manifest = await catalog.readManifest(set, entry.id);
+    if (manifest.kind === 'ebs') refs.set(entry.id, snapshotsOf(manifest.facts as unknown as EbsFacts));
+  });
+  return refs;
+}
+
 /**
  * Plans and (unless dry-run) carries out retention on each set. Deletion is manifest first
  * across the whole set: every doomed manifest goes (in batches) before any artifact, so the
@@ -103,7 +117,10 @@ export async function prune(options: PruneOptions): Promise<PruneReport> {
     }
     let keptByLock = new Set<string>();
     let lockedObjects: string[] = [];
+    const snapshots: SnapshotDeletion = { deleted: [], kept: [] };
     if (!options.dryRun && (doomed.length > 0 || doomedOrphans.length > 0)) {
+      // EBS backups keep their data in EC2: read which snapshots before the manifests go.
+      const ebs = await ebsSnapshotsOf(catalog, set, doomed);
       const deleted = await catalog.deleteBackups([...doomed, ...doomedOrphans], options.signal);
       keptByLock = new Set(deleted.keptByLock);
       lockedObjects = deleted.lockedObjects;
@@ -122,6 +139,13 @@ export async function prune(options: PruneOptions): Promise<PruneReport> {
           `${set}: ${lockedObjects.length} object(s) of deleted backups are locked and stay until their lock ends`,
         );
       }
+      const refs = [...ebs].filter(([id]) => !keptByLock.has(id)).flatMap(([, r]) => r);
+      Object.assign(snapshots, await deleteSnapshots(refs, options.logger));
+      if (refs.length) {
+        options.logger.info(
+          `${set}: deleted ${snapshots.deleted.length} EBS snapshot(s)${snapshots.kept.length ? `, kept ${snapshots.kept.length} that EC2 would not delete (in use by an AMI or locked)` : ''}`,
+        );
+      }
     }
     report.sets.push({
       set,
@@ -130,6 +154,7 @@ export async function prune(options: PruneOptions): Promise<PruneReport> {
       deletedOrphans: options.dryRun ? [] : doomedOrphans.map((e) => e.id),
       keptByLock: [...keptByLock],
       lockedObjects,
+      snapshots,
     });
     report.freedBytes += plan.freedBytes;
   }

@@ -11,7 +11,9 @@ import { makeReader, runCommand } from '../../shared/action/run.ts';
 import type { Command, CommandResult } from '../../shared/action/spec.ts';
 import { Catalog } from '../../shared/catalog/catalog.ts';
 import { snapshotEbsCommand } from '../../shared/commands/snapshot-ebs.ts';
-import type { EbsFacts } from '../../shared/ebs/snapshot.ts';
+import { type EbsFacts, snapshotEbs } from '../../shared/ebs/snapshot.ts';
+import { silentLogger } from '../../shared/pipeline/progress.ts';
+import { prune } from '../../shared/retention/prune.ts';
 import { openStorage } from '../../shared/storage/open.ts';
 import { type FakeEc2, startFakeEc2 } from '../fakes/ec2.ts';
 import { tempDir } from '../harness/servers.ts';
@@ -262,4 +264,60 @@ describe('failures leave no backup', () => {
       /copy-to-regions: needs wait: true/,
     );
   });
+});
+
+test("prune-retention deletes an EBS backup's snapshots in every region, and keeps one an AMI uses", async () => {
+  const { volumeIds } = fake.addInstance({ volumes: [{ device: '/dev/xvda' }, { device: '/dev/sdf' }] });
+  const ids: string[] = [];
+  for (const minute of [0, 1, 2]) {
+    const run = await snapshotEbs({
+      storage: openStorage(storage()),
+      set: 'pruned',
+      region: 'eu-west-1',
+      selection: { by: 'volume-ids', volumeIds },
+      tags: {},
+      wait: true,
+      copyToRegions: minute === 0 ? ['eu-central-1'] : [],
+      pollIntervalMs: 5,
+      logger: silentLogger,
+      now: () => new Date(Date.UTC(2026, 10, 1 + minute, 3, 15)),
+    });
+    ids.push(run.id);
+  }
+  const oldest = (await new Catalog(openStorage(storage())).readManifest('pruned', ids[0]!))
+    .facts as unknown as EbsFacts;
+  const second = (await new Catalog(openStorage(storage())).readManifest('pruned', ids[1]!))
+    .facts as unknown as EbsFacts;
+  // An AMI was registered from one snapshot of the second backup: EC2 refuses to delete it.
+  fake.snapshots.get(second.snapshots[0]!.snapshotId)!.tags['fake:in-use-by-ami'] = 'ami-0123';
+  const report = await prune({
+    storage: openStorage(storage()),
+    sets: ['pruned'],
+    policy: { last: 1, tags: [], timezone: 'UTC', keepVerified: 0, minKeep: 1, orphanGraceSeconds: 86400 },
+    dryRun: false,
+    logger: silentLogger,
+    now: () => new Date(Date.UTC(2026, 10, 10)),
+  });
+  const set = report.sets[0]!;
+  assert.deepEqual(set.deletedBackups.sort(), [ids[0], ids[1]].sort());
+  assert.equal(
+    set.snapshots.deleted.length,
+    4 + 2 - 1,
+    'two originals and two copies, and one of the second backup',
+  );
+  assert.deepEqual(
+    set.snapshots.kept.map((k) => k.snapshotId),
+    [second.snapshots[0]!.snapshotId],
+  );
+  assert.match(set.snapshots.kept[0]!.reason, /InvalidSnapshot\.InUse: .*in use by ami-/);
+  for (const s of oldest.snapshots) {
+    assert.equal(fake.snapshots.has(s.snapshotId), false);
+    assert.equal(fake.snapshots.has(s.copies[0]!.snapshotId), false, 'the copy in eu-central-1 is gone too');
+  }
+  const newest = (await new Catalog(openStorage(storage())).resolve('pruned', 'latest'))
+    .facts as unknown as EbsFacts;
+  assert.ok(
+    newest.snapshots.every((s) => fake.snapshots.has(s.snapshotId)),
+    'the kept backup keeps its snapshots',
+  );
 });
