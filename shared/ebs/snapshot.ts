@@ -116,8 +116,9 @@ export async function snapshotEbs(options: EbsSnapshotOptions): Promise<EbsSnaps
     let snapshots: EbsSnapshotFact[];
     try {
       if (options.preCommand) await runHook('pre-command', options.preCommand, options);
-      snapshots = await createSnapshots(ec2, options, sources, common, id);
-      for (const s of snapshots) made.push({ region: options.region, snapshotId: s.snapshotId });
+      snapshots = await createSnapshots(ec2, options, sources, common, id, (snapshotId) =>
+        made.push({ region: options.region, snapshotId }),
+      );
     } finally {
       if (options.postCommand) {
         await runHook('post-command', options.postCommand, { ...options, signal: undefined }).catch(
@@ -127,7 +128,6 @@ export async function snapshotEbs(options: EbsSnapshotOptions): Promise<EbsSnaps
         );
       }
     }
-    if (postFailure && !options.wait) throw postFailure;
     if (options.wait) {
       await waitForSnapshots(ec2, options.region, snapshots, options);
       for (const region of options.copyToRegions) {
@@ -222,6 +222,8 @@ async function createSnapshots(
   sources: Source[],
   common: Record<string, string>,
   id: string,
+  /** Told each snapshot id as soon as EC2 has made it, so a failure later can delete it. */
+  onMade: (snapshotId: string) => void,
 ): Promise<EbsSnapshotFact[]> {
   const { CreateSnapshotCommand, CreateSnapshotsCommand, CreateTagsCommand } = await import(
     '@aws-sdk/client-ec2'
@@ -262,10 +264,15 @@ async function createSnapshots(
       .catch((error) => {
         throw ec2Error(error, `CreateSnapshots of ${selection.instanceId}`);
       });
+    for (const snap of reply.Snapshots ?? []) onMade(snap.SnapshotId!);
     const facts: EbsSnapshotFact[] = [];
     for (const snap of reply.Snapshots ?? []) {
-      const source = sources.find((s) => s.volume.VolumeId === snap.VolumeId);
-      if (!source) continue;
+      // A volume attached since the selection was read is in the set too.
+      const source = sources.find((s) => s.volume.VolumeId === snap.VolumeId) ?? {
+        volume: { VolumeId: snap.VolumeId, Size: snap.VolumeSize, Encrypted: snap.Encrypted },
+        device: '',
+        instanceId: selection.instanceId,
+      };
       facts.push(fact(source, snap.SnapshotId!));
       // Per-volume tags: CreateSnapshots tags the whole set alike.
       await ec2
@@ -277,29 +284,22 @@ async function createSnapshots(
     return facts;
   }
   const facts: EbsSnapshotFact[] = [];
-  try {
-    for (const s of sources) {
-      const snap = await ec2
-        .send(
-          new CreateSnapshotCommand({
-            VolumeId: s.volume.VolumeId,
-            Description: description,
-            TagSpecifications: [{ ResourceType: 'snapshot', Tags: toTags({ ...common, ...sourceTags(s) }) }],
-          }),
-        )
-        .catch((error) => {
-          throw ec2Error(error, `CreateSnapshot of ${s.volume.VolumeId}`);
-        });
-      facts.push(fact(s, snap.SnapshotId!));
-    }
-    return facts;
-  } catch (error) {
-    await removeMade(
-      facts.map((f) => ({ region: options.region, snapshotId: f.snapshotId })),
-      options.logger,
-    );
-    throw error;
+  for (const s of sources) {
+    const snap = await ec2
+      .send(
+        new CreateSnapshotCommand({
+          VolumeId: s.volume.VolumeId,
+          Description: description,
+          TagSpecifications: [{ ResourceType: 'snapshot', Tags: toTags({ ...common, ...sourceTags(s) }) }],
+        }),
+      )
+      .catch((error) => {
+        throw ec2Error(error, `CreateSnapshot of ${s.volume.VolumeId}`);
+      });
+    onMade(snap.SnapshotId!);
+    facts.push(fact(s, snap.SnapshotId!));
   }
+  return facts;
 }
 
 /** Polls until every snapshot is completed, printing their own progress; `error` fails. */

@@ -321,3 +321,46 @@ test("prune-retention deletes an EBS backup's snapshots in every region, and kee
     'the kept backup keeps its snapshots',
   );
 });
+
+test('a snapshot call that fails part-way deletes the snapshots already made', async () => {
+  const { volumeIds } = fake.addInstance({
+    volumes: [{ device: '/dev/xvda' }, { device: '/dev/sdf', type: 'st1' }],
+  });
+  // st1 volumes allow one pending snapshot: this one makes the second CreateSnapshot fail.
+  fake.snapshots.set('snap-0busy', {
+    snapshotId: 'snap-0busy',
+    region: 'eu-west-1',
+    volumeId: volumeIds[1]!,
+    volumeSize: 8,
+    state: 'pending',
+    progress: 0,
+    startTime: new Date().toISOString(),
+    description: '',
+    encrypted: false,
+    tags: {},
+    step: 0,
+  });
+  await assert.rejects(
+    snapshot({ storage: storage(), set: 'partial', 'volume-ids': volumeIds.join(',') }),
+    /CreateSnapshot of vol-\w+: SnapshotLimitExceeded/,
+  );
+  assert.equal([...fake.snapshots.values()].filter((s) => s.volumeId === volumeIds[0]).length, 0);
+  assert.deepEqual(await new Catalog(openStorage(storage())).listBackups('partial'), []);
+  fake.snapshots.delete('snap-0busy');
+});
+
+test('a post-command that fails after the snapshots: the backup is committed and the error says so', async () => {
+  const { volumeIds } = fake.addInstance({ volumes: [{ device: '/dev/xvda' }] });
+  await assert.rejects(
+    snapshot({
+      storage: storage(),
+      set: 'post-fails',
+      'volume-ids': volumeIds[0]!,
+      'post-command': 'exit 2',
+    }),
+    /post-command: failed after the snapshots were taken .* is complete/,
+  );
+  const manifest = await new Catalog(openStorage(storage())).resolve('post-fails', 'latest');
+  const facts = manifest.facts as unknown as EbsFacts;
+  assert.ok(fake.snapshots.has(facts.snapshots[0]!.snapshotId));
+});
