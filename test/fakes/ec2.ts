@@ -24,7 +24,9 @@ export interface FakeVolume {
   encrypted: boolean;
   kmsKeyId?: string;
   state: 'creating' | 'available' | 'in-use';
-  attachment?: { instanceId: string; device: string };
+  attachment?: { instanceId: string; device: string; state: 'attaching' | 'attached' | 'detaching' };
+  iops?: number;
+  throughput?: number;
   tags: Record<string, string>;
   snapshotId?: string;
 }
@@ -51,7 +53,7 @@ export interface FakeInstance {
   instanceId: string;
   region: string;
   zone: string;
-  state: 'running' | 'stopped';
+  state: 'pending' | 'running' | 'stopping' | 'stopped';
   rootDevice: string;
 }
 
@@ -66,6 +68,8 @@ export interface FakeEc2 {
   progressStep: number;
   /** Volume ids whose next snapshot goes to `error` part-way. */
   failNextSnapshotOf: Set<string>;
+  /** Devices at which the next AttachVolume fails (as if something else took the attachment point). */
+  failAttachAt: Set<string>;
   /** Every request's action, in order. */
   calls: string[];
   addInstance(spec: {
@@ -92,6 +96,7 @@ class Ec2Error extends Error {
   }
 }
 
+const stateCodes = { pending: 0, running: 16, stopping: 64, stopped: 80 } as const;
 const id = (prefix: string) => `${prefix}-${randomBytes(8).toString('hex').slice(0, 17)}`;
 const esc = (v: unknown) =>
   String(v).replace(
@@ -153,6 +158,7 @@ export async function startFakeEc2(): Promise<FakeEc2> {
     denied: new Set<string>(),
     progressStep: 50,
     failNextSnapshotOf: new Set<string>(),
+    failAttachAt: new Set<string>(),
     calls: [] as string[],
   };
 
@@ -197,6 +203,23 @@ export async function startFakeEc2(): Promise<FakeEc2> {
     return snap;
   };
 
+  const instanceIn = (region: string, instanceId: string) => {
+    const inst = state.instances.get(instanceId);
+    if (!inst || inst.region !== region)
+      throw new Ec2Error('InvalidInstanceID.NotFound', `The instance ID '${instanceId}' does not exist`);
+    return inst;
+  };
+
+  const changeStates = (form: URLSearchParams, region: string, change: (inst: FakeInstance) => void) => {
+    const items = members(form, 'InstanceId').map((m) => {
+      const inst = instanceIn(region, m.get('')!);
+      const previous = inst.state;
+      change(inst);
+      return `<item><instanceId>${inst.instanceId}</instanceId><currentState><code>${stateCodes[inst.state]}</code><name>${inst.state}</name></currentState><previousState><code>${stateCodes[previous]}</code><name>${previous}</name></previousState></item>`;
+    });
+    return `<instancesSet>${items.join('')}</instancesSet>`;
+  };
+
   const snapshotXml = (s: FakeSnapshot) =>
     `<snapshotId>${s.snapshotId}</snapshotId><volumeId>${s.volumeId}</volumeId><status>${s.state}</status>${
       s.state === 'error' ? '<statusMessage>Snapshot failed: internal error</statusMessage>' : ''
@@ -207,9 +230,11 @@ export async function startFakeEc2(): Promise<FakeEc2> {
   const volumeXml = (v: FakeVolume) =>
     `<volumeId>${v.volumeId}</volumeId><size>${v.size}</size><snapshotId>${v.snapshotId ?? ''}</snapshotId><availabilityZone>${v.zone}</availabilityZone><status>${v.state}</status><createTime>2026-01-01T00:00:00.000Z</createTime><attachmentSet>${
       v.attachment
-        ? `<item><volumeId>${v.volumeId}</volumeId><instanceId>${v.attachment.instanceId}</instanceId><device>${v.attachment.device}</device><status>attached</status><attachTime>2026-01-01T00:00:00.000Z</attachTime><deleteOnTermination>false</deleteOnTermination></item>`
+        ? `<item><volumeId>${v.volumeId}</volumeId><instanceId>${v.attachment.instanceId}</instanceId><device>${v.attachment.device}</device><status>${v.attachment.state}</status><attachTime>2026-01-01T00:00:00.000Z</attachTime><deleteOnTermination>false</deleteOnTermination></item>`
         : ''
-    }</attachmentSet>${tagSet(v.tags)}<volumeType>${v.type}</volumeType><encrypted>${v.encrypted}</encrypted>${
+    }</attachmentSet>${tagSet(v.tags)}<volumeType>${v.type}</volumeType>${v.iops ? `<iops>${v.iops}</iops>` : ''}${
+      v.throughput ? `<throughput>${v.throughput}</throughput>` : ''
+    }<encrypted>${v.encrypted}</encrypted>${
       v.kmsKeyId ? `<kmsKeyId>${esc(v.kmsKeyId)}</kmsKeyId>` : ''
     }<multiAttachEnabled>false</multiAttachEnabled>`;
 
@@ -224,7 +249,7 @@ export async function startFakeEc2(): Promise<FakeEc2> {
       const chosen = [...state.instances.values()].filter(
         (i) => i.region === region && (ids.length === 0 || ids.includes(i.instanceId)),
       );
-      return `<reservationSet>${chosen
+      const xml = `<reservationSet>${chosen
         .map((inst) => {
           const mapping = [...state.volumes.values()]
             .filter((v) => v.attachment?.instanceId === inst.instanceId)
@@ -233,9 +258,118 @@ export async function startFakeEc2(): Promise<FakeEc2> {
                 `<item><deviceName>${v.attachment!.device}</deviceName><ebs><volumeId>${v.volumeId}</volumeId><status>attached</status><attachTime>2026-01-01T00:00:00.000Z</attachTime><deleteOnTermination>false</deleteOnTermination></ebs></item>`,
             )
             .join('');
-          return `<item><reservationId>${id('r')}</reservationId><ownerId>123456789012</ownerId><instancesSet><item><instanceId>${inst.instanceId}</instanceId><instanceState><code>${inst.state === 'running' ? 16 : 80}</code><name>${inst.state}</name></instanceState><placement><availabilityZone>${inst.zone}</availabilityZone></placement><rootDeviceType>ebs</rootDeviceType><rootDeviceName>${inst.rootDevice}</rootDeviceName><blockDeviceMapping>${mapping}</blockDeviceMapping>${tagSet({})}</item></instancesSet></item>`;
+          return `<item><reservationId>${id('r')}</reservationId><ownerId>123456789012</ownerId><instancesSet><item><instanceId>${inst.instanceId}</instanceId><instanceState><code>${stateCodes[inst.state]}</code><name>${inst.state}</name></instanceState><placement><availabilityZone>${inst.zone}</availabilityZone></placement><rootDeviceType>ebs</rootDeviceType><rootDeviceName>${inst.rootDevice}</rootDeviceName><blockDeviceMapping>${mapping}</blockDeviceMapping>${tagSet({})}</item></instancesSet></item>`;
         })
         .join('')}</reservationSet>`;
+      for (const inst of chosen) {
+        if (inst.state === 'stopping') inst.state = 'stopped';
+        else if (inst.state === 'pending') inst.state = 'running';
+      }
+      return xml;
+    },
+    StopInstances(form, region) {
+      return changeStates(form, region, (inst) => {
+        if (inst.state === 'running' || inst.state === 'pending') inst.state = 'stopping';
+      });
+    },
+    StartInstances(form, region) {
+      return changeStates(form, region, (inst) => {
+        if (inst.state === 'stopping')
+          throw new Ec2Error(
+            'IncorrectInstanceState',
+            `The instance '${inst.instanceId}' is not in a state from which it can be started.`,
+          );
+        if (inst.state === 'stopped') inst.state = 'pending';
+      });
+    },
+    CreateVolume(form, region) {
+      const zone = form.get('AvailabilityZone') ?? '';
+      if (!zone.startsWith(region))
+        throw new Ec2Error('InvalidParameterValue', `Invalid availability zone: [${zone}]`);
+      const snapshotId = form.get('SnapshotId') ?? undefined;
+      const snap = snapshotId ? state.snapshots.get(snapshotId) : undefined;
+      if (snapshotId && (!snap || snap.region !== region))
+        throw new Ec2Error('InvalidSnapshot.NotFound', `The snapshot '${snapshotId}' does not exist.`);
+      if (snap && snap.state !== 'completed')
+        throw new Ec2Error('IncorrectState', `Snapshot is in invalid state - ${snap.state}`);
+      const size = Number(form.get('Size') ?? snap?.volumeSize ?? 0);
+      if (!size)
+        throw new Ec2Error('MissingParameter', 'The request must contain the parameter size or snapshotId');
+      if (snap && size < snap.volumeSize)
+        throw new Ec2Error(
+          'InvalidParameterValue',
+          `Volume of ${size}GiB is too small; minimum is ${snap.volumeSize}GiB.`,
+        );
+      const kmsKeyId = form.get('KmsKeyId') ?? snap?.kmsKeyId;
+      const volume: FakeVolume = {
+        volumeId: id('vol'),
+        region,
+        zone,
+        size,
+        type: form.get('VolumeType') ?? 'gp2',
+        encrypted:
+          Boolean(snap?.encrypted) || form.get('Encrypted') === 'true' || Boolean(form.get('KmsKeyId')),
+        kmsKeyId: kmsKeyId ?? undefined,
+        state: 'creating',
+        tags: tagsOf(form, 'volume'),
+        snapshotId,
+        iops: form.get('Iops') ? Number(form.get('Iops')) : undefined,
+        throughput: form.get('Throughput') ? Number(form.get('Throughput')) : undefined,
+      };
+      state.volumes.set(volume.volumeId, volume);
+      return volumeXml(volume).replace(/<attachmentSet><\/attachmentSet>/, '');
+    },
+    AttachVolume(form, region) {
+      const volume = volumeIn(region, form.get('VolumeId') ?? '');
+      const inst = instanceIn(region, form.get('InstanceId') ?? '');
+      const device = form.get('Device') ?? '';
+      if (volume.state !== 'available')
+        throw new Ec2Error('IncorrectState', `${volume.volumeId} is in the '${volume.state}' state.`);
+      if (volume.zone !== inst.zone)
+        throw new Ec2Error(
+          'InvalidVolume.ZoneMismatch',
+          `The volume '${volume.volumeId}' is not in the same availability zone as instance '${inst.instanceId}'`,
+        );
+      const taken = [...state.volumes.values()].some(
+        (v) => v.attachment?.instanceId === inst.instanceId && v.attachment.device === device,
+      );
+      if (taken || state.failAttachAt.delete(device))
+        throw new Ec2Error(
+          'InvalidParameterValue',
+          `Invalid value '${device}' for unixDevice. Attachment point ${device} is already in use`,
+        );
+      if (device === inst.rootDevice && inst.state !== 'stopped')
+        throw new Ec2Error(
+          'IncorrectInstanceState',
+          `The instance '${inst.instanceId}' is not in the 'stopped' state.`,
+        );
+      volume.attachment = { instanceId: inst.instanceId, device, state: 'attaching' };
+      volume.state = 'in-use';
+      return `<volumeId>${volume.volumeId}</volumeId><instanceId>${inst.instanceId}</instanceId><device>${device}</device><status>attaching</status><attachTime>${new Date().toISOString()}</attachTime>`;
+    },
+    DetachVolume(form, region) {
+      const volume = volumeIn(region, form.get('VolumeId') ?? '');
+      const a = volume.attachment;
+      if (!a)
+        throw new Ec2Error('IncorrectState', `Volume '${volume.volumeId}' is in the 'available' state.`);
+      const inst = instanceIn(region, a.instanceId);
+      if (a.device === inst.rootDevice && inst.state !== 'stopped')
+        throw new Ec2Error(
+          'IncorrectState',
+          `Unable to detach root volume '${volume.volumeId}' from instance '${inst.instanceId}'`,
+        );
+      a.state = 'detaching';
+      return `<volumeId>${volume.volumeId}</volumeId><instanceId>${a.instanceId}</instanceId><device>${a.device}</device><status>detaching</status><attachTime>2026-01-01T00:00:00.000Z</attachTime>`;
+    },
+    DeleteVolume(form, region) {
+      const volume = volumeIn(region, form.get('VolumeId') ?? '');
+      if (volume.attachment)
+        throw new Ec2Error(
+          'VolumeInUse',
+          `Volume ${volume.volumeId} is currently attached to ${volume.attachment.instanceId}`,
+        );
+      state.volumes.delete(volume.volumeId);
+      return '<return>true</return>';
     },
     DescribeVolumes(form, region) {
       const ids = members(form, 'VolumeId').map((m) => m.get('')!);
@@ -247,7 +381,17 @@ export async function startFakeEc2(): Promise<FakeEc2> {
           (ids.length === 0 || ids.includes(v.volumeId)) &&
           matchesTags(v.tags, filters),
       );
-      return `<volumeSet>${chosen.map((v) => `<item>${volumeXml(v)}</item>`).join('')}</volumeSet>`;
+      const xml = `<volumeSet>${chosen.map((v) => `<item>${volumeXml(v)}</item>`).join('')}</volumeSet>`;
+      // Each describe moves a volume one state on, as the real ones move with time.
+      for (const v of chosen) {
+        if (v.state === 'creating') v.state = 'available';
+        if (v.attachment?.state === 'attaching') v.attachment.state = 'attached';
+        else if (v.attachment?.state === 'detaching') {
+          v.attachment = undefined;
+          v.state = 'available';
+        }
+      }
+      return xml;
     },
     CreateSnapshots(form, region) {
       const instanceId = form.get('InstanceSpecification.InstanceId') ?? '';
@@ -443,7 +587,7 @@ export async function startFakeEc2(): Promise<FakeEc2> {
           type: v.type ?? 'gp3',
           encrypted: v.encrypted ?? false,
           state: 'in-use',
-          attachment: { instanceId, device: v.device },
+          attachment: { instanceId, device: v.device, state: 'attached' },
           tags: { ...(v.tags ?? {}) },
         });
         return volumeId;

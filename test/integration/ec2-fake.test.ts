@@ -6,16 +6,22 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import {
+  AttachVolumeCommand,
   CopySnapshotCommand,
   CreateSnapshotCommand,
   CreateSnapshotsCommand,
   CreateTagsCommand,
+  CreateVolumeCommand,
   DeleteSnapshotCommand,
+  DeleteVolumeCommand,
   DescribeInstancesCommand,
   DescribeSnapshotsCommand,
   DescribeVolumesCommand,
+  DetachVolumeCommand,
   EC2Client,
   EC2ServiceException,
+  StartInstancesCommand,
+  StopInstancesCommand,
 } from '@aws-sdk/client-ec2';
 import { type FakeEc2, startFakeEc2 } from '../fakes/ec2.ts';
 
@@ -183,4 +189,82 @@ test('copies to another region carry only the tags on the request; dry runs and 
   await here.send(new DeleteSnapshotCommand({ SnapshotId: snap.SnapshotId }));
   const gone = await failure(here.send(new DescribeSnapshotsCommand({ SnapshotIds: [snap.SnapshotId!] })));
   assert.equal(gone.name, 'InvalidSnapshot.NotFound');
+});
+
+test('volumes from snapshots, attachments and instance states move as documented', async () => {
+  const ec2 = client();
+  const { instanceId, volumeIds } = fake.addInstance({
+    volumes: [{ device: '/dev/xvda' }, { device: '/dev/sdf', size: 30 }],
+  });
+  const snap = await ec2.send(new CreateSnapshotCommand({ VolumeId: volumeIds[1] }));
+  const early = await failure(
+    ec2.send(new CreateVolumeCommand({ SnapshotId: snap.SnapshotId, AvailabilityZone: 'eu-west-1a' })),
+  );
+  assert.equal(early.name, 'IncorrectState');
+  await ec2.send(new DescribeSnapshotsCommand({ SnapshotIds: [snap.SnapshotId!] }));
+  await ec2.send(new DescribeSnapshotsCommand({ SnapshotIds: [snap.SnapshotId!] }));
+  const created = await ec2.send(
+    new CreateVolumeCommand({
+      SnapshotId: snap.SnapshotId,
+      AvailabilityZone: 'eu-west-1a',
+      VolumeType: 'gp3',
+      Iops: 4000,
+      Throughput: 250,
+      TagSpecifications: [{ ResourceType: 'volume', Tags: [{ Key: 'k', Value: 'v' }] }],
+    }),
+  );
+  assert.deepEqual(
+    [created.State, created.Size, created.SnapshotId, created.VolumeType, created.Iops, created.Throughput],
+    ['creating', 30, snap.SnapshotId, 'gp3', 4000, 250],
+  );
+  assert.deepEqual(created.Tags, [{ Key: 'k', Value: 'v' }]);
+  const described = async (id: string) =>
+    (await ec2.send(new DescribeVolumesCommand({ VolumeIds: [id] }))).Volumes![0]!;
+  assert.equal((await described(created.VolumeId!)).State, 'creating');
+  assert.equal((await described(created.VolumeId!)).State, 'available');
+
+  const taken = await failure(
+    ec2.send(
+      new AttachVolumeCommand({ VolumeId: created.VolumeId, InstanceId: instanceId, Device: '/dev/sdf' }),
+    ),
+  );
+  assert.equal(taken.name, 'InvalidParameterValue');
+  const root = await failure(ec2.send(new DetachVolumeCommand({ VolumeId: volumeIds[0] })));
+  assert.equal(root.name, 'IncorrectState', 'a running instance keeps its root volume');
+  const inUse = await failure(ec2.send(new DeleteVolumeCommand({ VolumeId: volumeIds[1] })));
+  assert.equal(inUse.name, 'VolumeInUse');
+
+  const stopping = await ec2.send(new StopInstancesCommand({ InstanceIds: [instanceId] }));
+  assert.deepEqual(
+    [stopping.StoppingInstances![0]!.PreviousState?.Name, stopping.StoppingInstances![0]!.CurrentState?.Name],
+    ['running', 'stopping'],
+  );
+  const stateOf = async () =>
+    (await ec2.send(new DescribeInstancesCommand({ InstanceIds: [instanceId] }))).Reservations![0]!
+      .Instances![0]!.State?.Name;
+  assert.equal(await stateOf(), 'stopping');
+  assert.equal(await stateOf(), 'stopped');
+  const detach = await ec2.send(new DetachVolumeCommand({ VolumeId: volumeIds[1] }));
+  assert.equal(detach.State, 'detaching');
+  assert.equal((await described(volumeIds[1]!)).State, 'in-use');
+  assert.equal((await described(volumeIds[1]!)).State, 'available');
+  const attach = await ec2.send(
+    new AttachVolumeCommand({ VolumeId: created.VolumeId, InstanceId: instanceId, Device: '/dev/sdf' }),
+  );
+  assert.equal(attach.State, 'attaching');
+  const after = await described(created.VolumeId!);
+  assert.deepEqual(
+    after.Attachments?.map((a) => [a.Device, a.State]),
+    [['/dev/sdf', 'attaching']],
+  );
+  assert.equal((await described(created.VolumeId!)).Attachments![0]!.State, 'attached');
+  const started = await ec2.send(new StartInstancesCommand({ InstanceIds: [instanceId] }));
+  assert.equal(started.StartingInstances![0]!.CurrentState?.Name, 'pending');
+  assert.equal(await stateOf(), 'pending');
+  assert.equal(await stateOf(), 'running');
+  await ec2.send(new DeleteVolumeCommand({ VolumeId: volumeIds[1] }));
+  assert.equal(
+    (await failure(ec2.send(new DeleteVolumeCommand({ VolumeId: volumeIds[1] })))).name,
+    'InvalidVolume.NotFound',
+  );
 });
