@@ -7,6 +7,7 @@ import { Catalog } from '../catalog/catalog.ts';
 import { validateBackupRef } from '../catalog/ids.ts';
 import type { Manifest } from '../catalog/manifest.ts';
 import { totalBytes } from '../catalog/manifest.ts';
+import { type EbsLeftovers, removeEbsLeftovers, verifyEbs } from '../ebs/verify.ts';
 import { UserError } from '../errors.ts';
 import { connectionInputs, type MysqlTarget, parseConnection } from '../mysql/connection.ts';
 import {
@@ -44,6 +45,8 @@ interface Options extends CommonOptions {
   external?: MysqlTarget;
   workDir: string;
   image?: string;
+  zone?: string;
+  pollIntervalMs: number;
   databases: string[] | 'all';
   parallel: number;
   checks: UserCheck[];
@@ -85,6 +88,16 @@ export const verifyRestoreCommand = defineCommand<Options>({
       name: 'work-dir',
       description:
         'local: the folder the throwaway datadir goes in (default: RUNNER_TEMP or the system temp folder).',
+    },
+    {
+      name: 'zone',
+      description:
+        "ebs backups: the availability zone to create the test volumes in (default: each snapshot's source zone).",
+    },
+    {
+      name: 'poll-interval',
+      description: 'ebs backups: how often to ask EC2 whether the volumes are available.',
+      default: '5s',
     },
     {
       name: 'docker-image',
@@ -149,6 +162,8 @@ export const verifyRestoreCommand = defineCommand<Options>({
       external: c.field(() => parseConnection(read)),
       workDir: read('work-dir')?.trim() || process.env.RUNNER_TEMP || os.tmpdir(),
       image: read('docker-image')?.trim() || undefined,
+      zone: read('zone')?.trim() || undefined,
+      pollIntervalMs: c.field(() => parseDuration('poll-interval', read('poll-interval'), '5s') * 1000),
       databases: c.field(() => parseDatabaseList(read('databases'))),
       parallel: c.field(() => parseInteger('parallel', read('parallel'), { min: 1, max: 32 }) ?? 2),
       checks: c.field(() => parseUserChecks(read('checks'))),
@@ -179,9 +194,30 @@ export const verifyRestoreCommand = defineCommand<Options>({
         ? await catalog.pickRandom(options.set, options.randomWithinSeconds, new Date())
         : await catalog.resolve(options.set, options.backup);
     const uri = backupUri(options.storage, manifest.set, manifest.id);
+    if (manifest.kind === 'ebs') {
+      logger.info(`verifying ${uri} (ebs, taken ${manifest.startedAt}): a volume from each snapshot`);
+      const outcome = await verifyEbs({
+        manifest,
+        zone: options.zone,
+        pollIntervalMs: options.pollIntervalMs,
+        onLeftovers: (state) => leftovers?.(state),
+        logger,
+        signal,
+      });
+      const report = newReport(
+        manifest,
+        uri,
+        {
+          ...outcome,
+          limits: { maxAgeSeconds: options.maxAgeSeconds, maxRestoreSeconds: options.maxRestoreSeconds },
+        },
+        new Date(),
+      );
+      return finish(options, catalog, manifest, report, logger);
+    }
     if (manifest.kind !== 'mysql') {
       throw new UserError(
-        `backup: '${manifest.id}' is a ${manifest.kind} backup; verify-restore is built for mysql backups only in this version (${manifest.kind} is not built yet)`,
+        `backup: '${manifest.id}' is a ${manifest.kind} backup; verify-restore is built for mysql and ebs backups only in this version`,
       );
     }
     logger.info(
@@ -225,6 +261,7 @@ export const verifyRestoreCommand = defineCommand<Options>({
     return finish(options, catalog, manifest, report, logger);
   },
   async cleanup(state, read, logger) {
+    if ((state as EbsLeftovers).type === 'volumes') return removeEbsLeftovers(state as EbsLeftovers, logger);
     const leftovers = state as Leftovers;
     const external = leftovers.type === 'databases' ? parseConnection(read) : undefined;
     await removeLeftovers(leftovers, external, logger);

@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { EC2Client, Snapshot, Tag, Volume } from '@aws-sdk/client-ec2';
+import type { EC2Client, Snapshot, Volume } from '@aws-sdk/client-ec2';
 import { Catalog, type PendingBackup } from '../catalog/catalog.ts';
 import { baseBackupId } from '../catalog/ids.ts';
 import type { Manifest } from '../catalog/manifest.ts';
@@ -10,6 +10,7 @@ import type { Storage } from '../storage/storage.ts';
 import { version } from '../version.ts';
 import { deleteSnapshots, type SnapshotRef } from './delete.ts';
 import { ec2Client, ec2Error } from './ec2.ts';
+import { toTags } from './volumes.ts';
 
 /** Which volumes to snapshot. */
 export type VolumeSelection =
@@ -74,9 +75,6 @@ export const tagKeys = {
   instance: 'lifeboat:source-instance',
   device: 'lifeboat:source-device',
 } as const;
-
-const toTags = (tags: Record<string, string>): Tag[] =>
-  Object.entries(tags).map(([Key, Value]) => ({ Key, Value }));
 
 interface Source {
   volume: Volume;

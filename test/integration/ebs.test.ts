@@ -11,10 +11,12 @@ import { makeReader, runCommand } from '../../shared/action/run.ts';
 import type { Command, CommandResult } from '../../shared/action/spec.ts';
 import { Catalog } from '../../shared/catalog/catalog.ts';
 import { snapshotEbsCommand } from '../../shared/commands/snapshot-ebs.ts';
+import { verifyRestoreCommand } from '../../shared/commands/verify-restore.ts';
 import { type EbsFacts, snapshotEbs } from '../../shared/ebs/snapshot.ts';
 import { silentLogger } from '../../shared/pipeline/progress.ts';
 import { prune } from '../../shared/retention/prune.ts';
 import { openStorage } from '../../shared/storage/open.ts';
+import type { VerifyReport } from '../../shared/verify/report.ts';
 import { type FakeEc2, startFakeEc2 } from '../fakes/ec2.ts';
 import { tempDir } from '../harness/servers.ts';
 
@@ -363,4 +365,61 @@ test('a post-command that fails after the snapshots: the backup is committed and
   const manifest = await new Catalog(openStorage(storage())).resolve('post-fails', 'latest');
   const facts = manifest.facts as unknown as EbsFacts;
   assert.ok(fake.snapshots.has(facts.snapshots[0]!.snapshotId));
+});
+
+describe('verify-restore of an EBS backup', () => {
+  async function verify(set: string, extra: Record<string, string> = {}) {
+    const all: Record<string, string> = {
+      storage: storage(),
+      set,
+      'poll-interval': '10ms',
+      'report-file': path.join(work, `report-${set}.json`),
+      ...extra,
+    };
+    const command = verifyRestoreCommand as unknown as Command<never>;
+    const result = await runCommand(
+      command,
+      makeReader(command, (spec) => all[spec.name] ?? spec.default),
+      silentLogger,
+    );
+    return { result, report: JSON.parse(await fs.readFile(all['report-file']!, 'utf8')) as VerifyReport };
+  }
+  const verificationVolumes = () =>
+    [...fake.volumes.values()].filter((v) => v.tags['lifeboat:purpose'] === 'verify-restore');
+
+  test('a volume from each snapshot, checked and deleted; RTO reported', async () => {
+    const { instanceId } = fake.addInstance({
+      volumes: [{ device: '/dev/xvda' }, { device: '/dev/sdf', size: 40, encrypted: true }],
+    });
+    await snapshot({ storage: storage(), set: 'verified-disks', 'instance-id': instanceId });
+    const { result, report } = await verify('verified-disks', { 'max-age': '1h' });
+    assert.equal(report.passed, true, JSON.stringify(report.checks, null, 1));
+    assert.equal(result.outputs.passed, 'true');
+    assert.deepEqual(
+      report.checks.map((c) => c.name.replace(/snap-\w+/, 'snap')),
+      [
+        'snapshot: snap (/dev/xvda)',
+        'snapshot: snap (/dev/sdf)',
+        'volume: /dev/xvda',
+        'volume: /dev/sdf',
+        'RPO: max-age 1h00m',
+      ],
+    );
+    assert.match(report.checks[3]!.detail, /40 GiB, encrypted/);
+    assert.ok(report.restoreSeconds !== null && report.restoreSeconds >= 0);
+    assert.equal(report.environment.removed, true);
+    assert.deepEqual(verificationVolumes(), [], 'the test volumes are deleted');
+  });
+
+  test('a snapshot whose tags or size disagree with the manifest fails, and the volumes are still deleted', async () => {
+    const { volumeIds } = fake.addInstance({ volumes: [{ device: '/dev/xvda', size: 10 }] });
+    const made = await snapshot({ storage: storage(), set: 'tampered-disks', 'volume-ids': volumeIds[0]! });
+    const snapshotId = JSON.parse(made.outputs['snapshot-ids']!)[volumeIds[0]!];
+    fake.snapshots.get(snapshotId)!.tags['lifeboat:backup-id'] = 'something-else';
+    const { result, report } = await verify('tampered-disks');
+    assert.equal(report.passed, false);
+    assert.match(report.checks[0]!.detail, /tag lifeboat:backup-id is 'something-else'/);
+    assert.ok(result.failed?.some((l) => l.includes('snapshot: snap-')));
+    assert.deepEqual(verificationVolumes(), []);
+  });
 });
