@@ -1,9 +1,17 @@
-import { InputCollector, parseBoolean, parseChoice, parseInteger, requireInput } from '../action/inputs.ts';
+import {
+  InputCollector,
+  parseBoolean,
+  parseChoice,
+  parseDuration,
+  parseInteger,
+  requireInput,
+} from '../action/inputs.ts';
 import type { CommandResult } from '../action/spec.ts';
 import { defineCommand } from '../action/spec.ts';
 import { Catalog } from '../catalog/catalog.ts';
 import { validateBackupRef } from '../catalog/ids.ts';
 import type { Manifest } from '../catalog/manifest.ts';
+import { type EbsRestoreOptions, restoreEbs } from '../ebs/restore.ts';
 import { UserError } from '../errors.ts';
 import { restoreFiles } from '../files/restore.ts';
 import { connectionInputs, describeTarget, type MysqlTarget, parseConnection } from '../mysql/connection.ts';
@@ -40,6 +48,7 @@ interface Options extends CommonOptions {
   rename: Map<string, string>;
   ifExists: IfExists;
   parallel: number;
+  ebs: Omit<EbsRestoreOptions, 'manifest' | 'dryRun' | 'logger' | 'signal'>;
 }
 
 const ifExistsModes: IfExists[] = ['fail', 'replace', 'skip'];
@@ -113,6 +122,45 @@ export const restoreCommand = defineCommand<Options>({
       description: 'mysql backups: connections that load in parallel.',
       default: '2',
     },
+    {
+      name: 'instance-id',
+      description:
+        "ebs backups: the instance whose zone the volumes go in and, with swap, that gets them (default: the backup's source instance).",
+    },
+    {
+      name: 'zone',
+      description: "ebs backups: the availability zone for the new volumes (default: the instance's).",
+    },
+    {
+      name: 'volume-type',
+      description: "ebs backups: the type of the new volumes (gp3, io2, …; default: EC2's).",
+    },
+    { name: 'iops', description: 'ebs backups: provisioned IOPS of the new volumes.' },
+    { name: 'throughput', description: 'ebs backups: throughput (MiB/s) of new gp3 volumes.' },
+    { name: 'kms-key-id', description: 'ebs backups: encrypt the new volumes with this KMS key.' },
+    {
+      name: 'swap',
+      description:
+        "ebs backups: detach the instance's volumes and attach the new ones at the same device names (rolled back if an attach fails); false only creates the volumes.",
+      default: 'false',
+    },
+    {
+      name: 'stop-instance',
+      description:
+        'ebs backups, with swap: stop the instance first and start it again afterwards (needed for the root volume).',
+      default: 'false',
+    },
+    {
+      name: 'delete-old-volumes',
+      description:
+        'ebs backups, with swap: delete the replaced volumes (by default they are kept and tagged).',
+      default: 'false',
+    },
+    {
+      name: 'poll-interval',
+      description: 'ebs backups: how often to ask EC2 about volume states.',
+      default: '5s',
+    },
     timeoutInput('6h'),
     progressInput,
   ],
@@ -139,6 +187,20 @@ export const restoreCommand = defineCommand<Options>({
       rename: c.field(() => parseRename(read('rename'))),
       ifExists: c.field(() => parseChoice('if-exists', read('if-exists'), ifExistsModes, 'fail')),
       parallel: c.field(() => parseInteger('parallel', read('parallel'), { min: 1, max: 32 }) ?? 2),
+      ebs: {
+        instanceId: read('instance-id')?.trim() || undefined,
+        zone: read('zone')?.trim() || undefined,
+        volumeType: read('volume-type')?.trim() || undefined,
+        iops: c.field(() => parseInteger('iops', read('iops'), { min: 100, max: 256_000 })),
+        throughput: c.field(() => parseInteger('throughput', read('throughput'), { min: 125, max: 2000 })),
+        kmsKeyId: read('kms-key-id')?.trim() || undefined,
+        swap: c.field(() => parseBoolean('swap', read('swap'), false)),
+        stopInstance: c.field(() => parseBoolean('stop-instance', read('stop-instance'), false)),
+        deleteOldVolumes: c.field(() =>
+          parseBoolean('delete-old-volumes', read('delete-old-volumes'), false),
+        ),
+        pollIntervalMs: c.field(() => parseDuration('poll-interval', read('poll-interval'), '5s') * 1000),
+      },
       timeoutSeconds: c.field(() => parseTimeout(read, '6h')),
       progressIntervalMs: c.field(() => parseProgress(read)),
     };
@@ -154,9 +216,10 @@ export const restoreCommand = defineCommand<Options>({
       `${options.dryRun ? 'dry run: checking' : 'restoring'} ${uri} (${manifest.kind}, finished ${manifest.finishedAt})`,
     );
     if (manifest.kind === 'mysql') return restoreMysqlBackup(options, manifest, uri, started, logger, signal);
+    if (manifest.kind === 'ebs') return restoreEbsBackup(options, manifest, uri, started, logger, signal);
     if (manifest.kind !== 'files') {
       throw new UserError(
-        `backup: '${manifest.id}' is a ${manifest.kind} backup; restoring ${manifest.kind} backups is not built yet (only files and mysql)`,
+        `backup: '${manifest.id}' is a ${manifest.kind} backup; restoring ${manifest.kind} backups is not built yet (only files, mysql and ebs)`,
       );
     }
     const target = requireInput('target', options.target, 'the folder to restore the files into');
@@ -245,6 +308,49 @@ async function restoreMysqlBackup(
       ],
       notes: [
         `From ${uri} into ${target}; sha256 and row counts match the manifest; ${seconds.toFixed(1)} s.`,
+      ],
+    },
+  };
+}
+
+async function restoreEbsBackup(
+  options: Options,
+  manifest: Manifest,
+  uri: string,
+  started: number,
+  logger: Logger,
+  signal: AbortSignal,
+): Promise<CommandResult> {
+  const result = await restoreEbs({ ...options.ebs, manifest, dryRun: options.dryRun, logger, signal });
+  const seconds = (Date.now() - started) / 1000;
+  const where = `${result.zone}${result.instanceId ? ` for ${result.instanceId}` : ''}`;
+  logger.info(
+    options.dryRun
+      ? `dry run: ${result.volumes.length} volume(s) would be created in ${where}; nothing was changed`
+      : `${result.volumes.length} volume(s) created in ${where}${result.swapped ? ', swapped in' : ''}`,
+  );
+  return {
+    outputs: {
+      'backup-id': manifest.id,
+      uri,
+      target: result.volumes.map((v) => v.volumeId).join(','),
+      bytes: '0',
+      'duration-seconds': seconds.toFixed(1),
+      result: JSON.stringify({ backupId: manifest.id, set: manifest.set, kind: manifest.kind, ...result }),
+    },
+    summary: {
+      heading: `${options.dryRun ? 'Dry-run restore' : 'Restore'} of ${manifest.set}/${manifest.id}`,
+      table: [
+        ['Device', 'Snapshot', 'New volume', 'Replaced'],
+        ...result.volumes.map((v) => [
+          v.device || '-',
+          v.snapshotId,
+          v.volumeId || '(dry run)',
+          v.replaced ?? '-',
+        ]),
+      ],
+      notes: [
+        `In ${where}; ${result.swapped ? `swapped in; the replaced volumes were ${result.oldVolumesDeleted ? 'deleted' : 'kept and tagged lifeboat:replaced-by'}` : 'not attached (swap: false)'}; ${seconds.toFixed(1)} s.`,
       ],
     },
   };

@@ -42,7 +42,8 @@ export async function createVolumes(
         }),
       )
       .catch((error) => {
-        throw ec2Error(error, `CreateVolume from ${spec.snapshotId} in ${spec.zone}`);
+        // A dry run's answer (DryRunOperation) is for the caller to read as it is.
+        throw dryRun ? error : ec2Error(error, `CreateVolume from ${spec.snapshotId} in ${spec.zone}`);
       });
     onMade(reply.VolumeId!);
     ids.push(reply.VolumeId!);

@@ -10,6 +10,7 @@ import { after, before, describe, test } from 'node:test';
 import { makeReader, runCommand } from '../../shared/action/run.ts';
 import type { Command, CommandResult } from '../../shared/action/spec.ts';
 import { Catalog } from '../../shared/catalog/catalog.ts';
+import { restoreCommand } from '../../shared/commands/restore.ts';
 import { snapshotEbsCommand } from '../../shared/commands/snapshot-ebs.ts';
 import { verifyRestoreCommand } from '../../shared/commands/verify-restore.ts';
 import { type EbsFacts, snapshotEbs } from '../../shared/ebs/snapshot.ts';
@@ -421,5 +422,114 @@ describe('verify-restore of an EBS backup', () => {
     assert.match(report.checks[0]!.detail, /tag lifeboat:backup-id is 'something-else'/);
     assert.ok(result.failed?.some((l) => l.includes('snapshot: snap-')));
     assert.deepEqual(verificationVolumes(), []);
+  });
+});
+
+describe('restore of an EBS backup', () => {
+  async function restore(set: string, extra: Record<string, string>) {
+    const all: Record<string, string> = { storage: storage(), set, 'poll-interval': '10ms', ...extra };
+    const command = restoreCommand as unknown as Command<never>;
+    return runCommand(
+      command,
+      makeReader(command, (spec) => all[spec.name] ?? spec.default),
+      silentLogger,
+    );
+  }
+  const attachedAt = (instanceId: string) =>
+    Object.fromEntries(
+      [...fake.volumes.values()]
+        .filter((v) => v.attachment?.instanceId === instanceId)
+        .map((v) => [v.attachment!.device, v.volumeId]),
+    );
+
+  async function backedUp(set: string) {
+    const machine = fake.addInstance({
+      volumes: [{ device: '/dev/xvda' }, { device: '/dev/sdf', size: 20 }, { device: '/dev/sdg', size: 30 }],
+    });
+    await snapshot({ storage: storage(), set, 'instance-id': machine.instanceId });
+    return machine;
+  }
+
+  test('swap: the instance stopped, new volumes at the same devices, old ones kept and tagged, started again', async () => {
+    const { instanceId, volumeIds } = await backedUp('swapped');
+    const result = await restore('swapped', {
+      swap: 'true',
+      'stop-instance': 'true',
+      'volume-type': 'gp3',
+      iops: '4000',
+    });
+    const restored = JSON.parse(result.outputs.result!) as {
+      volumes: { device: string; volumeId: string; replaced: string }[];
+    };
+    const now = attachedAt(instanceId);
+    for (const v of restored.volumes) {
+      assert.equal(now[v.device], v.volumeId, `${v.device} holds the new volume`);
+      assert.equal(fake.volumes.get(v.volumeId)!.type, 'gp3');
+      assert.equal(fake.volumes.get(v.volumeId)!.iops, 4000);
+      const old = fake.volumes.get(v.replaced)!;
+      assert.equal(old.state, 'available');
+      assert.equal(old.tags['lifeboat:replaced-by'], v.volumeId);
+    }
+    assert.deepEqual(
+      restored.volumes.map((v) => v.replaced),
+      volumeIds,
+    );
+    assert.equal(fake.instances.get(instanceId)!.state, 'running');
+    assert.ok(fake.calls.includes('StopInstances') && fake.calls.includes('StartInstances'));
+  });
+
+  test('an attach that fails rolls everything back: old volumes attached again, new ones deleted', async () => {
+    const { instanceId, volumeIds } = await backedUp('rolled-back');
+    const before = attachedAt(instanceId);
+    fake.failAttachAt.add('/dev/sdg');
+    await assert.rejects(
+      restore('rolled-back', { swap: 'true', 'stop-instance': 'true' }),
+      /swap failed: AttachVolume vol-\w+ at \/dev\/sdg: .*Attachment point \/dev\/sdg is already in use.*; rolled back/,
+    );
+    assert.deepEqual(attachedAt(instanceId), before);
+    assert.deepEqual(Object.values(before).sort(), [...volumeIds].sort());
+    assert.deepEqual(
+      [...fake.volumes.values()].filter((v) => v.tags['lifeboat:set'] === 'rolled-back' && v.snapshotId),
+      [],
+      'the new volumes are deleted',
+    );
+    assert.equal(
+      fake.instances.get(instanceId)!.state === 'pending' ||
+        fake.instances.get(instanceId)!.state === 'running',
+      true,
+    );
+  });
+
+  test('without swap the volumes are only created; a root swap on a running instance is refused', async () => {
+    const { instanceId } = await backedUp('created-only');
+    const result = await restore('created-only', {});
+    const ids = result.outputs.target!.split(',');
+    assert.equal(ids.length, 3);
+    assert.ok(
+      ids.every((id) => fake.volumes.get(id)!.state === 'available' && !fake.volumes.get(id)!.attachment),
+    );
+    await assert.rejects(
+      restore('created-only', { swap: 'true' }),
+      /stop-instance: swapping the root volume \(\/dev\/xvda\) needs i-\w+ stopped/,
+    );
+    assert.equal(fake.instances.get(instanceId)!.state, 'running');
+  });
+
+  test('a dry run asks EC2 whether each call is allowed, and creates nothing', async () => {
+    await backedUp('dry');
+    const volumes = fake.volumes.size;
+    const ok = await restore('dry', { swap: 'true', 'stop-instance': 'true', 'dry-run': 'true' });
+    assert.match(ok.summary.heading, /Dry-run restore/);
+    assert.equal(fake.volumes.size, volumes);
+    fake.denied.add('AttachVolume');
+    try {
+      await assert.rejects(
+        restore('dry', { swap: 'true', 'stop-instance': 'true', 'dry-run': 'true' }),
+        /AttachVolume \(dry run\): not allowed .*ec2:AttachVolume/,
+      );
+    } finally {
+      fake.denied.delete('AttachVolume');
+    }
+    assert.equal(fake.volumes.size, volumes);
   });
 });
