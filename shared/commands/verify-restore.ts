@@ -64,7 +64,7 @@ const optionalDuration = (name: string, value: string | undefined) =>
 export const verifyRestoreCommand = defineCommand<Options>({
   name: 'verify-restore',
   description:
-    'Restore a backup into a throwaway environment, check it (sha256, row counts, objects, your SQL checks and migrations), and report RTO and RPO.',
+    'Restore a backup into a throwaway environment and check it (mysql: sha256, row counts, objects, your SQL checks and migrations; ebs: a volume from each snapshot), and report RTO and RPO.',
   inputs: [
     storageInput,
     setInput,

@@ -59,6 +59,34 @@ test('the action snapshots an instance, copies it off-site and commits the manif
   assert.match(list.stdout, /app-disks\s+\S+-backup-full\s+ebs\s+full/);
 });
 
+test('verify-restore and a swapping restore of that backup, through the built bundle', async () => {
+  const storage = path.join(work, 'backups');
+  const verify = await runAction(
+    'verify-restore',
+    {
+      storage,
+      set: 'app-disks',
+      'poll-interval': '20ms',
+      'max-restore-time': '5m',
+      'report-file': path.join(work, 'r.json'),
+    },
+    aws(),
+  );
+  assert.equal(verify.code, 0, verify.stdout);
+  assert.equal(verify.outputs.passed, 'true');
+  assert.match(verify.summary, /volume: \/dev\/sdf/);
+  assert.equal(verify.state.leftovers, '', 'the test volumes are gone');
+  const restore = await runAction(
+    'restore',
+    { storage, set: 'app-disks', swap: 'true', 'stop-instance': 'true', 'poll-interval': '20ms' },
+    aws(),
+  );
+  assert.equal(restore.code, 0, restore.stdout);
+  const result = JSON.parse(restore.outputs.result!);
+  assert.equal(result.swapped, true);
+  assert.equal(result.volumes.length, 2);
+});
+
 test('a failing quiesce command fails the step with one line and takes no snapshot', async () => {
   const { volumeIds } = fake.addInstance({ volumes: [{ device: '/dev/xvda' }] });
   const before = fake.snapshots.size;
