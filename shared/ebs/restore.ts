@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { EC2Client, Instance } from '@aws-sdk/client-ec2';
 import type { Manifest } from '../catalog/manifest.ts';
 import { messageOf, UserError } from '../errors.ts';
@@ -152,7 +153,6 @@ async function describeInstance(ec2: EC2Client, instanceId: string): Promise<Ins
 }
 
 async function waitForInstance(ec2: EC2Client, instanceId: string, want: string, options: EbsRestoreOptions) {
-  const { setTimeout: sleep } = await import('node:timers/promises');
   for (;;) {
     const state = (await describeInstance(ec2, instanceId)).State?.Name;
     options.logger.info(`${instanceId}: ${state}`);
