@@ -137,8 +137,7 @@ function usage(): string {
     'Commands:',
     ...commands.map((c) => `  ${c.name.padEnd(width)}  ${c.description}`),
     '',
-    `Not built yet: ${Object.keys(notBuilt).join(', ')}.`,
-    '',
+    ...(Object.keys(notBuilt).length ? [`Not built yet: ${Object.keys(notBuilt).join(', ')}.`, ''] : []),
   ].join('\n');
 }
 

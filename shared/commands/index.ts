@@ -1,5 +1,6 @@
 import type { Command } from '../action/spec.ts';
 import { backupFilesCommand } from './backup-files.ts';
+import { backupK8sCommand } from './backup-k8s.ts';
 import { dumpMysqlCommand } from './dump-mysql.ts';
 import { listCommand } from './list.ts';
 import { pruneRetentionCommand } from './prune-retention.ts';
@@ -11,6 +12,7 @@ import { verifyRestoreCommand } from './verify-restore.ts';
 export const commands: Command<never>[] = [
   backupFilesCommand,
   dumpMysqlCommand,
+  backupK8sCommand,
   snapshotEbsCommand,
   restoreCommand,
   verifyRestoreCommand,
@@ -19,6 +21,4 @@ export const commands: Command<never>[] = [
 ] as unknown as Command<never>[];
 
 /** Commands of the design that are not built yet: asking for one says so. */
-export const notBuilt: Record<string, string> = {
-  'backup-k8s': 'Kubernetes backups',
-};
+export const notBuilt: Record<string, string> = {};

@@ -86,6 +86,8 @@ export interface FakeKube {
   aggregatedDown: boolean;
   /** Continue tokens issued before this moment answer 410 Expired. */
   expireTokensBefore: number;
+  /** The next list request with a continue token answers 410 Expired (once). */
+  expireNextContinue: boolean;
   /** Requests, as `METHOD path?query`. */
   requests: string[];
   /** Adds objects as they would be after a create (server fields set). */
@@ -99,6 +101,7 @@ export async function startFakeKube(): Promise<FakeKube> {
   const state = {
     aggregatedDown: false,
     expireTokensBefore: 0,
+    expireNextContinue: false,
     requests: [] as string[],
   };
 
@@ -290,7 +293,8 @@ export async function startFakeKube(): Promise<FakeKube> {
           rv: string;
           issued: number;
         };
-        if (decoded.issued < state.expireTokensBefore) {
+        if (decoded.issued < state.expireTokensBefore || state.expireNextContinue) {
+          state.expireNextContinue = false;
           return {
             code: 410,
             body: status(
@@ -445,6 +449,12 @@ export async function startFakeKube(): Promise<FakeKube> {
     },
     set expireTokensBefore(v: number) {
       state.expireTokensBefore = v;
+    },
+    get expireNextContinue() {
+      return state.expireNextContinue;
+    },
+    set expireNextContinue(v: boolean) {
+      state.expireNextContinue = v;
     },
     requests: state.requests,
     seed(group, resource, list) {

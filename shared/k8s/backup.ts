@@ -1,0 +1,276 @@
+import type { Readable } from 'node:stream';
+import * as tar from 'tar-stream';
+import { Catalog } from '../catalog/catalog.ts';
+import { type Manifest, manifestFormat } from '../catalog/manifest.ts';
+import { UserError } from '../errors.ts';
+import { artifactName, writeArtifact } from '../pipeline/artifact.ts';
+import type { Compression } from '../pipeline/compression.ts';
+import type { EncryptionKeys } from '../pipeline/encryption.ts';
+import type { Logger } from '../pipeline/progress.ts';
+import type { Storage } from '../storage/storage.ts';
+import { version } from '../version.ts';
+import { type KubeClient, KubeError } from './client.ts';
+import { type ApiResource, collectionPath, discover, qualifiedName } from './discovery.ts';
+
+/** Which objects a backup takes. Names are globs (`*`, `?`); resources are `deployments.apps` or `pods`. */
+export interface K8sFilters {
+  includeNamespaces: string[];
+  excludeNamespaces: string[];
+  includeResources: string[];
+  excludeResources: string[];
+  labelSelector?: string;
+  /** auto: cluster-scoped resources only when every namespace is included (as Velero). */
+  includeClusterResources: 'auto' | boolean;
+}
+
+export interface K8sBackupOptions {
+  storage: Storage;
+  set: string;
+  client: KubeClient;
+  filters: K8sFilters;
+  compression: Compression;
+  compressionLevel?: number;
+  encryption?: EncryptionKeys;
+  tags: string[];
+  /** Objects per list page (Velero uses 500). */
+  pageSize?: number;
+  logger: Logger;
+  signal?: AbortSignal;
+  progressIntervalMs?: number;
+  now?: () => Date;
+}
+
+export interface K8sFacts {
+  cluster: { server: string; version: string };
+  filters: K8sFilters;
+  /** Objects per resource (`deployments.apps`) and per namespace (`` for cluster-scoped). */
+  counts: { byResource: Record<string, number>; byNamespace: Record<string, number>; total: number };
+  namespaces: string[];
+  /** API groups that were down during discovery: their resources are not in the backup. */
+  unavailableApis: string[];
+}
+
+/** Labels that keep an object out of every backup: Lifeboat's own, and Velero's. */
+export const optOutLabels = ['lifeboat.io/exclude-from-backup', 'velero.io/exclude-from-backup'];
+
+/** Velero's backup format version, written to metadata/version so Velero can read the archive. */
+export const veleroFormatVersion = '1.1.0';
+
+type KubeObject = { metadata?: { name?: string; namespace?: string; labels?: Record<string, string> } };
+type KubeList = { items: KubeObject[]; metadata?: { continue?: string } };
+
+const glob = (pattern: string) =>
+  new RegExp(
+    `^${pattern
+      .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+      .replaceAll('*', '.*')
+      .replaceAll('?', '.')}$`,
+  );
+const matchesAny = (patterns: string[], value: string) => patterns.some((p) => glob(p).test(value));
+
+/** Whether a resource passes include-resources / exclude-resources (plain or qualified names). */
+function resourceWanted(r: ApiResource, filters: K8sFilters): boolean {
+  const names = [r.resource, qualifiedName(r)];
+  const included =
+    filters.includeResources.length === 0 || names.some((n) => matchesAny(filters.includeResources, n));
+  return included && !names.some((n) => matchesAny(filters.excludeResources, n));
+}
+
+/**
+ * Every object of a collection, page by page (`limit`/`continue`); when the continue token
+ * has expired (410) the list starts again, and `seen` keeps objects already yielded from
+ * being yielded twice.
+ */
+async function* listAll(
+  client: KubeClient,
+  path: string,
+  query: Record<string, string>,
+  pageSize: number,
+  logger: Logger,
+  signal?: AbortSignal,
+): AsyncGenerator<KubeObject> {
+  const seen = new Set<string>();
+  let token: string | undefined;
+  for (let restarts = 0; ; ) {
+    const params = new URLSearchParams({
+      ...query,
+      limit: String(pageSize),
+      ...(token ? { continue: token } : {}),
+    });
+    let page: KubeList;
+    try {
+      page = await client.get<KubeList>(`${path}?${params}`, signal);
+    } catch (error) {
+      if (error instanceof KubeError && error.code === 410 && restarts < 5) {
+        restarts++;
+        logger.warn(`${path}: the list's continue token expired (410); listing again from the start`);
+        token = undefined;
+        continue;
+      }
+      throw error;
+    }
+    for (const item of page.items) {
+      const key = `${item.metadata?.namespace ?? ''}/${item.metadata?.name}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      yield item;
+    }
+    token = page.metadata?.continue || undefined;
+    if (!token) return;
+  }
+}
+
+/**
+ * Backs up a cluster's resources the way Velero lays them out — `metadata/version`,
+ * `resources/<resource>.<group>/namespaces/<ns>/<name>.json` and `.../cluster/<name>.json`
+ * — each object exactly as the server returned it, streamed into one compressed (and
+ * optionally encrypted) tar archive; the manifest records counts per resource and
+ * namespace, the cluster version and the filters.
+ */
+export async function backupK8s(options: K8sBackupOptions): Promise<Manifest> {
+  const { client, filters, logger } = options;
+  const now = options.now ?? (() => new Date());
+  const cluster = await client.get<{ gitVersion: string }>('/version', options.signal);
+  const { resources, skipped } = await discover(client, logger, options.signal);
+  const namespaceList = await client.get<KubeList>('/api/v1/namespaces', options.signal);
+  const allNamespaces = namespaceList.items.map((n) => n.metadata!.name!);
+  const everyNamespace =
+    (filters.includeNamespaces.length === 0 || filters.includeNamespaces.includes('*')) &&
+    filters.excludeNamespaces.length === 0;
+  const namespaces = allNamespaces.filter(
+    (n) =>
+      (filters.includeNamespaces.length === 0 || matchesAny(filters.includeNamespaces, n)) &&
+      !matchesAny(filters.excludeNamespaces, n),
+  );
+  if (namespaces.length === 0 && filters.includeNamespaces.length > 0) {
+    throw new UserError(
+      `include-namespaces: ${filters.includeNamespaces.join(', ')} matches no namespace; the cluster has: ${allNamespaces.join(', ')}`,
+    );
+  }
+  const clusterScoped =
+    filters.includeClusterResources === 'auto' ? everyNamespace : filters.includeClusterResources;
+  const chosen = resources.filter((r) => resourceWanted(r, filters));
+  if (!options.encryption && chosen.some((r) => r.resource === 'secrets' && r.group === '')) {
+    logger.warn('Secrets are backed up without encryption: give age-recipients to encrypt the archive');
+  }
+  await options.storage.check();
+  const catalog = new Catalog(options.storage);
+  const started = now();
+  const pending = await catalog.begin(options.set, 'exclude-storage', started);
+  logger.info(
+    `backup ${options.set}/${pending.id}: ${namespaces.length} namespace(s), ${chosen.length} resource type(s) from ${client.server} (${cluster.gitVersion}) → ${options.storage.url}`,
+  );
+  const counts: K8sFacts['counts'] = { byResource: {}, byNamespace: {}, total: 0 };
+  const pack = tar.pack();
+  const add = (name: string, text: string) =>
+    new Promise<void>((resolve, reject) => {
+      pack.entry({ name, mode: 0o644, mtime: started }, text, (error) => (error ? reject(error) : resolve()));
+    });
+  const selectedNamespaces = new Set(namespaces);
+  const feed = async () => {
+    await add('metadata/version', `${veleroFormatVersion}\n`);
+    for (const r of chosen) {
+      if (!r.namespaced && !clusterScoped && r.resource !== 'namespaces') continue;
+      const folder = `resources/${qualifiedName(r)}`;
+      const query: Record<string, string> = filters.labelSelector
+        ? { labelSelector: filters.labelSelector }
+        : {};
+      const paths =
+        !r.namespaced || everyNamespace ? [collectionPath(r)] : namespaces.map((n) => collectionPath(r, n));
+      for (const path of paths) {
+        // Namespaces are taken whole for the selected ones, whatever the label selector.
+        const pathQuery = r.resource === 'namespaces' && r.group === '' ? {} : query;
+        for await (const obj of listAll(
+          client,
+          path,
+          pathQuery,
+          options.pageSize ?? 500,
+          logger,
+          options.signal,
+        )) {
+          const name = obj.metadata?.name ?? '';
+          const ns = obj.metadata?.namespace;
+          if (r.resource === 'namespaces' && r.group === '' && !selectedNamespaces.has(name)) continue;
+          if (r.namespaced && !selectedNamespaces.has(ns ?? '')) continue;
+          if (optOutLabels.some((label) => obj.metadata?.labels?.[label] === 'true')) continue;
+          await add(
+            r.namespaced ? `${folder}/namespaces/${ns}/${name}.json` : `${folder}/cluster/${name}.json`,
+            JSON.stringify(obj),
+          );
+          const q = qualifiedName(r);
+          counts.byResource[q] = (counts.byResource[q] ?? 0) + 1;
+          counts.byNamespace[ns ?? ''] = (counts.byNamespace[ns ?? ''] ?? 0) + 1;
+          counts.total++;
+        }
+      }
+    }
+    pack.finalize();
+  };
+  const feeding = feed().catch((error) => {
+    pack.destroy(error);
+    throw error;
+  });
+  const name = artifactName('resources.tar', options.compression, Boolean(options.encryption));
+  let committed = false;
+  try {
+    const [artifact] = await Promise.all([
+      writeArtifact(
+        {
+          storage: options.storage,
+          key: pending.key(name),
+          format: 'tar',
+          source: pack as unknown as Readable,
+          compression: options.compression,
+          compressionLevel: options.compressionLevel,
+          encryption: options.encryption,
+          logger,
+          label: 'archived',
+          progressIntervalMs: options.progressIntervalMs,
+          signal: options.signal,
+        },
+        name,
+      ),
+      feeding,
+    ]);
+    const facts: K8sFacts = {
+      cluster: { server: client.server, version: cluster.gitVersion },
+      filters,
+      counts,
+      namespaces,
+      unavailableApis: skipped,
+    };
+    const manifest: Manifest = {
+      format: manifestFormat,
+      id: pending.id,
+      set: options.set,
+      kind: 'k8s',
+      mode: 'exclude-storage',
+      startedAt: started.toISOString(),
+      finishedAt: now().toISOString(),
+      tool: { name: 'lifeboat', version },
+      source: { server: client.server, version: cluster.gitVersion, namespaces },
+      artifacts: [artifact],
+      contents: {
+        included: [
+          `${counts.total} objects of ${Object.keys(counts.byResource).length} resource types in ${namespaces.length} namespace(s)${clusterScoped ? ', with cluster-scoped resources' : ''}`,
+        ],
+        excluded: [
+          'volume data (mode exclude-storage)',
+          ...(clusterScoped ? [] : ['cluster-scoped resources (not every namespace is included)']),
+          ...(filters.labelSelector
+            ? [`objects not matching the label selector ${filters.labelSelector}`]
+            : []),
+          `objects labelled ${optOutLabels.map((l) => `${l}=true`).join(' or ')}`,
+          ...skipped.map((api) => `${api}: its API was unavailable`),
+        ],
+      },
+      facts: facts as unknown as Record<string, unknown>,
+      tags: options.tags,
+    };
+    await catalog.commit(pending, manifest);
+    committed = true;
+    return manifest;
+  } finally {
+    if (!committed) await catalog.abandon(pending).catch(() => {});
+  }
+}

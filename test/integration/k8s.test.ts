@@ -1,0 +1,241 @@
+/**
+ * backup-k8s against the fake kube-apiserver: discovery (subresources skipped, duplicate
+ * events kept once, a down aggregated API warned about), Velero's archive layout with each
+ * object byte-for-byte as served, filters, paging with an expired continue token, and the
+ * manifest's counts.
+ */
+import assert from 'node:assert/strict';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { after, before, describe, test } from 'node:test';
+import zlib from 'node:zlib';
+import * as tar from 'tar-stream';
+import type { Manifest } from '../../shared/catalog/manifest.ts';
+import { backupK8s, type K8sFacts, type K8sFilters } from '../../shared/k8s/backup.ts';
+import { KubeClient } from '../../shared/k8s/client.ts';
+import { openStorage } from '../../shared/storage/open.ts';
+import { type FakeKube, fakeKubeconfig, startFakeKube } from '../fakes/kube-apiserver.ts';
+import { tempDir } from '../harness/servers.ts';
+
+let fake: FakeKube;
+let work: string;
+let client: KubeClient;
+const warnings: string[] = [];
+const logger = { info() {}, warn: (m: string) => warnings.push(m) };
+
+const allFilters: K8sFilters = {
+  includeNamespaces: [],
+  excludeNamespaces: [],
+  includeResources: [],
+  excludeResources: [],
+  includeClusterResources: 'auto',
+};
+
+before(async () => {
+  fake = await startFakeKube();
+  work = await tempDir('k8s');
+  const kubeconfig = path.join(work, 'kubeconfig');
+  await fs.writeFile(kubeconfig, fakeKubeconfig(fake.url));
+  client = await KubeClient.open(kubeconfig);
+  fake.seed('', 'namespaces', [
+    { metadata: { name: 'shop' } },
+    { metadata: { name: 'shop-staging' } },
+    { metadata: { name: 'kube-system' } },
+  ]);
+  fake.seed('apps', 'deployments', [
+    {
+      metadata: { name: 'web', namespace: 'shop', labels: { app: 'web' } },
+      spec: { replicas: 3, extra: { 'unknown-field': [1, { deep: true }] } },
+    },
+    { metadata: { name: 'api', namespace: 'shop-staging', labels: { app: 'api' } }, spec: { replicas: 1 } },
+    { metadata: { name: 'coredns', namespace: 'kube-system' }, spec: {} },
+  ]);
+  fake.seed(
+    '',
+    'configmaps',
+    Array.from({ length: 7 }, (_, i) => ({
+      metadata: { name: `cm-${i}`, namespace: 'shop', labels: { app: i % 2 ? 'web' : 'db' } },
+      data: { i: String(i), emoji: '🐳' },
+    })),
+  );
+  fake.seed('', 'configmaps', [
+    {
+      metadata: { name: 'scratch', namespace: 'shop', labels: { 'lifeboat.io/exclude-from-backup': 'true' } },
+      data: {},
+    },
+  ]);
+  fake.seed('', 'secrets', [
+    { metadata: { name: 'db-password', namespace: 'shop' }, type: 'Opaque', data: { password: 'c2VjcmV0' } },
+  ]);
+  fake.seed('', 'events', [{ metadata: { name: 'web.1', namespace: 'shop' }, reason: 'Scheduled' }]);
+  fake.seed('rbac.authorization.k8s.io', 'clusterroles', [{ metadata: { name: 'reader' }, rules: [] }]);
+  fake.seed('apiextensions.k8s.io', 'customresourcedefinitions', [
+    {
+      metadata: { name: 'widgets.example.com' },
+      spec: {
+        group: 'example.com',
+        scope: 'Namespaced',
+        names: { plural: 'widgets', singular: 'widget', kind: 'Widget' },
+        versions: [{ name: 'v1', served: true, storage: true }],
+      },
+    },
+  ]);
+  fake.seed('example.com', 'widgets', [
+    { metadata: { name: 'blue', namespace: 'shop' }, spec: { size: 'L' } },
+  ]);
+});
+
+after(async () => {
+  await fake?.stop();
+  await fs.rm(work, { recursive: true, force: true });
+});
+
+async function backup(set: string, filters: Partial<K8sFilters> = {}, extra: { pageSize?: number } = {}) {
+  return backupK8s({
+    storage: openStorage(path.join(work, 'backups')),
+    set,
+    client,
+    filters: { ...allFilters, ...filters },
+    compression: 'zstd',
+    tags: [],
+    logger,
+    ...extra,
+  });
+}
+
+/** The archive's entries, name → text. */
+async function entries(manifest: Manifest): Promise<Map<string, string>> {
+  const file = path.join(work, 'backups', manifest.set, manifest.id, manifest.artifacts[0]!.name);
+  const plain = zlib.zstdDecompressSync(await fs.readFile(file));
+  const out = new Map<string, string>();
+  const extract = tar.extract();
+  const done = new Promise<void>((resolve, reject) => {
+    extract.on('entry', (header, stream, next) => {
+      const chunks: Buffer[] = [];
+      stream.on('data', (c) => chunks.push(c as Buffer));
+      stream.on('end', () => {
+        out.set(header.name, Buffer.concat(chunks).toString('utf8'));
+        next();
+      });
+    });
+    extract.on('finish', resolve);
+    extract.on('error', reject);
+  });
+  Readable.from([plain]).pipe(extract);
+  await done;
+  return out;
+}
+
+describe('a whole-cluster backup', () => {
+  let manifest: Manifest;
+  let archive: Map<string, string>;
+  before(async () => {
+    fake.aggregatedDown = true;
+    warnings.length = 0;
+    manifest = await backup('cluster');
+    fake.aggregatedDown = false;
+    archive = await entries(manifest);
+  });
+
+  test("follows Velero's layout, each object exactly as the server returned it", () => {
+    assert.equal(archive.get('metadata/version'), '1.1.0\n');
+    const web = archive.get('resources/deployments.apps/namespaces/shop/web.json')!;
+    assert.deepEqual(JSON.parse(web), fake.objects.get('apps/deployments/shop/web'));
+    assert.ok(web.includes('"unknown-field":[1,{"deep":true}]'), 'no field lost to a typed model');
+    assert.ok(archive.has('resources/namespaces/cluster/shop.json'));
+    assert.ok(archive.has('resources/clusterroles.rbac.authorization.k8s.io/cluster/reader.json'));
+    assert.ok(
+      archive.has(
+        'resources/customresourcedefinitions.apiextensions.k8s.io/cluster/widgets.example.com.json',
+      ),
+    );
+    assert.ok(archive.has('resources/widgets.example.com/namespaces/shop/blue.json'), 'custom resources too');
+    assert.ok(archive.has('resources/configmaps/namespaces/shop/cm-0.json'));
+    assert.equal(JSON.parse(archive.get('resources/configmaps/namespaces/shop/cm-3.json')!).data.emoji, '🐳');
+  });
+
+  test('subresources are skipped, events kept once, the opt-out label honoured', () => {
+    assert.ok(![...archive.keys()].some((k) => k.includes('/status') || k.includes('scale')));
+    assert.ok(archive.has('resources/events/namespaces/shop/web.1.json'));
+    assert.ok(![...archive.keys()].some((k) => k.startsWith('resources/events.events.k8s.io/')));
+    assert.ok(!archive.has('resources/configmaps/namespaces/shop/scratch.json'));
+  });
+
+  test('the manifest counts objects per resource and namespace, and names what was left out', () => {
+    const facts = manifest.facts as unknown as K8sFacts;
+    assert.equal(manifest.kind, 'k8s');
+    assert.equal(manifest.mode, 'exclude-storage');
+    assert.match(manifest.id, /-backup-exclude-storage$/);
+    assert.equal(facts.counts.byResource['deployments.apps'], 3);
+    assert.equal(facts.counts.byResource.configmaps, 7);
+    assert.equal(facts.counts.byNamespace.shop, 1 + 7 + 1 + 1 + 1);
+    assert.equal(facts.counts.total, [...archive.keys()].length - 1);
+    assert.equal(facts.cluster.version, 'v1.31.2-fake');
+    assert.deepEqual(facts.unavailableApis, ['metrics.k8s.io/v1beta1']);
+    assert.ok(manifest.contents.excluded.some((e) => e.includes('metrics.k8s.io/v1beta1')));
+  });
+
+  test('warns about the down aggregated API and about unencrypted Secrets', () => {
+    assert.ok(warnings.some((w) => /metrics\.k8s\.io\/v1beta1 is unavailable \(503/.test(w)));
+    assert.ok(warnings.some((w) => /Secrets are backed up without encryption/.test(w)));
+  });
+});
+
+describe('filters and paging', () => {
+  test('namespaces by glob: no cluster-scoped resources but the selected Namespace objects', async () => {
+    const archive = await entries(
+      await backup('shops', { includeNamespaces: ['shop*'], excludeNamespaces: ['*-staging'] }),
+    );
+    const keys = [...archive.keys()];
+    assert.ok(keys.includes('resources/namespaces/cluster/shop.json'));
+    assert.ok(!keys.includes('resources/namespaces/cluster/kube-system.json'));
+    assert.ok(!keys.some((k) => k.includes('/cluster/') && !k.startsWith('resources/namespaces/')));
+    assert.ok(
+      !keys.some((k) => k.includes('/namespaces/shop-staging/') || k.includes('/namespaces/kube-system/')),
+    );
+  });
+
+  test('resources and a label selector', async () => {
+    const archive = await entries(
+      await backup('web-only', {
+        includeResources: ['configmaps', 'deployments.apps'],
+        labelSelector: 'app=web',
+      }),
+    );
+    const objects = [...archive.keys()].filter(
+      (k) => k.startsWith('resources/') && !k.startsWith('resources/namespaces/'),
+    );
+    assert.deepEqual(objects.sort(), [
+      'resources/configmaps/namespaces/shop/cm-1.json',
+      'resources/configmaps/namespaces/shop/cm-3.json',
+      'resources/configmaps/namespaces/shop/cm-5.json',
+      'resources/deployments.apps/namespaces/shop/web.json',
+    ]);
+    const noEvents = await entries(await backup('no-events', { excludeResources: ['events', 'secrets'] }));
+    assert.ok(
+      ![...noEvents.keys()].some(
+        (k) => k.startsWith('resources/events/') || k.startsWith('resources/secrets/'),
+      ),
+    );
+  });
+
+  test('pages of 2, and a continue token that expires mid-list, still give every object once', async () => {
+    fake.requests.length = 0;
+    fake.expireNextContinue = true;
+    warnings.length = 0;
+    const manifest = await backup('paged', { includeResources: ['configmaps'] }, { pageSize: 2 });
+    const archive = await entries(manifest);
+    assert.equal([...archive.keys()].filter((k) => k.startsWith('resources/configmaps/')).length, 7);
+    assert.equal((manifest.facts as unknown as K8sFacts).counts.byResource.configmaps, 7);
+    assert.ok(fake.requests.some((r) => /configmaps\?limit=2&continue=/.test(r)));
+    assert.ok(warnings.some((w) => /continue token expired \(410\); listing again/.test(w)));
+  });
+
+  test('a namespace glob that matches nothing is refused, naming the namespaces there are', async () => {
+    await assert.rejects(
+      backup('none', { includeNamespaces: ['prod-*'] }),
+      /include-namespaces: prod-\* matches no namespace; the cluster has: .*shop/,
+    );
+  });
+});
