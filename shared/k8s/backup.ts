@@ -1,9 +1,9 @@
-import type { Readable } from 'node:stream';
 import * as tar from 'tar-stream';
 import { Catalog } from '../catalog/catalog.ts';
 import { type Manifest, manifestFormat } from '../catalog/manifest.ts';
 import { UserError } from '../errors.ts';
 import { artifactName, writeArtifact } from '../pipeline/artifact.ts';
+import { Coalescer } from '../pipeline/buffers.ts';
 import type { Compression } from '../pipeline/compression.ts';
 import type { EncryptionKeys } from '../pipeline/encryption.ts';
 import type { Logger } from '../pipeline/progress.ts';
@@ -162,6 +162,9 @@ export async function backupK8s(options: K8sBackupOptions): Promise<Manifest> {
   );
   const counts: K8sFacts['counts'] = { byResource: {}, byNamespace: {}, total: 0 };
   const pack = tar.pack();
+  // Objects are small: gather them into large chunks before compression.
+  const archive = new Coalescer();
+  pack.pipe(archive);
   const add = (name: string, text: string) =>
     new Promise<void>((resolve, reject) => {
       pack.entry({ name, mode: 0o644, mtime: started }, text, (error) => (error ? reject(error) : resolve()));
@@ -208,6 +211,7 @@ export async function backupK8s(options: K8sBackupOptions): Promise<Manifest> {
   };
   const feeding = feed().catch((error) => {
     pack.destroy(error);
+    archive.destroy(error);
     throw error;
   });
   const name = artifactName('resources.tar', options.compression, Boolean(options.encryption));
@@ -219,7 +223,7 @@ export async function backupK8s(options: K8sBackupOptions): Promise<Manifest> {
           storage: options.storage,
           key: pending.key(name),
           format: 'tar',
-          source: pack as unknown as Readable,
+          source: archive,
           compression: options.compression,
           compressionLevel: options.compressionLevel,
           encryption: options.encryption,

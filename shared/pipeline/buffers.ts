@@ -1,5 +1,35 @@
+import { Transform, type TransformCallback } from 'node:stream';
+
 /**
  * The chunk size every streaming stage uses. Small enough that the buffers in flight across
  * all stages stay a few MiB, large enough that per-chunk overhead is negligible.
  */
 export const chunkBytes = 256 * 1024;
+
+/**
+ * Gathers many small writes (an archive of small entries) into chunks of about `chunkBytes`,
+ * so the compressor works on large buffers instead of allocating one per small write.
+ */
+export class Coalescer extends Transform {
+  private parts: Buffer[] = [];
+  private size = 0;
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, done: TransformCallback): void {
+    this.parts.push(chunk);
+    this.size += chunk.length;
+    if (this.size >= chunkBytes) this.flushParts();
+    done();
+  }
+
+  override _flush(done: TransformCallback): void {
+    this.flushParts();
+    done();
+  }
+
+  private flushParts(): void {
+    if (this.size === 0) return;
+    this.push(Buffer.concat(this.parts, this.size));
+    this.parts = [];
+    this.size = 0;
+  }
+}
