@@ -1,3 +1,6 @@
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import {
   InputCollector,
   parseBoolean,
@@ -14,6 +17,8 @@ import type { Manifest } from '../catalog/manifest.ts';
 import { type EbsRestoreOptions, restoreEbs } from '../ebs/restore.ts';
 import { UserError } from '../errors.ts';
 import { restoreFiles } from '../files/restore.ts';
+import { KubeClient } from '../k8s/client.ts';
+import { type ExistingPolicy, type K8sRestoreOptions, restoreK8s } from '../k8s/restore.ts';
 import { connectionInputs, describeTarget, type MysqlTarget, parseConnection } from '../mysql/connection.ts';
 import { type IfExists, restoreMysql } from '../mysql/restore.ts';
 import type { DecryptionKeys } from '../pipeline/encryption.ts';
@@ -49,6 +54,31 @@ interface Options extends CommonOptions {
   ifExists: IfExists;
   parallel: number;
   ebs: Omit<EbsRestoreOptions, 'manifest' | 'dryRun' | 'logger' | 'signal'>;
+  k8s: Omit<
+    K8sRestoreOptions,
+    'storage' | 'manifest' | 'keys' | 'client' | 'dryRun' | 'logger' | 'signal'
+  > & {
+    kubeconfig?: string;
+    context?: string;
+    reportFile?: string;
+  };
+}
+
+const existingPolicies: ExistingPolicy[] = ['skip', 'update', 'recreate'];
+
+/** `prod=prod-restore-test, web=web2` into a map of namespaces. */
+function parseNamespaceMapping(value: string | undefined): Map<string, string> {
+  const map = new Map<string, string>();
+  for (const pair of splitList(value)) {
+    const m = /^([a-z0-9-]+)=([a-z0-9-]+)$/.exec(pair.trim());
+    if (!m) {
+      throw new UserError(
+        `namespace-mapping: '${pair}' is not accepted; accepted: source=target namespace pairs, e.g. prod=prod-restore-test`,
+      );
+    }
+    map.set(m[1]!, m[2]!);
+  }
+  return map;
 }
 
 const ifExistsModes: IfExists[] = ['fail', 'replace', 'skip'];
@@ -171,6 +201,7 @@ export const restoreCommand = defineCommand<Options>({
     { name: 'bytes', description: 'Bytes of content restored.' },
     { name: 'duration-seconds', description: 'How long the restore took.' },
     { name: 'result', description: 'What was restored, as JSON.' },
+    { name: 'report', description: 'k8s backups: the path of the JSON report with a result per object.' },
   ],
   parse(read) {
     const c = new InputCollector();
@@ -201,6 +232,17 @@ export const restoreCommand = defineCommand<Options>({
         ),
         pollIntervalMs: c.field(() => parseDuration('poll-interval', read('poll-interval'), '5s') * 1000),
       },
+      k8s: {
+        kubeconfig: read('kubeconfig')?.trim() || undefined,
+        context: read('context')?.trim() || undefined,
+        namespaceMapping: c.field(() => parseNamespaceMapping(read('namespace-mapping'))),
+        includeNamespaces: splitList(read('include-namespaces')),
+        excludeNamespaces: splitList(read('exclude-namespaces')),
+        includeResources: splitList(read('include-resources')),
+        excludeResources: splitList(read('exclude-resources')),
+        existing: c.field(() => parseChoice('existing', read('existing'), existingPolicies, 'skip')),
+        reportFile: read('report-file')?.trim() || undefined,
+      },
       timeoutSeconds: c.field(() => parseTimeout(read, '6h')),
       progressIntervalMs: c.field(() => parseProgress(read)),
     };
@@ -217,9 +259,10 @@ export const restoreCommand = defineCommand<Options>({
     );
     if (manifest.kind === 'mysql') return restoreMysqlBackup(options, manifest, uri, started, logger, signal);
     if (manifest.kind === 'ebs') return restoreEbsBackup(options, manifest, uri, started, logger, signal);
+    if (manifest.kind === 'k8s') return restoreK8sBackup(options, manifest, uri, started, logger, signal);
     if (manifest.kind !== 'files') {
       throw new UserError(
-        `backup: '${manifest.id}' is a ${manifest.kind} backup; restoring ${manifest.kind} backups is not built yet (only files, mysql and ebs)`,
+        `backup: '${manifest.id}' is a ${manifest.kind} backup; restoring ${manifest.kind} backups is not built yet (only files, mysql, ebs and k8s)`,
       );
     }
     const target = requireInput('target', options.target, 'the folder to restore the files into');
@@ -353,5 +396,82 @@ async function restoreEbsBackup(
         `In ${where}; ${result.swapped ? `swapped in; the replaced volumes were ${result.oldVolumesDeleted ? 'deleted' : 'kept and tagged lifeboat:replaced-by'}` : 'not attached (swap: false)'}; ${seconds.toFixed(1)} s.`,
       ],
     },
+  };
+}
+
+async function restoreK8sBackup(
+  options: Options,
+  manifest: Manifest,
+  uri: string,
+  started: number,
+  logger: Logger,
+  signal: AbortSignal,
+): Promise<CommandResult> {
+  const { kubeconfig, context, reportFile, ...k8s } = options.k8s;
+  const client = await KubeClient.open(kubeconfig, context);
+  const result = await restoreK8s({
+    ...k8s,
+    storage: options.storage,
+    manifest,
+    keys: options.keys,
+    client,
+    dryRun: options.dryRun,
+    logger,
+    signal,
+    progressIntervalMs: options.progressIntervalMs,
+  });
+  const seconds = (Date.now() - started) / 1000;
+  const report = path.resolve(
+    reportFile ??
+      path.join(
+        process.env.RUNNER_TEMP || os.tmpdir(),
+        `lifeboat-restore-${manifest.set}-${manifest.id}.json`,
+      ),
+  );
+  await fs.mkdir(path.dirname(report), { recursive: true });
+  await fs.writeFile(
+    report,
+    `${JSON.stringify({ backupId: manifest.id, set: manifest.set, server: client.server, dryRun: options.dryRun, ...result }, null, 2)}\n`,
+  );
+  const c = result.counts;
+  const line = `${c.created} created, ${c.updated} updated, ${c.recreated} recreated, ${c.skipped} skipped, ${c.failed} failed`;
+  logger.info(`${options.dryRun ? 'dry run (nothing stored): ' : ''}${line}; report ${report}`);
+  const failures = result.objects.filter((o) => o.outcome === 'failed');
+  return {
+    outputs: {
+      'backup-id': manifest.id,
+      uri,
+      target: client.server,
+      bytes: '0',
+      'duration-seconds': seconds.toFixed(1),
+      result: JSON.stringify({
+        backupId: manifest.id,
+        set: manifest.set,
+        kind: manifest.kind,
+        dryRun: options.dryRun,
+        counts: c,
+        byResource: result.byResource,
+      }),
+      report,
+    },
+    summary: {
+      heading: `${options.dryRun ? 'Dry-run restore' : 'Restore'} of ${manifest.set}/${manifest.id}`,
+      table: [
+        ['Resource', 'Restored'],
+        ...Object.entries(result.byResource).map(([r, n]) => [r, String(n)]),
+        ...failures
+          .slice(0, 20)
+          .map((f) => [
+            `${f.resource} ${f.namespace ? `${f.namespace}/` : ''}${f.name}`,
+            `FAILED: ${f.reason}`,
+          ]),
+      ],
+      notes: [`Into ${client.server}: ${line}; ${seconds.toFixed(1)} s. A result per object: ${report}.`],
+    },
+    failed: failures.length
+      ? [
+          `restore: ${failures.length} object(s) failed (first: ${failures[0]!.resource} ${failures[0]!.name}: ${failures[0]!.reason}); see ${report}`,
+        ]
+      : undefined,
   };
 }

@@ -11,6 +11,7 @@ import type { Storage } from '../storage/storage.ts';
 import { version } from '../version.ts';
 import { type KubeClient, KubeError } from './client.ts';
 import { type ApiResource, collectionPath, discover, qualifiedName } from './discovery.ts';
+import { compareForRestore } from './order.ts';
 
 /** Which objects a backup takes. Names are globs (`*`, `?`); resources are `deployments.apps` or `pods`. */
 export interface K8sFilters {
@@ -149,7 +150,10 @@ export async function backupK8s(options: K8sBackupOptions): Promise<Manifest> {
   }
   const clusterScoped =
     filters.includeClusterResources === 'auto' ? everyNamespace : filters.includeClusterResources;
-  const chosen = resources.filter((r) => resourceWanted(r, filters));
+  // In restore order, so that a restore streams the archive in one pass.
+  const chosen = resources
+    .filter((r) => resourceWanted(r, filters))
+    .sort((a, b) => compareForRestore(qualifiedName(a), qualifiedName(b)));
   if (!options.encryption && chosen.some((r) => r.resource === 'secrets' && r.group === '')) {
     logger.warn('Secrets are backed up without encryption: give age-recipients to encrypt the archive');
   }

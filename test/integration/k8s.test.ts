@@ -14,6 +14,7 @@ import * as tar from 'tar-stream';
 import type { Manifest } from '../../shared/catalog/manifest.ts';
 import { backupK8s, type K8sFacts, type K8sFilters } from '../../shared/k8s/backup.ts';
 import { KubeClient } from '../../shared/k8s/client.ts';
+import { restoredLabel, restoreK8s } from '../../shared/k8s/restore.ts';
 import { openStorage } from '../../shared/storage/open.ts';
 import { type FakeKube, fakeKubeconfig, startFakeKube } from '../fakes/kube-apiserver.ts';
 import { tempDir } from '../harness/servers.ts';
@@ -237,5 +238,154 @@ describe('filters and paging', () => {
       backup('none', { includeNamespaces: ['prod-*'] }),
       /include-namespaces: prod-\* matches no namespace; the cluster has: .*shop/,
     );
+  });
+});
+
+describe('restore', () => {
+  let manifest: Manifest;
+  before(async () => {
+    fake.seed('', 'services', [
+      {
+        metadata: { name: 'web', namespace: 'shop' },
+        spec: {
+          type: 'NodePort',
+          clusterIP: '10.96.0.12',
+          clusterIPs: ['10.96.0.12'],
+          ports: [{ port: 80, nodePort: 30080 }],
+        },
+      },
+      { metadata: { name: 'db', namespace: 'shop' }, spec: { clusterIP: 'None', ports: [{ port: 5432 }] } },
+    ]);
+    fake.seed('', 'pods', [
+      {
+        metadata: {
+          name: 'web-1',
+          namespace: 'shop',
+          ownerReferences: [{ kind: 'ReplicaSet', name: 'web-x' }],
+        },
+        spec: { nodeName: 'node-3' },
+        status: { phase: 'Running' },
+      },
+      { metadata: { name: 'migrate-1', namespace: 'shop' }, spec: {}, status: { phase: 'Succeeded' } },
+    ]);
+    fake.seed('', 'secrets', [
+      {
+        metadata: { name: 'default-token-x', namespace: 'shop' },
+        type: 'kubernetes.io/service-account-token',
+        data: {},
+      },
+    ]);
+    fake.seed('batch', 'jobs', [
+      {
+        metadata: { name: 'done', namespace: 'shop' },
+        spec: {},
+        status: { conditions: [{ type: 'Complete', status: 'True' }] },
+      },
+    ]);
+    manifest = await backup('for-restore', { includeNamespaces: ['shop'] });
+  });
+
+  async function restore(extra: Partial<Parameters<typeof restoreK8s>[0]> = {}, into = client) {
+    return restoreK8s({
+      storage: openStorage(path.join(work, 'backups')),
+      manifest,
+      client: into,
+      namespaceMapping: new Map([['shop', 'shop-restored']]),
+      includeNamespaces: [],
+      excludeNamespaces: [],
+      includeResources: [],
+      excludeResources: [],
+      existing: 'skip',
+      dryRun: false,
+      crdWaitMs: 5000,
+      logger,
+      ...extra,
+    });
+  }
+
+  test('into a mapped namespace: server fields stripped, per-kind fixes, the restore label, skips with reasons', async () => {
+    const result = await restore();
+    assert.equal(
+      result.counts.failed,
+      0,
+      JSON.stringify(result.objects.filter((o) => o.outcome === 'failed')),
+    );
+    const web = fake.objects.get('apps/deployments/shop-restored/web')!;
+    const source = fake.objects.get('apps/deployments/shop/web')!;
+    assert.notEqual(web.metadata.uid, source.metadata.uid);
+    assert.deepEqual(web.spec, source.spec);
+    assert.equal(web.metadata.labels![restoredLabel], manifest.id);
+    const svc = fake.objects.get('/services/shop-restored/web')!;
+    assert.equal((svc.spec as { clusterIP?: string }).clusterIP, undefined);
+    assert.equal((svc.spec as { ports: { nodePort?: number }[] }).ports[0]!.nodePort, undefined);
+    assert.equal(
+      (fake.objects.get('/services/shop-restored/db')!.spec as { clusterIP: string }).clusterIP,
+      'None',
+    );
+    const pod = fake.objects.get('/pods/shop-restored/web-1')!;
+    assert.equal((pod.spec as { nodeName?: string }).nodeName, undefined);
+    assert.equal(pod.metadata.ownerReferences, undefined);
+    assert.equal(pod.status, undefined);
+    const reasons = Object.fromEntries(
+      result.objects.filter((o) => o.outcome === 'skipped').map((o) => [`${o.resource}/${o.name}`, o.reason]),
+    );
+    assert.match(reasons['pods/migrate-1']!, /finished pod/);
+    assert.match(reasons['jobs.batch/done']!, /finished job/);
+    assert.match(reasons['secrets/default-token-x']!, /service-account token/);
+    assert.match(reasons['events/web.1']!, /never restored/);
+    assert.ok(fake.objects.has('/namespaces//shop-restored'));
+    assert.equal(result.byResource['deployments.apps'], 1);
+  });
+
+  test('existing objects: skipped, updated or recreated as asked', async () => {
+    const again = await restore();
+    assert.equal(again.counts.created, 0);
+    assert.ok(
+      again.objects.some(
+        (o) => o.resource === 'configmaps' && o.outcome === 'skipped' && /exists/.test(o.reason!),
+      ),
+    );
+    const updated = await restore({ existing: 'update', includeResources: ['configmaps'] });
+    assert.equal(updated.counts.updated, 7);
+    const uid = fake.objects.get('/configmaps/shop-restored/cm-0')!.metadata.uid;
+    const recreated = await restore({ existing: 'recreate', includeResources: ['configmaps'] });
+    assert.equal(recreated.counts.recreated, 7);
+    assert.notEqual(fake.objects.get('/configmaps/shop-restored/cm-0')!.metadata.uid, uid);
+  });
+
+  test("a dry run uses the server's own dry run and stores nothing", async () => {
+    const before = fake.objects.size;
+    const result = await restore({ namespaceMapping: new Map([['shop', 'shop-dry']]), dryRun: true });
+    assert.equal(fake.objects.size, before);
+    assert.ok(fake.requests.some((r) => r.startsWith('POST /api/v1/namespaces?dryRun=All')));
+    assert.equal(result.counts.failed, 0);
+    assert.ok(
+      result.objects.some((o) =>
+        /not validated, the namespace shop-dry does not exist yet/.test(o.reason ?? ''),
+      ),
+    );
+  });
+
+  test('into an empty cluster: the CRD first, then its objects once the API serves them', async () => {
+    const empty = await startFakeKube();
+    try {
+      const kubeconfig = path.join(work, 'empty-kubeconfig');
+      await fs.writeFile(kubeconfig, fakeKubeconfig(empty.url));
+      const whole = await backup('whole', {});
+      manifest = whole;
+      const result = await restore({ namespaceMapping: new Map() }, await KubeClient.open(kubeconfig));
+      assert.equal(
+        result.counts.failed,
+        0,
+        JSON.stringify(result.objects.filter((o) => o.outcome === 'failed')),
+      );
+      assert.ok(empty.objects.has('example.com/widgets/shop/blue'));
+      const order = result.objects.map((o) => o.resource);
+      assert.equal(order[0], 'customresourcedefinitions.apiextensions.k8s.io');
+      assert.ok(order.indexOf('namespaces') < order.indexOf('configmaps'));
+      assert.ok(order.indexOf('configmaps') < order.indexOf('deployments.apps'));
+    } finally {
+      await empty.stop();
+    }
   });
 });

@@ -1,0 +1,379 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import * as tar from 'tar-stream';
+import type { Manifest } from '../catalog/manifest.ts';
+import { messageOf, UserError } from '../errors.ts';
+import { readArtifact } from '../pipeline/artifact.ts';
+import type { DecryptionKeys } from '../pipeline/encryption.ts';
+import type { Logger } from '../pipeline/progress.ts';
+import type { Storage } from '../storage/storage.ts';
+import { type KubeClient, KubeError } from './client.ts';
+import { type ApiResource, collectionPath, discover, qualifiedName } from './discovery.ts';
+
+export type ExistingPolicy = 'skip' | 'update' | 'recreate';
+
+export interface K8sRestoreOptions {
+  storage: Storage;
+  manifest: Manifest;
+  keys?: DecryptionKeys;
+  client: KubeClient;
+  /** source namespace → target namespace */
+  namespaceMapping: Map<string, string>;
+  includeNamespaces: string[];
+  excludeNamespaces: string[];
+  includeResources: string[];
+  excludeResources: string[];
+  existing: ExistingPolicy;
+  /** The server's own dry run (dryRun=All): everything is validated, nothing stored. */
+  dryRun: boolean;
+  /** How long to wait for a restored CRD's resources to be served. */
+  crdWaitMs?: number;
+  logger: Logger;
+  signal?: AbortSignal;
+  progressIntervalMs?: number;
+}
+
+export type ObjectOutcome = 'created' | 'updated' | 'recreated' | 'skipped' | 'failed';
+
+export interface ObjectResult {
+  resource: string;
+  namespace?: string;
+  name: string;
+  outcome: ObjectOutcome;
+  /** Why it was skipped or failed. */
+  reason?: string;
+}
+
+export interface K8sRestoreResult {
+  objects: ObjectResult[];
+  counts: Record<ObjectOutcome, number>;
+  /** Restored objects per resource (created, updated or recreated). */
+  byResource: Record<string, number>;
+}
+
+/** The label every restored object carries: the backup it came from. */
+export const restoredLabel = 'lifeboat.io/restored-from';
+
+/** Resources never restored (as Velero): they belong to the cluster that ran them. */
+const neverRestored = new Set(['nodes', 'events', 'events.events.k8s.io']);
+
+type KubeObject = {
+  apiVersion?: string;
+  kind?: string;
+  metadata: Record<string, unknown> & {
+    name: string;
+    namespace?: string;
+    labels?: Record<string, string>;
+    annotations?: Record<string, string>;
+  };
+  spec?: Record<string, unknown>;
+  status?: Record<string, unknown>;
+  type?: string;
+  [k: string]: unknown;
+};
+
+const glob = (pattern: string) =>
+  new RegExp(
+    `^${pattern
+      .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+      .replaceAll('*', '.*')
+      .replaceAll('?', '.')}$`,
+  );
+const matchesAny = (patterns: string[], value: string) => patterns.some((p) => glob(p).test(value));
+
+/** `resources/<qualified>/namespaces/<ns>/<name>.json` or `.../cluster/<name>.json`. */
+export function parseEntry(path: string): { resource: string; namespace?: string; name: string } | undefined {
+  const m = /^resources\/([^/]+)\/(?:namespaces\/([^/]+)|cluster)\/(.+)\.json$/.exec(path);
+  return m ? { resource: m[1]!, namespace: m[2], name: m[3]! } : undefined;
+}
+
+/** Why an object is not restored at all, or undefined. */
+function skipReason(resource: string, obj: KubeObject): string | undefined {
+  if (neverRestored.has(resource)) return `${resource} are never restored`;
+  const phase = obj.status?.phase;
+  if (resource === 'pods' && (phase === 'Succeeded' || phase === 'Failed'))
+    return `a finished pod (${phase})`;
+  const conditions = (obj.status?.conditions ?? []) as { type?: string; status?: string }[];
+  if (
+    resource === 'jobs.batch' &&
+    conditions.some((c) => (c.type === 'Complete' || c.type === 'Failed') && c.status === 'True')
+  )
+    return 'a finished job';
+  if (resource === 'secrets' && obj.type === 'kubernetes.io/service-account-token')
+    return 'a service-account token (the cluster makes a new one)';
+  return undefined;
+}
+
+/**
+ * The object as it should be created: server-owned fields stripped (uid, resourceVersion,
+ * generation, creationTimestamp, deletion fields, selfLink, managedFields, ownerReferences,
+ * status), the per-kind fixes Velero applies, the namespace mapped, and the restore label.
+ */
+export function prepare(
+  resource: string,
+  source: KubeObject,
+  mapping: Map<string, string>,
+  backupId: string,
+): KubeObject {
+  const obj = structuredClone(source);
+  const meta = obj.metadata;
+  for (const field of [
+    'uid',
+    'resourceVersion',
+    'generation',
+    'creationTimestamp',
+    'deletionTimestamp',
+    'deletionGracePeriodSeconds',
+    'selfLink',
+    'managedFields',
+    'ownerReferences',
+    'generateName',
+  ])
+    delete meta[field];
+  delete obj.status;
+  const mapNs = (ns: string | undefined) => (ns === undefined ? ns : (mapping.get(ns) ?? ns));
+  if (meta.namespace) meta.namespace = mapNs(meta.namespace);
+  if (resource === 'namespaces') meta.name = mapNs(meta.name)!;
+  meta.labels = { ...(meta.labels ?? {}), [restoredLabel]: backupId };
+  const spec = obj.spec ?? {};
+  if (resource === 'services') {
+    if (spec.clusterIP !== 'None') {
+      delete spec.clusterIP;
+      delete spec.clusterIPs;
+    }
+    for (const port of (spec.ports ?? []) as Record<string, unknown>[]) delete port.nodePort;
+    delete spec.healthCheckNodePort;
+  }
+  if (resource === 'pods') delete spec.nodeName;
+  if (resource === 'persistentvolumeclaims' && meta.annotations) {
+    for (const a of ['pv.kubernetes.io/bind-completed', 'pv.kubernetes.io/bound-by-controller'])
+      delete meta.annotations[a];
+  }
+  if (resource === 'serviceaccounts') {
+    // Token secrets are made anew by the cluster; references to the old ones would dangle.
+    delete obj.secrets;
+  }
+  if (
+    resource === 'rolebindings.rbac.authorization.k8s.io' ||
+    resource === 'clusterrolebindings.rbac.authorization.k8s.io'
+  ) {
+    for (const subject of (obj.subjects ?? []) as { namespace?: string }[])
+      subject.namespace = mapNs(subject.namespace);
+  }
+  return obj;
+}
+
+/**
+ * Restores a k8s backup in one pass over its archive, which backups write in restore order
+ * (CRDs, namespaces, storage, RBAC, secrets, config maps, pods, …, then the rest). Each
+ * object gets a result; a failure of one object does not stop the others.
+ */
+export async function restoreK8s(options: K8sRestoreOptions): Promise<K8sRestoreResult> {
+  const { manifest, client, logger } = options;
+  const artifact = manifest.artifacts[0]!;
+  let served = (await discover(client, logger, options.signal)).resources;
+  const byName = () => new Map(served.map((r) => [qualifiedName(r), r]));
+  let resources = byName();
+  const results: ObjectResult[] = [];
+  const counts: Record<ObjectOutcome, number> = {
+    created: 0,
+    updated: 0,
+    recreated: 0,
+    skipped: 0,
+    failed: 0,
+  };
+  const byResource: Record<string, number> = {};
+  const ensuredNamespaces = new Set<string>();
+  let lastProgress = Date.now();
+
+  const record = (r: ObjectResult) => {
+    results.push(r);
+    counts[r.outcome]++;
+    if (r.outcome !== 'skipped' && r.outcome !== 'failed')
+      byResource[r.resource] = (byResource[r.resource] ?? 0) + 1;
+    if (r.outcome === 'failed')
+      logger.warn(`failed ${r.resource} ${r.namespace ? `${r.namespace}/` : ''}${r.name}: ${r.reason}`);
+    if (Date.now() - lastProgress > (options.progressIntervalMs ?? 10_000)) {
+      lastProgress = Date.now();
+      logger.info(
+        `restored ${results.length} objects: ${Object.entries(counts)
+          .map(([k, v]) => `${v} ${k}`)
+          .join(', ')}`,
+      );
+    }
+  };
+
+  /** The resource type, waiting for it to be served when it comes from a restored CRD. */
+  const resourceFor = async (name: string): Promise<ApiResource | undefined> => {
+    const deadline = Date.now() + (options.crdWaitMs ?? 60_000);
+    while (!resources.has(name)) {
+      if (Date.now() > deadline || options.dryRun) return undefined;
+      await sleep(1000, undefined, { signal: options.signal });
+      served = (await discover(client, { info() {}, warn() {} }, options.signal)).resources;
+      resources = byName();
+    }
+    return resources.get(name);
+  };
+
+  /** Creates a target namespace the backup does not hold; in a dry run, says whether it exists. */
+  const ensureNamespace = async (ns: string): Promise<boolean> => {
+    if (ensuredNamespaces.has(ns)) return true;
+    if (options.dryRun) {
+      try {
+        await client.get(`/api/v1/namespaces/${encodeURIComponent(ns)}`, options.signal);
+        ensuredNamespaces.add(ns);
+        return true;
+      } catch (error) {
+        if (error instanceof KubeError && error.code === 404) return false;
+        throw error;
+      }
+    }
+    ensuredNamespaces.add(ns);
+    try {
+      await client.request(
+        'POST',
+        '/api/v1/namespaces',
+        {
+          apiVersion: 'v1',
+          kind: 'Namespace',
+          metadata: { name: ns, labels: { [restoredLabel]: manifest.id } },
+        },
+        options.signal,
+      );
+    } catch (error) {
+      if (!(error instanceof KubeError && error.code === 409)) throw error;
+    }
+    return true;
+  };
+
+  const apply = async (r: ApiResource, obj: KubeObject): Promise<ObjectOutcome> => {
+    const dry = options.dryRun ? '?dryRun=All' : '';
+    const collection = collectionPath(r, r.namespaced ? obj.metadata.namespace : undefined);
+    const item = `${collection}/${encodeURIComponent(obj.metadata.name)}`;
+    try {
+      await client.request('POST', `${collection}${dry}`, obj, options.signal);
+      return 'created';
+    } catch (error) {
+      if (!(error instanceof KubeError && error.code === 409 && error.reason === 'AlreadyExists'))
+        throw error;
+    }
+    if (options.existing === 'skip') throw new Skip('it exists (existing: skip)');
+    if (options.existing === 'update') {
+      const current = await client.get<KubeObject>(item, options.signal);
+      obj.metadata.resourceVersion = current.metadata.resourceVersion;
+      await client.request('PUT', `${item}${dry}`, obj, options.signal);
+      return 'updated';
+    }
+    await client.request('DELETE', `${item}${dry}`, undefined, options.signal);
+    if (!options.dryRun) await waitGone(client, item, options.signal);
+    await client.request('POST', `${collection}${dry}`, obj, options.signal);
+    return 'recreated';
+  };
+
+  const plain = await readArtifact({
+    storage: options.storage,
+    key: `${manifest.set}/${manifest.id}/${artifact.name}`,
+    artifact,
+    keys: options.keys,
+    logger,
+    label: options.dryRun ? 'checked' : 'restored',
+    progressIntervalMs: options.progressIntervalMs,
+    signal: options.signal,
+  });
+  const extract = tar.extract();
+  const handle = async (path: string, text: string) => {
+    const at = parseEntry(path);
+    if (!at) return;
+    const { resource, namespace, name } = at;
+    const nsForFilter = resource === 'namespaces' ? name : namespace;
+    if (nsForFilter !== undefined) {
+      if (options.includeNamespaces.length && !matchesAny(options.includeNamespaces, nsForFilter)) return;
+      if (matchesAny(options.excludeNamespaces, nsForFilter)) return;
+    }
+    const plainName = resource.split('.')[0]!;
+    if (
+      options.includeResources.length &&
+      ![resource, plainName].some((n) => matchesAny(options.includeResources, n))
+    )
+      return;
+    if ([resource, plainName].some((n) => matchesAny(options.excludeResources, n))) return;
+    const source = JSON.parse(text) as KubeObject;
+    const why = skipReason(resource, source);
+    const target =
+      namespace === undefined ? undefined : (options.namespaceMapping.get(namespace) ?? namespace);
+    if (why) {
+      record({ resource, namespace: target, name, outcome: 'skipped', reason: why });
+      return;
+    }
+    const r = await resourceFor(resource);
+    if (!r) {
+      record({
+        resource,
+        namespace: target,
+        name,
+        outcome: 'failed',
+        reason: `the cluster does not serve ${resource}`,
+      });
+      return;
+    }
+    const obj = prepare(resource, source, options.namespaceMapping, manifest.id);
+    try {
+      if (target && !(await ensureNamespace(target))) {
+        // A dry run creates nothing, so the server cannot validate objects of a namespace to come.
+        record({
+          resource,
+          namespace: target,
+          name: obj.metadata.name,
+          outcome: 'created',
+          reason: `dry run: not validated, the namespace ${target} does not exist yet`,
+        });
+        return;
+      }
+      record({ resource, namespace: target, name: obj.metadata.name, outcome: await apply(r, obj) });
+    } catch (error) {
+      if (options.signal?.aborted) throw error;
+      const skipped = error instanceof Skip;
+      record({
+        resource,
+        namespace: target,
+        name: obj.metadata.name,
+        outcome: skipped ? 'skipped' : 'failed',
+        reason: skipped ? error.message : messageOf(error),
+      });
+    }
+  };
+  const done = new Promise<void>((resolve, reject) => {
+    extract.on('entry', (header, stream, next) => {
+      const chunks: Buffer[] = [];
+      stream.on('data', (c) => chunks.push(c as Buffer));
+      stream.on('end', () => {
+        handle(header.name, Buffer.concat(chunks).toString('utf8')).then(() => next(), reject);
+      });
+      stream.on('error', reject);
+    });
+    extract.on('finish', resolve);
+    extract.on('error', reject);
+    plain.on('error', (error) => extract.destroy(error));
+  });
+  plain.pipe(extract);
+  await done;
+  if (options.dryRun) {
+    logger.info('dry run: every object was sent with dryRun=All; the server validated it and stored nothing');
+  }
+  return { objects: results, counts, byResource };
+}
+
+/** Marks an object skipped on purpose (not a failure). */
+class Skip extends Error {}
+
+async function waitGone(client: KubeClient, path: string, signal?: AbortSignal): Promise<void> {
+  for (let i = 0; i < 120; i++) {
+    try {
+      await client.get(path, signal);
+    } catch (error) {
+      if (error instanceof KubeError && error.code === 404) return;
+      throw error;
+    }
+    await sleep(500, undefined, { signal });
+  }
+  throw new UserError(`${path}: still there 60 s after it was deleted (a finalizer?); cannot recreate it`);
+}
