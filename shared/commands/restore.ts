@@ -191,6 +191,38 @@ export const restoreCommand = defineCommand<Options>({
       description: 'ebs backups: how often to ask EC2 about volume states.',
       default: '5s',
     },
+    {
+      name: 'kubeconfig',
+      description:
+        'k8s backups: the kubeconfig of the cluster to restore into (default: KUBECONFIG, ~/.kube/config, in-cluster).',
+    },
+    { name: 'context', description: 'k8s backups: the kubeconfig context.' },
+    {
+      name: 'namespace-mapping',
+      description:
+        'k8s backups: restore namespaces under other names, e.g. prod=prod-restore-test (comma separated).',
+    },
+    {
+      name: 'include-namespaces',
+      description: 'k8s backups: namespaces to restore, globs (default: all in the backup).',
+    },
+    { name: 'exclude-namespaces', description: 'k8s backups: namespaces not to restore, globs.' },
+    {
+      name: 'include-resources',
+      description: 'k8s backups: resource types to restore, e.g. deployments.apps (default: all).',
+    },
+    { name: 'exclude-resources', description: 'k8s backups: resource types not to restore.' },
+    {
+      name: 'existing',
+      description:
+        "k8s backups: when an object exists: skip, update (replace it with the backup's) or recreate (delete, then create).",
+      default: 'skip',
+    },
+    {
+      name: 'report-file',
+      description:
+        'k8s backups: where to write the JSON report with a result per object (default: in RUNNER_TEMP).',
+    },
     timeoutInput('6h'),
     progressInput,
   ],

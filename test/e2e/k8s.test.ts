@@ -11,7 +11,7 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { KubeClient } from '../../shared/k8s/client.ts';
 import { type FakeKube, fakeKubeconfig, startFakeKube } from '../fakes/kube-apiserver.ts';
-import { errorLines, runAction } from '../harness/runner.ts';
+import { errorLines, runAction, runCli } from '../harness/runner.ts';
 import { tempDir } from '../harness/servers.ts';
 
 let fake: FakeKube | undefined;
@@ -100,6 +100,45 @@ test('the action backs up a namespace; tar and zstd read the archive back', asyn
   assert.equal(web.kind, 'Deployment');
   assert.equal(web.spec.template.spec.containers[0].image, 'nginx:1.27');
   assert.match(run.summary, /deployments\.apps/);
+});
+
+test('restore through the CLI into a mapped namespace: a dry run first, then for real', async () => {
+  const storage = path.join(work, 'backups');
+  const target = `${namespace}-restored`;
+  const client = await KubeClient.open(kubeconfig);
+  const common = [
+    'restore',
+    '--storage',
+    storage,
+    '--set',
+    'cluster',
+    '--kubeconfig',
+    kubeconfig,
+    '--namespace-mapping',
+    `${namespace}=${target}`,
+  ];
+  const dry = await runCli(
+    [...common, '--dry-run', '--json', '--report-file', path.join(work, 'dry.json')],
+    {},
+  );
+  assert.equal(dry.code, 0, dry.stderr);
+  await assert.rejects(client.get(`/api/v1/namespaces/${target}`), /404/);
+  const real = await runCli([...common, '--json', '--report-file', path.join(work, 'real.json')], {});
+  assert.equal(real.code, 0, real.stderr);
+  const report = JSON.parse(await fs.readFile(path.join(work, 'real.json'), 'utf8'));
+  assert.equal(report.counts.failed, 0);
+  assert.ok(
+    report.objects.some(
+      (o: { resource: string; outcome: string }) =>
+        o.resource === 'deployments.apps' && o.outcome === 'created',
+    ),
+  );
+  const web = await client.get<{ metadata: { labels: Record<string, string> } }>(
+    `/apis/apps/v1/namespaces/${target}/deployments/web`,
+  );
+  assert.match(web.metadata.labels['lifeboat.io/restored-from']!, /-backup-exclude-storage$/);
+  if (process.env.LIFEBOAT_E2E_KUBECONFIG)
+    await client.request('DELETE', `/api/v1/namespaces/${target}`).catch(() => {});
 });
 
 test('an unreachable cluster and an unbuilt mode each get one line', async () => {
