@@ -9,6 +9,8 @@ import type { Manifest } from '../catalog/manifest.ts';
 import { totalBytes } from '../catalog/manifest.ts';
 import { type EbsLeftovers, removeEbsLeftovers, verifyEbs } from '../ebs/verify.ts';
 import { UserError } from '../errors.ts';
+import { KubeClient } from '../k8s/client.ts';
+import { deleteNamespaces, type K8sLeftovers, verifyK8s } from '../k8s/verify.ts';
 import { connectionInputs, type MysqlTarget, parseConnection } from '../mysql/connection.ts';
 import {
   type EnvironmentType,
@@ -47,6 +49,9 @@ interface Options extends CommonOptions {
   image?: string;
   zone?: string;
   pollIntervalMs: number;
+  kubeconfig?: string;
+  context?: string;
+  waitReadySeconds?: number | null;
   databases: string[] | 'all';
   parallel: number;
   checks: UserCheck[];
@@ -64,7 +69,7 @@ const optionalDuration = (name: string, value: string | undefined) =>
 export const verifyRestoreCommand = defineCommand<Options>({
   name: 'verify-restore',
   description:
-    'Restore a backup into a throwaway environment and check it (mysql: sha256, row counts, objects, your SQL checks and migrations; ebs: a volume from each snapshot), and report RTO and RPO.',
+    'Restore a backup into a throwaway environment and check it (mysql: sha256, row counts, objects, your SQL checks and migrations; ebs: a volume from each snapshot; k8s: throwaway namespaces), and report RTO and RPO.',
   inputs: [
     storageInput,
     setInput,
@@ -98,6 +103,17 @@ export const verifyRestoreCommand = defineCommand<Options>({
       name: 'poll-interval',
       description: 'ebs backups: how often to ask EC2 whether the volumes are available.',
       default: '5s',
+    },
+    {
+      name: 'kubeconfig',
+      description:
+        'k8s backups: the kubeconfig of the cluster to verify in (default: KUBECONFIG, ~/.kube/config, in-cluster).',
+    },
+    { name: 'context', description: 'k8s backups: the kubeconfig context.' },
+    {
+      name: 'wait-ready',
+      description:
+        'k8s backups: wait this long for restored Deployments and StatefulSets to become ready, e.g. 5m (a check per workload); default: do not wait.',
     },
     {
       name: 'docker-image',
@@ -163,6 +179,9 @@ export const verifyRestoreCommand = defineCommand<Options>({
       workDir: read('work-dir')?.trim() || process.env.RUNNER_TEMP || os.tmpdir(),
       image: read('docker-image')?.trim() || undefined,
       zone: read('zone')?.trim() || undefined,
+      kubeconfig: read('kubeconfig')?.trim() || undefined,
+      context: read('context')?.trim() || undefined,
+      waitReadySeconds: c.field(() => optionalDuration('wait-ready', read('wait-ready'))),
       pollIntervalMs: c.field(() => parseDuration('poll-interval', read('poll-interval'), '5s') * 1000),
       databases: c.field(() => parseDatabaseList(read('databases'))),
       parallel: c.field(() => parseInteger('parallel', read('parallel'), { min: 1, max: 32 }) ?? 2),
@@ -215,9 +234,35 @@ export const verifyRestoreCommand = defineCommand<Options>({
       );
       return finish(options, catalog, manifest, report, logger);
     }
+    if (manifest.kind === 'k8s') {
+      logger.info(`verifying ${uri} (k8s, taken ${manifest.startedAt}): restored into throwaway namespaces`);
+      const client = await KubeClient.open(options.kubeconfig, options.context);
+      const outcome = await verifyK8s({
+        storage: options.storage,
+        manifest,
+        keys: options.keys,
+        client,
+        readyTimeoutMs: (options.waitReadySeconds ?? 0) * 1000,
+        pollIntervalMs: options.pollIntervalMs,
+        onLeftovers: (state) => leftovers?.(state),
+        logger,
+        signal,
+        progressIntervalMs: options.progressIntervalMs,
+      });
+      const report = newReport(
+        manifest,
+        uri,
+        {
+          ...outcome,
+          limits: { maxAgeSeconds: options.maxAgeSeconds, maxRestoreSeconds: options.maxRestoreSeconds },
+        },
+        new Date(),
+      );
+      return finish(options, catalog, manifest, report, logger);
+    }
     if (manifest.kind !== 'mysql') {
       throw new UserError(
-        `backup: '${manifest.id}' is a ${manifest.kind} backup; verify-restore is built for mysql and ebs backups only in this version`,
+        `backup: '${manifest.id}' is a ${manifest.kind} backup; verify-restore is built for mysql, ebs and k8s backups only in this version`,
       );
     }
     logger.info(
@@ -261,6 +306,15 @@ export const verifyRestoreCommand = defineCommand<Options>({
     return finish(options, catalog, manifest, report, logger);
   },
   async cleanup(state, read, logger) {
+    if ((state as K8sLeftovers).type === 'namespaces') {
+      const client = await KubeClient.open(
+        read('kubeconfig')?.trim() || undefined,
+        read('context')?.trim() || undefined,
+      );
+      const left = await deleteNamespaces(client, (state as K8sLeftovers).namespaces, logger);
+      logger.info(`deleted the throwaway namespaces${left.length ? ` but ${left.join(', ')}` : ''}`);
+      return;
+    }
     if ((state as EbsLeftovers).type === 'volumes') return removeEbsLeftovers(state as EbsLeftovers, logger);
     const leftovers = state as Leftovers;
     const external = leftovers.type === 'databases' ? parseConnection(read) : undefined;

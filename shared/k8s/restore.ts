@@ -27,6 +27,8 @@ export interface K8sRestoreOptions {
   dryRun: boolean;
   /** How long to wait for a restored CRD's resources to be served. */
   crdWaitMs?: number;
+  /** false: restore only namespaced objects (and the Namespaces), leaving the cluster's own resources alone. */
+  clusterResources?: boolean;
   logger: Logger;
   signal?: AbortSignal;
   progressIntervalMs?: number;
@@ -48,6 +50,8 @@ export interface K8sRestoreResult {
   counts: Record<ObjectOutcome, number>;
   /** Restored objects per resource (created, updated or recreated). */
   byResource: Record<string, number>;
+  /** Objects per resource in the archive that the filters selected. */
+  inBackup: Record<string, number>;
 }
 
 /** The label every restored object carries: the backup it came from. */
@@ -182,6 +186,7 @@ export async function restoreK8s(options: K8sRestoreOptions): Promise<K8sRestore
     failed: 0,
   };
   const byResource: Record<string, number> = {};
+  const inBackup: Record<string, number> = {};
   const ensuredNamespaces = new Set<string>();
   let lastProgress = Date.now();
 
@@ -296,6 +301,8 @@ export async function restoreK8s(options: K8sRestoreOptions): Promise<K8sRestore
     )
       return;
     if ([resource, plainName].some((n) => matchesAny(options.excludeResources, n))) return;
+    if (options.clusterResources === false && namespace === undefined && resource !== 'namespaces') return;
+    inBackup[resource] = (inBackup[resource] ?? 0) + 1;
     const source = JSON.parse(text) as KubeObject;
     const why = skipReason(resource, source);
     const target =
@@ -359,7 +366,7 @@ export async function restoreK8s(options: K8sRestoreOptions): Promise<K8sRestore
   if (options.dryRun) {
     logger.info('dry run: every object was sent with dryRun=All; the server validated it and stored nothing');
   }
-  return { objects: results, counts, byResource };
+  return { objects: results, counts, byResource, inBackup };
 }
 
 /** Marks an object skipped on purpose (not a failure). */

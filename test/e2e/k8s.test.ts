@@ -141,6 +141,31 @@ test('restore through the CLI into a mapped namespace: a dry run first, then for
     await client.request('DELETE', `/api/v1/namespaces/${target}`).catch(() => {});
 });
 
+test('verify-restore: throwaway namespaces, counts, readiness, cleanup', async () => {
+  const storage = path.join(work, 'backups');
+  const run = await runAction(
+    'verify-restore',
+    {
+      storage,
+      set: 'cluster',
+      kubeconfig,
+      'wait-ready': '2m',
+      'poll-interval': '1s',
+      'report-file': path.join(work, 'verify.json'),
+    },
+    {},
+  );
+  assert.equal(run.code, 0, run.stdout);
+  assert.equal(run.outputs.passed, 'true');
+  assert.match(run.summary, /objects: deployments\.apps/);
+  assert.equal(run.state.leftovers, '', 'the throwaway namespaces are gone');
+  const client = await KubeClient.open(kubeconfig);
+  const list = await client.get<{ items: { metadata: { name: string; deletionTimestamp?: string } }[] }>(
+    '/api/v1/namespaces',
+  );
+  assert.ok(!list.items.some((n) => n.metadata.name.includes('-lbv-') && !n.metadata.deletionTimestamp));
+});
+
 test('an unreachable cluster and an unbuilt mode each get one line', async () => {
   const missing = await runAction('backup-k8s', { set: 'x', kubeconfig: path.join(work, 'nope') }, {});
   assert.equal(missing.code, 1);

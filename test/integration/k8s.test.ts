@@ -15,6 +15,7 @@ import type { Manifest } from '../../shared/catalog/manifest.ts';
 import { backupK8s, type K8sFacts, type K8sFilters } from '../../shared/k8s/backup.ts';
 import { KubeClient } from '../../shared/k8s/client.ts';
 import { restoredLabel, restoreK8s } from '../../shared/k8s/restore.ts';
+import { verifyK8s } from '../../shared/k8s/verify.ts';
 import { openStorage } from '../../shared/storage/open.ts';
 import { type FakeKube, fakeKubeconfig, startFakeKube } from '../fakes/kube-apiserver.ts';
 import { tempDir } from '../harness/servers.ts';
@@ -387,5 +388,57 @@ describe('restore', () => {
     } finally {
       await empty.stop();
     }
+  });
+});
+
+describe('verify-restore of a k8s backup', () => {
+  async function verify(manifest: Manifest, readyTimeoutMs = 0) {
+    return verifyK8s({
+      storage: openStorage(path.join(work, 'backups')),
+      manifest,
+      client,
+      readyTimeoutMs,
+      pollIntervalMs: 50,
+      logger,
+    });
+  }
+  const throwaway = () =>
+    [...fake.objects.keys()].filter((k) => k.startsWith('/namespaces//') && k.includes('-lbv-'));
+
+  test('restored into throwaway namespaces, counted per kind, then deleted', async () => {
+    const manifest = await backup('to-verify', { includeNamespaces: ['shop-staging'] });
+    const outcome = await verify(manifest);
+    assert.ok(
+      outcome.checks.every((c) => c.status === 'passed'),
+      JSON.stringify(outcome.checks),
+    );
+    assert.deepEqual(
+      outcome.checks.map((c) => c.name),
+      ['restore', 'objects: deployments.apps', 'objects: serviceaccounts'].filter((n) =>
+        outcome.checks.some((c) => c.name === n),
+      ),
+    );
+    assert.match(
+      outcome.checks.find((c) => c.name === 'objects: deployments.apps')!.detail,
+      /1 in the backup, 1 restored and found/,
+    );
+    assert.match((outcome.environment.namespaces as string[])[0]!, /^shop-staging-lbv-[0-9a-f]{6}$/);
+    assert.ok(outcome.restoreSeconds !== null);
+    assert.deepEqual(throwaway(), [], 'the throwaway namespaces are deleted');
+    assert.ok(![...fake.objects.keys()].some((k) => k.includes('-lbv-')), 'and their objects with them');
+  });
+
+  test('a manifest count the archive does not match, and workloads not ready in time, are failed checks', async () => {
+    const manifest = await backup('not-ready', { includeNamespaces: ['shop-staging'] });
+    const edited = structuredClone(manifest);
+    (edited.facts as unknown as K8sFacts).counts.byResource['deployments.apps'] = 2;
+    const outcome = await verify(edited, 300);
+    const byName = Object.fromEntries(outcome.checks.map((c) => [c.name, c]));
+    assert.equal(byName['objects: deployments.apps']!.status, 'failed');
+    assert.match(byName['objects: deployments.apps']!.detail, /the archive holds 1, the manifest records 2/);
+    const ready = outcome.checks.find((c) => c.name.startsWith('ready: deployment shop-staging-lbv-'))!;
+    assert.equal(ready.status, 'failed');
+    assert.match(ready.detail, /0\/1 ready after 0 s/);
+    assert.deepEqual(throwaway(), []);
   });
 });
