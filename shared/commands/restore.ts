@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -109,7 +110,11 @@ export const restoreCommand = defineCommand<Options>({
     "Restore a backup for real: checks every artifact's sha256 and never leaves a half-restored target.",
   inputs: [
     storageInput,
-    setInput,
+    {
+      ...setInput,
+      required: false,
+      description: `${setInput.description} Required, except with velero-backup.`,
+    },
     {
       name: 'backup',
       description: 'The backup id, or latest (the newest committed backup of the set).',
@@ -239,7 +244,7 @@ export const restoreCommand = defineCommand<Options>({
     const c = new InputCollector();
     const options: Options = {
       storage: c.field(() => parseStorage(read)),
-      set: c.field(() => parseSet(read)),
+      set: read('velero-backup') ? read('set')?.trim() || '' : c.field(() => parseSet(read)),
       backup: c.field(() => validateBackupRef(read('backup') || 'latest')),
       target: read('target')?.trim() || undefined,
       overwrite: c.field(() => parseBoolean('overwrite', read('overwrite'), false)),
@@ -274,6 +279,14 @@ export const restoreCommand = defineCommand<Options>({
         excludeResources: splitList(read('exclude-resources')),
         existing: c.field(() => parseChoice('existing', read('existing'), existingPolicies, 'skip')),
         reportFile: read('report-file')?.trim() || undefined,
+        veleroFile: c.field(() => {
+          const file = read('velero-backup')?.trim();
+          if (file && !existsSync(file))
+            throw new UserError(
+              `velero-backup: '${file}' does not exist; give the path of a Velero backup tarball (<name>.tar.gz)`,
+            );
+          return file || undefined;
+        }),
       },
       timeoutSeconds: c.field(() => parseTimeout(read, '6h')),
       progressIntervalMs: c.field(() => parseProgress(read)),
@@ -283,6 +296,19 @@ export const restoreCommand = defineCommand<Options>({
   },
   async execute(options, { logger, signal }) {
     const started = Date.now();
+    if (options.k8s.veleroFile) {
+      logger.info(
+        `${options.dryRun ? 'dry run: checking' : 'restoring'} the Velero backup ${options.k8s.veleroFile}`,
+      );
+      return restoreK8sBackup(
+        options,
+        undefined,
+        `file://${path.resolve(options.k8s.veleroFile)}`,
+        started,
+        logger,
+        signal,
+      );
+    }
     await options.storage.check();
     const manifest = await new Catalog(options.storage).resolve(options.set, options.backup);
     const uri = backupUri(options.storage, manifest.set, manifest.id);
@@ -433,7 +459,7 @@ async function restoreEbsBackup(
 
 async function restoreK8sBackup(
   options: Options,
-  manifest: Manifest,
+  manifest: Manifest | undefined,
   uri: string,
   started: number,
   logger: Logger,
@@ -443,9 +469,7 @@ async function restoreK8sBackup(
   const client = await KubeClient.open(kubeconfig, context);
   const result = await restoreK8s({
     ...k8s,
-    storage: options.storage,
-    manifest,
-    keys: options.keys,
+    ...(manifest ? { storage: options.storage, manifest, keys: options.keys } : {}),
     client,
     dryRun: options.dryRun,
     logger,
@@ -453,17 +477,15 @@ async function restoreK8sBackup(
     progressIntervalMs: options.progressIntervalMs,
   });
   const seconds = (Date.now() - started) / 1000;
+  const id = manifest?.id ?? path.basename(options.k8s.veleroFile!).replace(/\.tar\.gz$|\.tgz$/, '');
+  const set = manifest?.set ?? 'velero';
   const report = path.resolve(
-    reportFile ??
-      path.join(
-        process.env.RUNNER_TEMP || os.tmpdir(),
-        `lifeboat-restore-${manifest.set}-${manifest.id}.json`,
-      ),
+    reportFile ?? path.join(process.env.RUNNER_TEMP || os.tmpdir(), `lifeboat-restore-${set}-${id}.json`),
   );
   await fs.mkdir(path.dirname(report), { recursive: true });
   await fs.writeFile(
     report,
-    `${JSON.stringify({ backupId: manifest.id, set: manifest.set, server: client.server, dryRun: options.dryRun, ...result }, null, 2)}\n`,
+    `${JSON.stringify({ backupId: id, set, server: client.server, dryRun: options.dryRun, ...result }, null, 2)}\n`,
   );
   const c = result.counts;
   const line = `${c.created} created, ${c.updated} updated, ${c.recreated} recreated, ${c.skipped} skipped, ${c.failed} failed`;
@@ -471,15 +493,15 @@ async function restoreK8sBackup(
   const failures = result.objects.filter((o) => o.outcome === 'failed');
   return {
     outputs: {
-      'backup-id': manifest.id,
+      'backup-id': id,
       uri,
       target: client.server,
       bytes: '0',
       'duration-seconds': seconds.toFixed(1),
       result: JSON.stringify({
-        backupId: manifest.id,
-        set: manifest.set,
-        kind: manifest.kind,
+        backupId: id,
+        set,
+        kind: 'k8s',
         dryRun: options.dryRun,
         counts: c,
         byResource: result.byResource,
@@ -487,7 +509,7 @@ async function restoreK8sBackup(
       report,
     },
     summary: {
-      heading: `${options.dryRun ? 'Dry-run restore' : 'Restore'} of ${manifest.set}/${manifest.id}`,
+      heading: `${options.dryRun ? 'Dry-run restore' : 'Restore'} of ${manifest ? `${set}/${id}` : `the Velero backup ${id}`}`,
       table: [
         ['Resource', 'Restored'],
         ...Object.entries(result.byResource).map(([r, n]) => [r, String(n)]),

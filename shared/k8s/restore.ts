@@ -1,4 +1,8 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
+import zlib from 'node:zlib';
 import * as tar from 'tar-stream';
 import type { Manifest } from '../catalog/manifest.ts';
 import { messageOf, UserError } from '../errors.ts';
@@ -8,13 +12,17 @@ import type { Logger } from '../pipeline/progress.ts';
 import type { Storage } from '../storage/storage.ts';
 import { type KubeClient, KubeError } from './client.ts';
 import { type ApiResource, collectionPath, discover, qualifiedName } from './discovery.ts';
+import { compareForRestore, restorePriority } from './order.ts';
 
 export type ExistingPolicy = 'skip' | 'update' | 'recreate';
 
 export interface K8sRestoreOptions {
-  storage: Storage;
-  manifest: Manifest;
+  /** Lifeboat's own backups: the catalog's storage and the backup's manifest. */
+  storage?: Storage;
+  manifest?: Manifest;
   keys?: DecryptionKeys;
+  /** Instead: a tarball written by Velero (`<backup>.tar.gz`). */
+  veleroFile?: string;
   client: KubeClient;
   /** source namespace → target namespace */
   namespaceMapping: Map<string, string>;
@@ -86,7 +94,11 @@ const matchesAny = (patterns: string[], value: string) => patterns.some((p) => g
 
 /** `resources/<qualified>/namespaces/<ns>/<name>.json` or `.../cluster/<name>.json`. */
 export function parseEntry(path: string): { resource: string; namespace?: string; name: string } | undefined {
-  const m = /^resources\/([^/]+)\/(?:namespaces\/([^/]+)|cluster)\/(.+)\.json$/.exec(path);
+  // Velero also writes each object under `<version>-preferredversion/`: the same object.
+  const m =
+    /^resources\/([^/]+)\/(?:[^/]+-preferredversion\/)?(?:namespaces\/([^/]+)|cluster)\/(.+)\.json$/.exec(
+      path,
+    );
   return m ? { resource: m[1]!, namespace: m[2], name: m[3]! } : undefined;
 }
 
@@ -172,8 +184,13 @@ export function prepare(
  * object gets a result; a failure of one object does not stop the others.
  */
 export async function restoreK8s(options: K8sRestoreOptions): Promise<K8sRestoreResult> {
-  const { manifest, client, logger } = options;
-  const artifact = manifest.artifacts[0]!;
+  const { client, logger } = options;
+  const backupId = options.veleroFile
+    ? `velero-${path
+        .basename(options.veleroFile)
+        .replace(/\.tar\.gz$|\.tgz$/, '')
+        .replace(/[^A-Za-z0-9_.-]/g, '-')}`.slice(0, 63)
+    : options.manifest!.id;
   let served = (await discover(client, logger, options.signal)).resources;
   const byName = () => new Map(served.map((r) => [qualifiedName(r), r]));
   let resources = byName();
@@ -240,7 +257,7 @@ export async function restoreK8s(options: K8sRestoreOptions): Promise<K8sRestore
         {
           apiVersion: 'v1',
           kind: 'Namespace',
-          metadata: { name: ns, labels: { [restoredLabel]: manifest.id } },
+          metadata: { name: ns, labels: { [restoredLabel]: backupId } },
         },
         options.signal,
       );
@@ -274,21 +291,14 @@ export async function restoreK8s(options: K8sRestoreOptions): Promise<K8sRestore
     return 'recreated';
   };
 
-  const plain = await readArtifact({
-    storage: options.storage,
-    key: `${manifest.set}/${manifest.id}/${artifact.name}`,
-    artifact,
-    keys: options.keys,
-    logger,
-    label: options.dryRun ? 'checked' : 'restored',
-    progressIntervalMs: options.progressIntervalMs,
-    signal: options.signal,
-  });
-  const extract = tar.extract();
-  const handle = async (path: string, text: string) => {
-    const at = parseEntry(path);
+  const seen = new Set<string>();
+  const handle = async (entry: string, text: string) => {
+    const at = parseEntry(entry);
     if (!at) return;
     const { resource, namespace, name } = at;
+    const key = `${resource}/${namespace ?? ''}/${name}`;
+    if (seen.has(key)) return;
+    seen.add(key);
     const nsForFilter = resource === 'namespaces' ? name : namespace;
     if (nsForFilter !== undefined) {
       if (options.includeNamespaces.length && !matchesAny(options.includeNamespaces, nsForFilter)) return;
@@ -322,7 +332,7 @@ export async function restoreK8s(options: K8sRestoreOptions): Promise<K8sRestore
       });
       return;
     }
-    const obj = prepare(resource, source, options.namespaceMapping, manifest.id);
+    const obj = prepare(resource, source, options.namespaceMapping, backupId);
     try {
       if (target && !(await ensureNamespace(target))) {
         // A dry run creates nothing, so the server cannot validate objects of a namespace to come.
@@ -348,25 +358,70 @@ export async function restoreK8s(options: K8sRestoreOptions): Promise<K8sRestore
       });
     }
   };
-  const done = new Promise<void>((resolve, reject) => {
-    extract.on('entry', (header, stream, next) => {
-      const chunks: Buffer[] = [];
-      stream.on('data', (c) => chunks.push(c as Buffer));
-      stream.on('end', () => {
-        handle(header.name, Buffer.concat(chunks).toString('utf8')).then(() => next(), reject);
-      });
-      stream.on('error', reject);
+  if (options.veleroFile) {
+    // Velero's archive is not in restore order: read it once per priority resource, then
+    // once for the rest (a local file; nothing is staged).
+    const file = options.veleroFile;
+    const open = () => fs.createReadStream(file).pipe(zlib.createGunzip());
+    const present = new Set<string>();
+    await forEachEntry(open(), async (entry) => {
+      const at = parseEntry(entry);
+      if (at) present.add(at.resource);
     });
-    extract.on('finish', resolve);
-    extract.on('error', reject);
-    plain.on('error', (error) => extract.destroy(error));
-  });
-  plain.pipe(extract);
-  await done;
+    const ordered = [...present].sort(compareForRestore);
+    const prioritized = ordered.filter((r) => restorePriority.includes(r));
+    const passes = [
+      ...prioritized.map((r) => (x: string) => x === r),
+      (x: string) => !restorePriority.includes(x),
+    ];
+    for (const accept of passes) {
+      await forEachEntry(open(), async (entry, text) => {
+        const at = parseEntry(entry);
+        if (at && accept(at.resource)) await handle(entry, text());
+      });
+    }
+  } else {
+    const manifest = options.manifest!;
+    const artifact = manifest.artifacts[0]!;
+    const plain = await readArtifact({
+      storage: options.storage!,
+      key: `${manifest.set}/${manifest.id}/${artifact.name}`,
+      artifact,
+      keys: options.keys,
+      logger,
+      label: options.dryRun ? 'checked' : 'restored',
+      progressIntervalMs: options.progressIntervalMs,
+      signal: options.signal,
+    });
+    await forEachEntry(plain, (entry, text) => handle(entry, text()));
+  }
   if (options.dryRun) {
     logger.info('dry run: every object was sent with dryRun=All; the server validated it and stored nothing');
   }
   return { objects: results, counts, byResource, inBackup };
+}
+
+/** Reads a tar stream entry by entry, one at a time; `text()` gives the entry's content. */
+async function forEachEntry(
+  stream: Readable,
+  visit: (name: string, text: () => string) => Promise<void>,
+): Promise<void> {
+  const extract = tar.extract();
+  const done = new Promise<void>((resolve, reject) => {
+    extract.on('entry', (header, body, next) => {
+      const chunks: Buffer[] = [];
+      body.on('data', (c) => chunks.push(c as Buffer));
+      body.on('end', () => {
+        visit(header.name, () => Buffer.concat(chunks).toString('utf8')).then(() => next(), reject);
+      });
+      body.on('error', reject);
+    });
+    extract.on('finish', resolve);
+    extract.on('error', reject);
+    stream.on('error', (error) => extract.destroy(error));
+  });
+  stream.pipe(extract);
+  await done;
 }
 
 /** Marks an object skipped on purpose (not a failure). */

@@ -442,3 +442,68 @@ describe('verify-restore of a k8s backup', () => {
     assert.deepEqual(throwaway(), []);
   });
 });
+
+test('a tarball written by Velero restores in priority order, each object once', async () => {
+  const empty = await startFakeKube();
+  try {
+    const kubeconfig = path.join(work, 'velero-kubeconfig');
+    await fs.writeFile(kubeconfig, fakeKubeconfig(empty.url));
+    // Velero's layout, in Velero's (alphabetical, not restore) order, with the
+    // <version>-preferredversion copies Velero also writes.
+    const deployment = {
+      apiVersion: 'apps/v1',
+      kind: 'Deployment',
+      metadata: { name: 'web', namespace: 'prod', uid: 'u1', resourceVersion: '9' },
+      spec: { replicas: 2 },
+      status: { readyReplicas: 2 },
+    };
+    const configmap = {
+      apiVersion: 'v1',
+      kind: 'ConfigMap',
+      metadata: { name: 'settings', namespace: 'prod' },
+      data: { a: '1' },
+    };
+    const namespace = { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'prod' } };
+    const files: [string, unknown][] = [
+      ['velero-backup.json', { kind: 'Backup', metadata: { name: 'nightly-20261120' } }],
+      ['metadata/version', '1.1.0'],
+      ['resources/configmaps/namespaces/prod/settings.json', configmap],
+      ['resources/configmaps/v1-preferredversion/namespaces/prod/settings.json', configmap],
+      ['resources/deployments.apps/namespaces/prod/web.json', deployment],
+      ['resources/deployments.apps/v1-preferredversion/namespaces/prod/web.json', deployment],
+      ['resources/namespaces/cluster/prod.json', namespace],
+      ['resources/namespaces/v1-preferredversion/cluster/prod.json', namespace],
+    ];
+    const pack = tar.pack();
+    for (const [name, body] of files)
+      pack.entry({ name }, typeof body === 'string' ? body : JSON.stringify(body));
+    pack.finalize();
+    const chunks: Buffer[] = [];
+    for await (const c of pack.pipe(zlib.createGzip())) chunks.push(c as Buffer);
+    const tarball = path.join(work, 'nightly-20261120.tar.gz');
+    await fs.writeFile(tarball, Buffer.concat(chunks));
+
+    const result = await restoreK8s({
+      veleroFile: tarball,
+      client: await KubeClient.open(kubeconfig),
+      namespaceMapping: new Map([['prod', 'prod-restore-test']]),
+      includeNamespaces: [],
+      excludeNamespaces: [],
+      includeResources: [],
+      excludeResources: [],
+      existing: 'skip',
+      dryRun: false,
+      logger,
+    });
+    assert.deepEqual(
+      result.objects.map((o) => `${o.resource} ${o.outcome}`),
+      ['namespaces created', 'configmaps created', 'deployments.apps created'],
+    );
+    const web = empty.objects.get('apps/deployments/prod-restore-test/web')!;
+    assert.equal(web.metadata.uid !== 'u1', true);
+    assert.equal(web.status, undefined);
+    assert.equal(web.metadata.labels![restoredLabel], 'velero-nightly-20261120');
+  } finally {
+    await empty.stop();
+  }
+});
