@@ -228,6 +228,11 @@ export const restoreCommand = defineCommand<Options>({
       description:
         'k8s backups: where to write the JSON report with a result per object (default: in RUNNER_TEMP).',
     },
+    {
+      name: 'velero-backup',
+      description:
+        "Restore a backup written by Velero instead: the path of its tarball (<name>.tar.gz, from the bucket's backups/<name>/ folder), with the k8s inputs above.",
+    },
     timeoutInput('6h'),
     progressInput,
   ],
