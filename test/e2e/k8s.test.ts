@@ -166,6 +166,54 @@ test('verify-restore: throwaway namespaces, counts, readiness, cleanup', async (
   assert.ok(!list.items.some((n) => n.metadata.name.includes('-lbv-') && !n.metadata.deletionTimestamp));
 });
 
+test('a Velero tarball restores through the CLI, without a set', async () => {
+  const source = `${namespace}-velero`;
+  const target = `${source}-restored`;
+  const dir = path.join(work, 'velero');
+  await fs.mkdir(path.join(dir, 'resources/configmaps/namespaces', source), { recursive: true });
+  await fs.mkdir(path.join(dir, 'resources/namespaces/cluster'), { recursive: true });
+  await fs.mkdir(path.join(dir, 'metadata'), { recursive: true });
+  await fs.writeFile(path.join(dir, 'metadata/version'), '1.1.0');
+  await fs.writeFile(
+    path.join(dir, 'resources/configmaps/namespaces', source, 'from-velero.json'),
+    JSON.stringify({
+      apiVersion: 'v1',
+      kind: 'ConfigMap',
+      metadata: { name: 'from-velero', namespace: source, uid: 'x' },
+      data: { a: '1' },
+    }),
+  );
+  await fs.writeFile(
+    path.join(dir, 'resources/namespaces/cluster', `${source}.json`),
+    JSON.stringify({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: source } }),
+  );
+  const tarball = path.join(work, 'velero-nightly.tar.gz');
+  execFileSync('tar', ['-czf', tarball, '-C', dir, 'metadata', 'resources']);
+  const run = await runCli(
+    [
+      'restore',
+      '--velero-backup',
+      tarball,
+      '--kubeconfig',
+      kubeconfig,
+      '--namespace-mapping',
+      `${source}=${target}`,
+      '--report-file',
+      path.join(work, 'velero.json'),
+    ],
+    {},
+  );
+  assert.equal(run.code, 0, run.stderr);
+  assert.match(run.stdout, /Restore of the Velero backup velero-nightly/);
+  const client = await KubeClient.open(kubeconfig);
+  const cm = await client.get<{ data: Record<string, string> }>(
+    `/api/v1/namespaces/${target}/configmaps/from-velero`,
+  );
+  assert.equal(cm.data.a, '1');
+  if (process.env.LIFEBOAT_E2E_KUBECONFIG)
+    await client.request('DELETE', `/api/v1/namespaces/${target}`).catch(() => {});
+});
+
 test('an unreachable cluster and an unbuilt mode each get one line', async () => {
   const missing = await runAction('backup-k8s', { set: 'x', kubeconfig: path.join(work, 'nope') }, {});
   assert.equal(missing.code, 1);
