@@ -1,8 +1,8 @@
-import { InputCollector, parseChoice, parseInteger } from '../action/inputs.ts';
+import { InputCollector, parseChoice, parseDuration, parseInteger } from '../action/inputs.ts';
 import { defineCommand } from '../action/spec.ts';
 import { totalBytes } from '../catalog/manifest.ts';
 import { UserError } from '../errors.ts';
-import { backupK8s, type K8sBackupOptions, type K8sFacts } from '../k8s/backup.ts';
+import { backupK8s, type K8sBackupOptions, type K8sFacts, k8sModes } from '../k8s/backup.ts';
 import { KubeClient } from '../k8s/client.ts';
 import { splitList } from '../pipeline/encryption.ts';
 import { formatBytes } from '../pipeline/progress.ts';
@@ -29,8 +29,6 @@ interface Options
   context?: string;
 }
 
-const modes = ['exclude-storage', 'full', 'only-storage'] as const;
-
 export const backupK8sCommand = defineCommand<Options>({
   name: 'backup-k8s',
   description:
@@ -46,7 +44,7 @@ export const backupK8sCommand = defineCommand<Options>({
     {
       name: 'mode',
       description:
-        'exclude-storage (resources only). full and only-storage (CSI volume snapshots) are not built yet.',
+        'exclude-storage (resources only), full (resources and a CSI snapshot of every PVC) or only-storage (the PVC snapshots, with the PVCs and snapshot objects needed to restore them).',
       default: 'exclude-storage',
     },
     {
@@ -72,6 +70,15 @@ export const backupK8sCommand = defineCommand<Options>({
       default: 'auto',
     },
     ...artifactInputs,
+    {
+      name: 'volume-snapshot-class',
+      description: 'full / only-storage: the CSI VolumeSnapshotClass to snapshot the PVCs with.',
+    },
+    {
+      name: 'poll-interval',
+      description: 'full / only-storage: how often to check whether the snapshots are ready.',
+      default: '2s',
+    },
     { name: 'page-size', description: 'Objects per list request.', default: '500' },
     timeoutInput('2h'),
     progressInput,
@@ -79,17 +86,12 @@ export const backupK8sCommand = defineCommand<Options>({
   outputs: backupOutputs('archive', 'The manifest, as JSON (counts per resource and namespace).'),
   parse(read) {
     const c = new InputCollector();
-    const mode = c.field(() => parseChoice('mode', read('mode'), [...modes], 'exclude-storage'));
-    if (mode && mode !== 'exclude-storage') {
-      c.field(() => {
-        throw new UserError(
-          `mode: '${mode}' needs CSI volume snapshots, which are not built yet in this version of Lifeboat; use exclude-storage (resources only)`,
-        );
-      });
-    }
     const options: Options = {
       storage: c.field(() => parseStorage(read)),
       set: c.field(() => parseSet(read)),
+      mode: c.field(() => parseChoice('mode', read('mode'), [...k8sModes], 'exclude-storage')),
+      volumeSnapshotClass: read('volume-snapshot-class')?.trim() || undefined,
+      pollIntervalMs: c.field(() => parseDuration('poll-interval', read('poll-interval'), '2s') * 1000),
       kubeconfig: read('kubeconfig')?.trim() || undefined,
       context: read('context')?.trim() || undefined,
       filters: {
@@ -113,6 +115,13 @@ export const backupK8sCommand = defineCommand<Options>({
       timeoutSeconds: c.field(() => parseTimeout(read, '2h')),
       progressIntervalMs: c.field(() => parseProgress(read)),
     };
+    if (options.mode && options.mode !== 'exclude-storage' && !options.volumeSnapshotClass) {
+      c.field(() => {
+        throw new UserError(
+          `volume-snapshot-class: required with mode ${options.mode} (the CSI VolumeSnapshotClass to snapshot the PVCs with)`,
+        );
+      });
+    }
     c.finish();
     return options;
   },

@@ -12,6 +12,7 @@ import { version } from '../version.ts';
 import { type KubeClient, KubeError } from './client.ts';
 import { type ApiResource, collectionPath, discover, qualifiedName } from './discovery.ts';
 import { compareForRestore } from './order.ts';
+import { deleteVolumeSnapshots, snapshotVolumes, type VolumeSnapshotFact } from './volume-snapshots.ts';
 
 /** Which objects a backup takes. Names are globs (`*`, `?`); resources are `deployments.apps` or `pods`. */
 export interface K8sFilters {
@@ -35,11 +36,28 @@ export interface K8sBackupOptions {
   tags: string[];
   /** Objects per list page (Velero uses 500). */
   pageSize?: number;
+  /** exclude-storage: resources only; full: resources and CSI snapshots of the PVCs; only-storage: the snapshots (and the PVCs and snapshot objects needed to restore them). */
+  mode?: K8sMode;
+  /** full / only-storage: the VolumeSnapshotClass to snapshot with. */
+  volumeSnapshotClass?: string;
+  pollIntervalMs?: number;
   logger: Logger;
   signal?: AbortSignal;
   progressIntervalMs?: number;
   now?: () => Date;
 }
+
+export const k8sModes = ['exclude-storage', 'full', 'only-storage'] as const;
+export type K8sMode = (typeof k8sModes)[number];
+
+/** What only-storage keeps besides the snapshots: what a restore of the volumes needs. */
+const storageResources = [
+  'namespaces',
+  'persistentvolumeclaims',
+  'volumesnapshots.snapshot.storage.k8s.io',
+  'volumesnapshotcontents.snapshot.storage.k8s.io',
+  'volumesnapshotclasses.snapshot.storage.k8s.io',
+];
 
 export interface K8sFacts {
   cluster: { server: string; version: string };
@@ -49,6 +67,8 @@ export interface K8sFacts {
   namespaces: string[];
   /** API groups that were down during discovery: their resources are not in the backup. */
   unavailableApis: string[];
+  /** full / only-storage: the CSI snapshots taken, one per PVC. */
+  volumeSnapshots?: VolumeSnapshotFact[];
 }
 
 /** Labels that keep an object out of every backup: Lifeboat's own, and Velero's. */
@@ -151,8 +171,13 @@ export async function backupK8s(options: K8sBackupOptions): Promise<Manifest> {
   const clusterScoped =
     filters.includeClusterResources === 'auto' ? everyNamespace : filters.includeClusterResources;
   // In restore order, so that a restore streams the archive in one pass.
+  const mode = options.mode ?? 'exclude-storage';
+  if (mode !== 'exclude-storage' && !options.volumeSnapshotClass)
+    throw new UserError(`volume-snapshot-class: required with mode ${mode}`);
   const chosen = resources
-    .filter((r) => resourceWanted(r, filters))
+    .filter((r) =>
+      mode === 'only-storage' ? storageResources.includes(qualifiedName(r)) : resourceWanted(r, filters),
+    )
     .sort((a, b) => compareForRestore(qualifiedName(a), qualifiedName(b)));
   if (!options.encryption && chosen.some((r) => r.resource === 'secrets' && r.group === '')) {
     logger.warn('Secrets are backed up without encryption: give age-recipients to encrypt the archive');
@@ -160,11 +185,30 @@ export async function backupK8s(options: K8sBackupOptions): Promise<Manifest> {
   await options.storage.check();
   const catalog = new Catalog(options.storage);
   const started = now();
-  const pending = await catalog.begin(options.set, 'exclude-storage', started);
+  const pending = await catalog.begin(options.set, mode, started);
   logger.info(
     `backup ${options.set}/${pending.id}: ${namespaces.length} namespace(s), ${chosen.length} resource type(s) from ${client.server} (${cluster.gitVersion}) → ${options.storage.url}`,
   );
   const counts: K8sFacts['counts'] = { byResource: {}, byNamespace: {}, total: 0 };
+  let volumeSnapshots: VolumeSnapshotFact[] | undefined;
+  if (mode !== 'exclude-storage') {
+    try {
+      volumeSnapshots = await snapshotVolumes({
+        client,
+        namespaces,
+        labelSelector: filters.labelSelector,
+        volumeSnapshotClass: options.volumeSnapshotClass!,
+        labels: { 'lifeboat.io/set': options.set, 'lifeboat.io/backup-id': pending.id },
+        pollIntervalMs: options.pollIntervalMs,
+        logger,
+        signal: options.signal,
+      });
+    } catch (error) {
+      await catalog.abandon(pending).catch(() => {});
+      throw error;
+    }
+  }
+  const ours = new Set((volumeSnapshots ?? []).flatMap((v) => [`${v.namespace}/${v.snapshot}`, v.content]));
   const pack = tar.pack();
   // Objects are small: gather them into large chunks before compression.
   const archive = new Coalescer();
@@ -177,7 +221,14 @@ export async function backupK8s(options: K8sBackupOptions): Promise<Manifest> {
   const feed = async () => {
     await add('metadata/version', `${veleroFormatVersion}\n`);
     for (const r of chosen) {
-      if (!r.namespaced && !clusterScoped && r.resource !== 'namespaces') continue;
+      const snapshotObjects = r.group === 'snapshot.storage.k8s.io';
+      if (
+        !r.namespaced &&
+        !clusterScoped &&
+        r.resource !== 'namespaces' &&
+        !(snapshotObjects && volumeSnapshots)
+      )
+        continue;
       const folder = `resources/${qualifiedName(r)}`;
       const query: Record<string, string> = filters.labelSelector
         ? { labelSelector: filters.labelSelector }
@@ -200,6 +251,12 @@ export async function backupK8s(options: K8sBackupOptions): Promise<Manifest> {
           if (r.resource === 'namespaces' && r.group === '' && !selectedNamespaces.has(name)) continue;
           if (r.namespaced && !selectedNamespaces.has(ns ?? '')) continue;
           if (optOutLabels.some((label) => obj.metadata?.labels?.[label] === 'true')) continue;
+          // With snapshots, only this backup's snapshot objects (and its class) go in.
+          if (snapshotObjects && volumeSnapshots) {
+            if (r.resource === 'volumesnapshots' && !ours.has(`${ns}/${name}`)) continue;
+            if (r.resource === 'volumesnapshotcontents' && !ours.has(name)) continue;
+            if (r.resource === 'volumesnapshotclasses' && name !== options.volumeSnapshotClass) continue;
+          }
           await add(
             r.namespaced ? `${folder}/namespaces/${ns}/${name}.json` : `${folder}/cluster/${name}.json`,
             JSON.stringify(obj),
@@ -246,13 +303,14 @@ export async function backupK8s(options: K8sBackupOptions): Promise<Manifest> {
       counts,
       namespaces,
       unavailableApis: skipped,
+      ...(volumeSnapshots ? { volumeSnapshots } : {}),
     };
     const manifest: Manifest = {
       format: manifestFormat,
       id: pending.id,
       set: options.set,
       kind: 'k8s',
-      mode: 'exclude-storage',
+      mode,
       startedAt: started.toISOString(),
       finishedAt: now().toISOString(),
       tool: { name: 'lifeboat', version },
@@ -260,10 +318,18 @@ export async function backupK8s(options: K8sBackupOptions): Promise<Manifest> {
       artifacts: [artifact],
       contents: {
         included: [
+          ...(volumeSnapshots
+            ? [
+                `${volumeSnapshots.length} CSI volume snapshot(s) of PVCs, class ${options.volumeSnapshotClass}`,
+              ]
+            : []),
           `${counts.total} objects of ${Object.keys(counts.byResource).length} resource types in ${namespaces.length} namespace(s)${clusterScoped ? ', with cluster-scoped resources' : ''}`,
         ],
         excluded: [
-          'volume data (mode exclude-storage)',
+          ...(mode === 'exclude-storage' ? ['volume data (mode exclude-storage)'] : []),
+          ...(mode === 'only-storage'
+            ? ['every resource but the PVCs, their namespaces and the snapshot objects (mode only-storage)']
+            : []),
           ...(clusterScoped ? [] : ['cluster-scoped resources (not every namespace is included)']),
           ...(filters.labelSelector
             ? [`objects not matching the label selector ${filters.labelSelector}`]
@@ -279,6 +345,14 @@ export async function backupK8s(options: K8sBackupOptions): Promise<Manifest> {
     committed = true;
     return manifest;
   } finally {
-    if (!committed) await catalog.abandon(pending).catch(() => {});
+    if (!committed) {
+      await catalog.abandon(pending).catch(() => {});
+      if (volumeSnapshots)
+        await deleteVolumeSnapshots(
+          client,
+          volumeSnapshots.map((v) => ({ name: v.snapshot, namespace: v.namespace })),
+          logger,
+        );
+    }
   }
 }

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
@@ -64,6 +65,9 @@ export interface K8sRestoreResult {
 
 /** The label every restored object carries: the backup it came from. */
 export const restoredLabel = 'lifeboat.io/restored-from';
+
+const snapshotContents = 'volumesnapshotcontents.snapshot.storage.k8s.io';
+const volumeSnapshots = 'volumesnapshots.snapshot.storage.k8s.io';
 
 /** Resources never restored (as Velero): they belong to the cluster that ran them. */
 const neverRestored = new Set(['nodes', 'events', 'events.events.k8s.io']);
@@ -292,6 +296,10 @@ export async function restoreK8s(options: K8sRestoreOptions): Promise<K8sRestore
   };
 
   const seen = new Set<string>();
+  /** Snapshot contents of the backup, by name: what a restored VolumeSnapshot binds to. */
+  const contents = new Map<string, { driver: string; snapshotHandle: string; className?: string }>();
+  /** `ns/pvc` → the restored VolumeSnapshot to provision it from. */
+  const pvcSnapshots = new Map<string, string>();
   const handle = async (entry: string, text: string) => {
     const at = parseEntry(entry);
     if (!at) return;
@@ -332,7 +340,108 @@ export async function restoreK8s(options: K8sRestoreOptions): Promise<K8sRestore
       });
       return;
     }
+    if (resource === snapshotContents) {
+      // Bound to the snapshot it was made for: re-created, statically, for the restored snapshot.
+      const spec = source.spec as { driver?: string; volumeSnapshotClassName?: string };
+      contents.set(name, {
+        driver: spec.driver ?? '',
+        snapshotHandle: String(
+          (source.status as { snapshotHandle?: string } | undefined)?.snapshotHandle ?? '',
+        ),
+        className: spec.volumeSnapshotClassName,
+      });
+      record({
+        resource,
+        name,
+        outcome: 'skipped',
+        reason: 're-created for the VolumeSnapshot it belongs to',
+      });
+      return;
+    }
     const obj = prepare(resource, source, options.namespaceMapping, backupId);
+    if (resource === volumeSnapshots) {
+      const bound = (source.status as { boundVolumeSnapshotContentName?: string } | undefined)
+        ?.boundVolumeSnapshotContentName;
+      const content = bound ? contents.get(bound) : undefined;
+      const pvc = (source.spec as { source?: { persistentVolumeClaimName?: string } }).source
+        ?.persistentVolumeClaimName;
+      if (!content?.snapshotHandle) {
+        record({
+          resource,
+          namespace: target,
+          name,
+          outcome: 'failed',
+          reason: `its VolumeSnapshotContent ${bound ?? '(none)'} is not in the backup`,
+        });
+        return;
+      }
+      const existing = await client
+        .get(
+          `/apis/snapshot.storage.k8s.io/v1/namespaces/${target}/volumesnapshots/${obj.metadata.name}`,
+          options.signal,
+        )
+        .then(
+          () => true,
+          (error) => {
+            if (error instanceof KubeError && error.code === 404) return false;
+            throw error;
+          },
+        );
+      if (existing && options.existing === 'skip') {
+        if (pvc && namespace) pvcSnapshots.set(`${namespace}/${pvc}`, obj.metadata.name);
+        record({
+          resource,
+          namespace: target,
+          name,
+          outcome: 'skipped',
+          reason: 'it exists (existing: skip)',
+        });
+        return;
+      }
+      const contentName = `lb-restore-${randomBytes(6).toString('hex')}`;
+      try {
+        await client.request(
+          'POST',
+          `/apis/snapshot.storage.k8s.io/v1/volumesnapshotcontents${options.dryRun ? '?dryRun=All' : ''}`,
+          {
+            apiVersion: 'snapshot.storage.k8s.io/v1',
+            kind: 'VolumeSnapshotContent',
+            metadata: { name: contentName, labels: { [restoredLabel]: backupId } },
+            spec: {
+              // Retain: deleting the restored objects must never delete the backed-up snapshot.
+              deletionPolicy: 'Retain',
+              driver: content.driver,
+              source: { snapshotHandle: content.snapshotHandle },
+              ...(content.className ? { volumeSnapshotClassName: content.className } : {}),
+              volumeSnapshotRef: { name: obj.metadata.name, namespace: target },
+            },
+          },
+          options.signal,
+        );
+      } catch (error) {
+        record({
+          resource,
+          namespace: target,
+          name,
+          outcome: 'failed',
+          reason: `creating its VolumeSnapshotContent: ${messageOf(error)}`,
+        });
+        return;
+      }
+      obj.spec = { ...(obj.spec ?? {}), source: { volumeSnapshotContentName: contentName } };
+      if (pvc && namespace) pvcSnapshots.set(`${namespace}/${pvc}`, obj.metadata.name);
+    }
+    if (resource === 'persistentvolumeclaims' && namespace) {
+      const snapshot = pvcSnapshots.get(`${namespace}/${name}`);
+      if (snapshot) {
+        // A new volume provisioned from the backup's snapshot.
+        obj.spec = {
+          ...(obj.spec ?? {}),
+          dataSource: { apiGroup: 'snapshot.storage.k8s.io', kind: 'VolumeSnapshot', name: snapshot },
+        };
+        delete obj.spec.volumeName;
+      }
+    }
     try {
       if (target && !(await ensureNamespace(target))) {
         // A dry run creates nothing, so the server cannot validate objects of a namespace to come.

@@ -66,7 +66,8 @@ export async function verifyK8s(options: K8sVerifyOptions) {
       includeNamespaces: [],
       excludeNamespaces: [],
       includeResources: [],
-      excludeResources: [],
+      // Snapshots are checked in place below: restoring them would leave cluster-scoped contents behind.
+      excludeResources: ['volumesnapshots.snapshot.storage.k8s.io'],
       existing: 'skip',
       dryRun: false,
       clusterResources: false,
@@ -129,6 +130,22 @@ export async function verifyK8s(options: K8sVerifyOptions) {
               `${inBackup} in the backup, ${found} restored and found${skippedHere ? `, ${skippedHere} skipped by rule` : ''}`,
             ),
       );
+    }
+    for (const v of facts.volumeSnapshots ?? []) {
+      const label = `volume snapshot: ${v.namespace}/${v.pvc}`;
+      try {
+        const snap = await client.get<{ status?: { readyToUse?: boolean; error?: { message?: string } } }>(
+          `/apis/snapshot.storage.k8s.io/v1/namespaces/${v.namespace}/volumesnapshots/${v.snapshot}`,
+          options.signal,
+        );
+        checks.push(
+          snap.status?.readyToUse
+            ? passed(label, `${v.snapshot} is ready to use (${v.restoreSize ?? 'size unknown'})`)
+            : failed(label, `${v.snapshot} is not ready: ${snap.status?.error?.message ?? 'no error given'}`),
+        );
+      } catch (error) {
+        checks.push(failed(label, `${v.snapshot}: ${messageOf(error)}`));
+      }
     }
     if (options.readyTimeoutMs > 0) checks.push(...(await waitReady(options, namespaces)));
     timings.checks = (performance.now() - t) / 1000;

@@ -214,14 +214,11 @@ test('a Velero tarball restores through the CLI, without a set', async () => {
     await client.request('DELETE', `/api/v1/namespaces/${target}`).catch(() => {});
 });
 
-test('an unreachable cluster and an unbuilt mode each get one line', async () => {
+test('an unreachable cluster and a snapshot mode without its class each get one line', async () => {
   const missing = await runAction('backup-k8s', { set: 'x', kubeconfig: path.join(work, 'nope') }, {});
   assert.equal(missing.code, 1);
   assert.match(errorLines(missing)[0]!, /kubeconfig: no kubeconfig at .*nope/);
   const mode = await runAction('backup-k8s', { set: 'x', kubeconfig, mode: 'only-storage' }, {});
   assert.equal(mode.code, 1);
-  assert.match(
-    errorLines(mode)[0]!,
-    /mode: 'only-storage' needs CSI volume snapshots, which are not built yet/,
-  );
+  assert.match(errorLines(mode)[0]!, /volume-snapshot-class: required with mode only-storage/);
 });

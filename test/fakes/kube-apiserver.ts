@@ -11,7 +11,10 @@
  *   expires them), across namespaces or in one;
  * - get (404), create (409 AlreadyExists; 404 when the namespace is missing), update (409 on
  *   a stale resourceVersion), delete; `dryRun=All` validates without storing;
- * - server-set fields: uid, resourceVersion, creationTimestamp, generation.
+ * - server-set fields: uid, resourceVersion, creationTimestamp, generation;
+ * - a CSI snapshot controller: each read of a VolumeSnapshot moves it on — first not ready,
+ *   then bound to a new VolumeSnapshotContent and ready with the PVC's size — or to
+ *   `status.error` when its class's driver is `broken.csi.example.com` or the PVC is missing.
  *
  * Errors are `Status` objects with the real reason and code.
  */
@@ -61,6 +64,9 @@ const builtIn: FakeResource[] = [
   ['networking.k8s.io', 'v1', 'networkpolicies', 'NetworkPolicy', true],
   ['storage.k8s.io', 'v1', 'storageclasses', 'StorageClass', false],
   ['apiextensions.k8s.io', 'v1', 'customresourcedefinitions', 'CustomResourceDefinition', false],
+  ['snapshot.storage.k8s.io', 'v1', 'volumesnapshotclasses', 'VolumeSnapshotClass', false],
+  ['snapshot.storage.k8s.io', 'v1', 'volumesnapshots', 'VolumeSnapshot', true],
+  ['snapshot.storage.k8s.io', 'v1', 'volumesnapshotcontents', 'VolumeSnapshotContent', false],
   ['events.k8s.io', 'v1', 'events', 'Event', true],
 ].map(([group, version, resource, kind, namespaced]) => ({
   group: group as string,
@@ -308,7 +314,11 @@ export async function startFakeKube(): Promise<FakeKube> {
         listVersion = decoded.rv;
       }
       const items = [...objects.entries()]
-        .filter(([k]) => k.startsWith(`${group}/${r.resource}/${namespace ?? ''}`))
+        .filter(
+          ([k]) =>
+            k.startsWith(`${group}/${r.resource}/`) &&
+            (namespace === undefined || k.split('/')[2] === namespace),
+        )
         .map(([, o]) => o)
         .filter((o) => matches(o, selector))
         .sort((a, b) =>
@@ -332,6 +342,7 @@ export async function startFakeKube(): Promise<FakeKube> {
         items: page,
       });
     }
+    if (method === 'GET' && r.resource === 'volumesnapshots') reconcileSnapshots();
     if (name && method === 'GET') {
       const obj = objects.get(keyOf(group, r.resource, namespace, name));
       return obj ? ok(obj) : notFound(name);
@@ -431,6 +442,91 @@ export async function startFakeKube(): Promise<FakeKube> {
         `the server does not allow this method on the requested resource`,
       ),
     };
+  }
+
+  /** The snapshot controller: one step for every VolumeSnapshot not yet ready. */
+  function reconcileSnapshots() {
+    const snapshotGroup = builtIn.find((x) => x.resource === 'volumesnapshotcontents')!;
+    for (const [key, snap] of objects) {
+      if (!key.startsWith('snapshot.storage.k8s.io/volumesnapshots/')) continue;
+      const status = (snap.status ?? {}) as Record<string, unknown>;
+      if (status.readyToUse === true || status.error) continue;
+      const spec = snap.spec as {
+        volumeSnapshotClassName?: string;
+        source?: { persistentVolumeClaimName?: string; volumeSnapshotContentName?: string };
+      };
+      const preBound = spec.source?.volumeSnapshotContentName;
+      if (preBound) {
+        // Static binding to an existing content (a restore): ready once the content exists.
+        const content = objects.get(
+          keyOf('snapshot.storage.k8s.io', 'volumesnapshotcontents', undefined, preBound),
+        );
+        snap.status = content
+          ? { boundVolumeSnapshotContentName: preBound, readyToUse: true, restoreSize: '1Gi' }
+          : { readyToUse: false, error: { message: `VolumeSnapshotContent "${preBound}" not found` } };
+        continue;
+      }
+      const cls = objects.get(
+        keyOf(
+          'snapshot.storage.k8s.io',
+          'volumesnapshotclasses',
+          undefined,
+          spec.volumeSnapshotClassName ?? '',
+        ),
+      );
+      const pvc = objects.get(
+        keyOf(
+          '',
+          'persistentvolumeclaims',
+          snap.metadata.namespace,
+          spec.source?.persistentVolumeClaimName ?? '',
+        ),
+      );
+      const fail = (message: string) => {
+        snap.status = { readyToUse: false, error: { message, time: new Date().toISOString() } };
+      };
+      if (!cls) fail(`VolumeSnapshotClass "${spec.volumeSnapshotClassName}" not found`);
+      else if (!pvc)
+        fail(
+          `failed to get input parameters to create snapshot: PersistentVolumeClaim "${spec.source?.persistentVolumeClaimName}" not found`,
+        );
+      else if (cls.driver === 'broken.csi.example.com')
+        fail('failed to take snapshot of the volume: rpc error: code = Internal desc = disk is busy');
+      else if (status.readyToUse === undefined) snap.status = { readyToUse: false };
+      else {
+        const contentName = `snapcontent-${snap.metadata.uid}`;
+        const content = {
+          metadata: { name: contentName },
+          spec: {
+            deletionPolicy: cls.deletionPolicy ?? 'Delete',
+            driver: cls.driver,
+            source: { volumeHandle: `vol-${pvc.metadata.uid}` },
+            volumeSnapshotClassName: cls.metadata.name,
+            volumeSnapshotRef: {
+              kind: 'VolumeSnapshot',
+              name: snap.metadata.name,
+              namespace: snap.metadata.namespace,
+              uid: snap.metadata.uid,
+            },
+          },
+          status: { readyToUse: true, snapshotHandle: `snap-${randomUUID()}`, restoreSize: 1073741824 },
+        } as KubeObject;
+        stamp(content, snapshotGroup);
+        objects.set(
+          keyOf('snapshot.storage.k8s.io', 'volumesnapshotcontents', undefined, contentName),
+          content,
+        );
+        const size =
+          (pvc.spec as { resources?: { requests?: { storage?: string } } })?.resources?.requests?.storage ??
+          '1Gi';
+        snap.status = {
+          boundVolumeSnapshotContentName: contentName,
+          creationTime: new Date().toISOString(),
+          readyToUse: true,
+          restoreSize: size,
+        };
+      }
+    }
   }
 
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));

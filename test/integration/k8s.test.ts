@@ -11,6 +11,7 @@ import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import zlib from 'node:zlib';
 import * as tar from 'tar-stream';
+import { Catalog } from '../../shared/catalog/catalog.ts';
 import type { Manifest } from '../../shared/catalog/manifest.ts';
 import { backupK8s, type K8sFacts, type K8sFilters } from '../../shared/k8s/backup.ts';
 import { KubeClient } from '../../shared/k8s/client.ts';
@@ -506,4 +507,187 @@ test('a tarball written by Velero restores in priority order, each object once',
   } finally {
     await empty.stop();
   }
+});
+
+describe('CSI volume snapshots (modes full and only-storage)', () => {
+  const snapshotsNow = () =>
+    [...fake.objects.keys()].filter((k) => k.startsWith('snapshot.storage.k8s.io/volumesnapshots/'));
+  before(() => {
+    fake.seed('', 'namespaces', [{ metadata: { name: 'data' } }]);
+    fake.seed('', 'persistentvolumeclaims', [
+      {
+        metadata: { name: 'pg-data', namespace: 'data' },
+        spec: { volumeName: 'pv-1', resources: { requests: { storage: '20Gi' } } },
+      },
+      {
+        metadata: { name: 'cache', namespace: 'data' },
+        spec: { volumeName: 'pv-2', resources: { requests: { storage: '5Gi' } } },
+      },
+    ]);
+    fake.seed('', 'configmaps', [{ metadata: { name: 'app', namespace: 'data' }, data: {} }]);
+    fake.seed('snapshot.storage.k8s.io', 'volumesnapshotclasses', [
+      { metadata: { name: 'csi-snapclass' }, driver: 'ebs.csi.aws.com', deletionPolicy: 'Retain' },
+      { metadata: { name: 'broken' }, driver: 'broken.csi.example.com', deletionPolicy: 'Delete' },
+    ]);
+  });
+
+  async function snapshotBackup(set: string, mode: 'full' | 'only-storage', volumeSnapshotClass: string) {
+    return backupK8s({
+      storage: openStorage(path.join(work, 'backups')),
+      set,
+      client,
+      filters: { ...allFilters, includeNamespaces: ['data'] },
+      compression: 'zstd',
+      tags: [],
+      mode,
+      volumeSnapshotClass,
+      pollIntervalMs: 10,
+      logger,
+    });
+  }
+
+  test('full: a snapshot of every PVC, waited for, recorded, and in the archive with its content', async () => {
+    const manifest = await snapshotBackup('with-volumes', 'full', 'csi-snapclass');
+    const facts = manifest.facts as unknown as K8sFacts;
+    assert.equal(manifest.mode, 'full');
+    assert.deepEqual(facts.volumeSnapshots!.map((v) => [v.pvc, v.restoreSize]).sort(), [
+      ['cache', '5Gi'],
+      ['pg-data', '20Gi'],
+    ]);
+    assert.ok(facts.volumeSnapshots!.every((v) => v.content.startsWith('snapcontent-')));
+    const archive = await entries(manifest);
+    for (const v of facts.volumeSnapshots!) {
+      assert.ok(
+        archive.has(`resources/volumesnapshots.snapshot.storage.k8s.io/namespaces/data/${v.snapshot}.json`),
+      );
+      assert.ok(
+        archive.has(`resources/volumesnapshotcontents.snapshot.storage.k8s.io/cluster/${v.content}.json`),
+      );
+    }
+    assert.ok(archive.has('resources/configmaps/namespaces/data/app.json'));
+    assert.ok(
+      archive.has('resources/volumesnapshotclasses.snapshot.storage.k8s.io/cluster/csi-snapclass.json'),
+    );
+    assert.ok(!archive.has('resources/volumesnapshotclasses.snapshot.storage.k8s.io/cluster/broken.json'));
+  });
+
+  test('only-storage: the snapshots with just what restoring them needs', async () => {
+    const manifest = await snapshotBackup('volumes-only', 'only-storage', 'csi-snapclass');
+    const kinds = new Set(
+      [...(await entries(manifest)).keys()]
+        .filter((k) => k.startsWith('resources/'))
+        .map((k) => k.split('/')[1]),
+    );
+    assert.deepEqual([...kinds].sort(), [
+      'namespaces',
+      'persistentvolumeclaims',
+      'volumesnapshotclasses.snapshot.storage.k8s.io',
+      'volumesnapshotcontents.snapshot.storage.k8s.io',
+      'volumesnapshots.snapshot.storage.k8s.io',
+    ]);
+    assert.match(manifest.id, /-backup-only-storage$/);
+  });
+
+  test('a snapshot that fails: the backup fails naming the PVC, its snapshots are deleted, nothing is committed', async () => {
+    const before = snapshotsNow().length;
+    await assert.rejects(
+      snapshotBackup('broken-volumes', 'full', 'broken'),
+      /volume snapshot of PVC data\/\S+ failed: failed to take snapshot of the volume: .*disk is busy/,
+    );
+    assert.equal(snapshotsNow().length, before, 'no snapshot of this backup is left');
+    const catalog = new Catalog(openStorage(path.join(work, 'backups')));
+    assert.deepEqual(await catalog.listBackups('broken-volumes'), []);
+    await assert.rejects(
+      snapshotBackup('no-class', 'full', 'nope'),
+      /volume-snapshot-class: 'nope' does not exist/,
+    );
+  });
+
+  test('restore into another namespace: new Retain contents bound statically, PVCs provisioned from the snapshots', async () => {
+    const manifest = await snapshotBackup('to-restore-volumes', 'full', 'csi-snapclass');
+    const result = await restoreK8s({
+      storage: openStorage(path.join(work, 'backups')),
+      manifest,
+      client,
+      namespaceMapping: new Map([['data', 'data-restored']]),
+      includeNamespaces: [],
+      excludeNamespaces: [],
+      includeResources: [],
+      excludeResources: [],
+      existing: 'skip',
+      dryRun: false,
+      logger,
+    });
+    assert.equal(
+      result.counts.failed,
+      0,
+      JSON.stringify(result.objects.filter((o) => o.outcome === 'failed')),
+    );
+    const facts = manifest.facts as unknown as K8sFacts;
+    const pg = facts.volumeSnapshots!.find((v) => v.pvc === 'pg-data')!;
+    const pvc = fake.objects.get('/persistentvolumeclaims/data-restored/pg-data')!;
+    const spec = pvc.spec as { dataSource?: { kind: string; name: string }; volumeName?: string };
+    assert.deepEqual(spec.dataSource, {
+      apiGroup: 'snapshot.storage.k8s.io',
+      kind: 'VolumeSnapshot',
+      name: pg.snapshot,
+    });
+    assert.equal(spec.volumeName, undefined);
+    const snap = fake.objects.get(`snapshot.storage.k8s.io/volumesnapshots/data-restored/${pg.snapshot}`)!;
+    const contentName = (snap.spec as { source: { volumeSnapshotContentName: string } }).source
+      .volumeSnapshotContentName;
+    const content = fake.objects.get(`snapshot.storage.k8s.io/volumesnapshotcontents//${contentName}`)!;
+    const original = fake.objects.get(`snapshot.storage.k8s.io/volumesnapshotcontents//${pg.content}`)!;
+    const cspec = content.spec as {
+      deletionPolicy: string;
+      source: { snapshotHandle: string };
+      volumeSnapshotRef: { namespace: string };
+    };
+    assert.equal(cspec.deletionPolicy, 'Retain');
+    assert.equal(cspec.source.snapshotHandle, (original.status as { snapshotHandle: string }).snapshotHandle);
+    assert.equal(cspec.volumeSnapshotRef.namespace, 'data-restored');
+  });
+});
+
+test('verify-restore of a full backup checks each volume snapshot in place', async () => {
+  const manifest = await backupK8s({
+    storage: openStorage(path.join(work, 'backups')),
+    set: 'verify-volumes',
+    client,
+    filters: { ...allFilters, includeNamespaces: ['data'] },
+    compression: 'zstd',
+    tags: [],
+    mode: 'full',
+    volumeSnapshotClass: 'csi-snapclass',
+    pollIntervalMs: 10,
+    logger,
+  });
+  const facts = manifest.facts as unknown as K8sFacts;
+  const outcome = await verifyK8s({
+    storage: openStorage(path.join(work, 'backups')),
+    manifest,
+    client,
+    readyTimeoutMs: 0,
+    logger,
+  });
+  const rows = outcome.checks.filter((c) => c.name.startsWith('volume snapshot: '));
+  assert.equal(rows.length, 2, JSON.stringify(rows));
+  assert.ok(
+    rows.every((r) => r.status === 'passed'),
+    JSON.stringify(outcome.checks),
+  );
+  // A snapshot deleted since the backup is a failed check.
+  fake.objects.delete(`snapshot.storage.k8s.io/volumesnapshots/data/${facts.volumeSnapshots![0]!.snapshot}`);
+  const after = await verifyK8s({
+    storage: openStorage(path.join(work, 'backups')),
+    manifest,
+    client,
+    readyTimeoutMs: 0,
+    logger,
+  });
+  assert.ok(
+    after.checks.some(
+      (c) => c.name.startsWith('volume snapshot: ') && c.status === 'failed' && /404/.test(c.detail),
+    ),
+  );
 });

@@ -29,14 +29,14 @@ test('a secret given as a flag is refused before anything runs', async () => {
   );
 });
 
-test('unknown commands, unbuilt modes and unknown flags each get one line', async () => {
+test('unknown commands, missing inputs and unknown flags each get one line', async () => {
   assert.match(
     (await cli(['backup'])).err,
     /^error: command: 'backup' is not a Lifeboat command; accepted: backup-files, dump-mysql, backup-k8s, snapshot-ebs, restore, verify-restore, list, prune-retention\n$/,
   );
   assert.match(
     (await cli(['backup-k8s', '--set', 'x', '--mode', 'full'])).err,
-    /mode: 'full' needs CSI volume snapshots, which are not built yet/,
+    /volume-snapshot-class: required with mode full/,
   );
   assert.match(
     (await cli(['list', '--bucket', 'x'])).err,
