@@ -19,12 +19,12 @@ import { isAlive, startEphemeralServer } from '../../shared/mysql/ephemeral.ts';
 const dir = process.env.LIFEBOAT_FAKE_DOCKER_DIR ?? '/tmp/lifeboat-fake-docker';
 fs.mkdirSync(dir, { recursive: true });
 const stateOf = (name: string) => path.join(dir, `${name}.json`);
+const portOf = (name: string) => path.join(dir, `${name}.port`);
 interface Container {
   id: string;
   name: string;
   image: string;
   keeper: number;
-  port?: number;
 }
 const read = (name: string): Container | undefined => {
   try {
@@ -46,8 +46,8 @@ if (command === '--keep') {
     parent: dir,
     options: serverArgs.filter((a) => a.startsWith('--')),
   });
-  const state = read(name)!;
-  fs.writeFileSync(stateOf(name), JSON.stringify({ ...state, image, port: server.port }));
+  // Its own file: the run command may still be writing the container's state.
+  fs.writeFileSync(portOf(name), JSON.stringify({ image, port: server.port }));
   const stop = async () => {
     await server.stop();
     process.exit(0);
@@ -80,28 +80,36 @@ if (command === '--keep') {
     );
   }
   const id = randomBytes(32).toString('hex');
+  const log = fs.openSync(path.join(dir, `${name}.log`), 'a');
   const keeper = spawn(process.execPath, [import.meta.filename, '--keep', name, image, ...serverArgs], {
     detached: true,
-    stdio: 'ignore',
+    stdio: ['ignore', log, log],
   });
   keeper.unref();
   fs.writeFileSync(stateOf(name), JSON.stringify({ id, name, image, keeper: keeper.pid }));
   process.stdout.write(`${id}\n`);
 } else if (command === 'port') {
   const [name] = args as [string];
-  const c = read(name) ?? fail(`Error response from daemon: No such container: ${name}`);
+  read(name) ?? fail(`Error response from daemon: No such container: ${name}`);
   // Like docker, the mapping exists at once; the server behind it comes up a little later.
-  for (let n = 0; !c.port && n < 600; n++) {
-    await new Promise((resolve) => setTimeout(resolve, 100));
-    Object.assign(c, read(name));
+  let port: number | undefined;
+  for (let n = 0; !port && n < 600; n++) {
+    try {
+      port = JSON.parse(fs.readFileSync(portOf(name), 'utf8')).port;
+    } catch {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
   }
-  process.stdout.write(`127.0.0.1:${c.port}\n`);
+  if (!port) fail(`fake docker: the server of ${name} did not start; see ${path.join(dir, `${name}.log`)}`);
+  process.stdout.write(`127.0.0.1:${port}\n`);
 } else if (command === 'rm') {
   const name = args.filter((a) => !a.startsWith('--')).at(-1)!;
   const c = read(name) ?? fail(`Error response from daemon: No such container: ${name}`);
   if (isAlive(c.keeper)) process.kill(c.keeper, 'SIGTERM');
   for (let n = 0; n < 300 && isAlive(c.keeper); n++) await new Promise((resolve) => setTimeout(resolve, 100));
   fs.rmSync(stateOf(name), { force: true });
+  fs.rmSync(portOf(name), { force: true });
+  fs.rmSync(path.join(dir, `${name}.log`), { force: true });
   process.stdout.write(`${name}\n`);
 } else if (command === 'ps') {
   const filter = args[args.indexOf('--filter') + 1] ?? '';
