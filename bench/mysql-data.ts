@@ -1,8 +1,25 @@
+import { spawnSync } from 'node:child_process';
+
+/** Runs SQL through the mariadb client on a server's socket, synchronously; returns its output. */
+export function sqlRunner(socket: string): (text: string) => string {
+  return (text) => {
+    const run = spawnSync(
+      'mariadb',
+      ['--no-defaults', `--socket=${socket}`, '-uroot', '--batch', '--skip-column-names'],
+      { input: text, encoding: 'utf8' },
+    );
+    if (run.status !== 0) throw new Error(run.stderr);
+    return run.stdout;
+  };
+}
+
 /**
  * The benchmark dataset: about `gib` GiB of InnoDB table data in a database `bench`, over
- * four tables of mixed types (ints, decimals, dates, text, JSON, a blob). Returns the rows.
+ * four tables of mixed types (ints, decimals, dates, text, JSON, a blob). Prints what it
+ * made and how long it took; returns the rows.
  */
 export function generateBench(sqlSync: (text: string) => string, gib: number): number {
+  const started = performance.now();
   // About 82 bytes of InnoDB data per row (measured).
   const rows = Math.round((gib * 1024 ** 3) / 82);
   sqlSync(`CREATE DATABASE bench; USE bench;
@@ -24,5 +41,11 @@ export function generateBench(sqlSync: (text: string) => string, gib: number): n
       sqlSync(`USE bench; ${part.replace('RANDOM_BYTES(300)', 'UNHEX(REPEAT(SHA2(seq, 512), 5))')};`);
     }
   }
+  const size = sqlSync(
+    "SELECT SUM(DATA_LENGTH) FROM information_schema.TABLES WHERE TABLE_SCHEMA='bench'",
+  ).trim();
+  console.log(
+    `generated ${rows} rows, ${(Number(size) / 1024 ** 2).toFixed(0)} MiB of table data in ${((performance.now() - started) / 1000).toFixed(0)} s`,
+  );
   return rows;
 }

@@ -9,13 +9,12 @@
  * -c`. Then restores into fresh databases: Lifeboat restore (2 connections), `zcat | mariadb`,
  * `myloader -t 2`. Prints seconds, ratios (Lifeboat / peer) and Lifeboat's peak RSS.
  */
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { startEphemeralServer } from '../shared/mysql/ephemeral.ts';
 import { type Measured, measure } from '../test/harness/measure.ts';
 import { tempDir } from '../test/harness/servers.ts';
-import { generateBench } from './mysql-data.ts';
+import { generateBench, sqlRunner } from './mysql-data.ts';
 
 const gib = Number(process.argv[2] ?? 1);
 const work = await tempDir('bench-mysql');
@@ -29,24 +28,10 @@ const sh = (script: string) =>
   measure(['-c', `set -o pipefail; ${script}`], {}, { command: 'bash', cwd: work });
 const mib = (n: number) => (n / 1024 ** 2).toFixed(0);
 
-function sqlSync(text: string) {
-  const run = spawnSync('mariadb', [...client.split(' '), '--batch', '--skip-column-names'], {
-    input: text,
-    encoding: 'utf8',
-  });
-  if (run.status !== 0) throw new Error(run.stderr);
-  return run.stdout;
-}
+const sqlSync = sqlRunner(socket);
 
 try {
-  const started = performance.now();
-  const rows = generateBench(sqlSync, gib);
-  const size = sqlSync(
-    "SELECT SUM(DATA_LENGTH) FROM information_schema.TABLES WHERE TABLE_SCHEMA='bench'",
-  ).trim();
-  console.log(
-    `generated ${rows} rows, ${mib(Number(size))} MiB of table data in ${((performance.now() - started) / 1000).toFixed(0)} s`,
-  );
+  generateBench(sqlSync, gib);
 
   const dumpFlags =
     '--single-transaction --quick --hex-blob --routines --triggers --events --databases bench';

@@ -9,13 +9,12 @@
  * with one SQL check, and prints the report's breakdown: environment start, restore
  * (download and load, streamed together), checks, teardown; plus peak RSS.
  */
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { startEphemeralServer } from '../shared/mysql/ephemeral.ts';
 import { measure } from '../test/harness/measure.ts';
 import { tempDir } from '../test/harness/servers.ts';
-import { generateBench } from './mysql-data.ts';
+import { generateBench, sqlRunner } from './mysql-data.ts';
 
 const gib = Number(process.argv[2] ?? 1);
 const work = await tempDir('bench-verify');
@@ -24,15 +23,7 @@ const server = await startEphemeralServer({
   options: ['--max-allowed-packet=256M', '--innodb-buffer-pool-size=2G'],
 });
 const mib = (n: number) => (n / 1024 ** 2).toFixed(0);
-const sqlSync = (text: string) => {
-  const run = spawnSync(
-    'mariadb',
-    ['--no-defaults', `--socket=${server.socket}`, '-uroot', '--batch', '--skip-column-names'],
-    { input: text, encoding: 'utf8' },
-  );
-  if (run.status !== 0) throw new Error(run.stderr);
-  return run.stdout;
-};
+const sqlSync = sqlRunner(server.socket);
 const lifeboat = async (...args: string[]) => {
   const m = await measure(
     [...args, '--storage', path.join(work, 'backups'), '--set', 'bench'],
@@ -44,14 +35,7 @@ const lifeboat = async (...args: string[]) => {
 };
 
 try {
-  const started = performance.now();
-  const rows = generateBench(sqlSync, gib);
-  const size = sqlSync(
-    "SELECT SUM(DATA_LENGTH) FROM information_schema.TABLES WHERE TABLE_SCHEMA='bench'",
-  ).trim();
-  console.log(
-    `generated ${rows} rows, ${mib(Number(size))} MiB of table data in ${((performance.now() - started) / 1000).toFixed(0)} s`,
-  );
+  generateBench(sqlSync, gib);
   const dump = await lifeboat('dump-mysql', '--socket', server.socket, '--databases', 'bench');
   console.log(`dump-mysql: ${dump.seconds.toFixed(1)} s`);
   await server.stop();

@@ -19,7 +19,7 @@ import { type EbsRestoreOptions, restoreEbs } from '../ebs/restore.ts';
 import { UserError } from '../errors.ts';
 import { restoreFiles } from '../files/restore.ts';
 import { KubeClient } from '../k8s/client.ts';
-import { type ExistingPolicy, type K8sRestoreOptions, restoreK8s } from '../k8s/restore.ts';
+import { type ExistingPolicy, type K8sRestoreOptions, restoreK8s, veleroBackupName } from '../k8s/restore.ts';
 import { connectionInputs, describeTarget, type MysqlTarget, parseConnection } from '../mysql/connection.ts';
 import { type IfExists, restoreMysql } from '../mysql/restore.ts';
 import type { DecryptionKeys } from '../pipeline/encryption.ts';
@@ -482,7 +482,7 @@ async function restoreK8sBackup(
     progressIntervalMs: options.progressIntervalMs,
   });
   const seconds = (Date.now() - started) / 1000;
-  const id = manifest?.id ?? path.basename(options.k8s.veleroFile!).replace(/\.tar\.gz$|\.tgz$/, '');
+  const id = manifest?.id ?? veleroBackupName(options.k8s.veleroFile!);
   const set = manifest?.set ?? 'velero';
   const report = path.resolve(
     reportFile ?? path.join(process.env.RUNNER_TEMP || os.tmpdir(), `lifeboat-restore-${set}-${id}.json`),

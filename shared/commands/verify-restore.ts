@@ -2,11 +2,10 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { InputCollector, parseBoolean, parseChoice, parseDuration, parseInteger } from '../action/inputs.ts';
-import { type CommandResult, defineCommand } from '../action/spec.ts';
+import { type CommandContext, type CommandResult, defineCommand } from '../action/spec.ts';
 import { Catalog } from '../catalog/catalog.ts';
 import { validateBackupRef } from '../catalog/ids.ts';
 import type { Manifest } from '../catalog/manifest.ts';
-import { totalBytes } from '../catalog/manifest.ts';
 import { type EbsLeftovers, removeEbsLeftovers, verifyEbs } from '../ebs/verify.ts';
 import { UserError } from '../errors.ts';
 import { KubeClient } from '../k8s/client.ts';
@@ -22,7 +21,13 @@ import { verifyMysql } from '../mysql/verify.ts';
 import type { DecryptionKeys } from '../pipeline/encryption.ts';
 import { formatDuration, type Logger } from '../pipeline/progress.ts';
 import { parseUserChecks, type UserCheck } from '../verify/checks.ts';
-import { newReport, reportSummary, type VerifyReport, verificationRecord } from '../verify/report.ts';
+import {
+  newReport,
+  reportSummary,
+  type VerifyOutcome,
+  type VerifyReport,
+  verificationRecord,
+} from '../verify/report.ts';
 import {
   backupUri,
   type CommonOptions,
@@ -213,96 +218,9 @@ export const verifyRestoreCommand = defineCommand<Options>({
         ? await catalog.pickRandom(options.set, options.randomWithinSeconds, new Date())
         : await catalog.resolve(options.set, options.backup);
     const uri = backupUri(options.storage, manifest.set, manifest.id);
-    if (manifest.kind === 'ebs') {
-      logger.info(`verifying ${uri} (ebs, taken ${manifest.startedAt}): a volume from each snapshot`);
-      const outcome = await verifyEbs({
-        manifest,
-        zone: options.zone,
-        pollIntervalMs: options.pollIntervalMs,
-        onLeftovers: (state) => leftovers?.(state),
-        logger,
-        signal,
-      });
-      const report = newReport(
-        manifest,
-        uri,
-        {
-          ...outcome,
-          limits: { maxAgeSeconds: options.maxAgeSeconds, maxRestoreSeconds: options.maxRestoreSeconds },
-        },
-        new Date(),
-      );
-      return finish(options, catalog, manifest, report, logger);
-    }
-    if (manifest.kind === 'k8s') {
-      logger.info(`verifying ${uri} (k8s, taken ${manifest.startedAt}): restored into throwaway namespaces`);
-      const client = await KubeClient.open(options.kubeconfig, options.context);
-      const outcome = await verifyK8s({
-        storage: options.storage,
-        manifest,
-        keys: options.keys,
-        client,
-        readyTimeoutMs: (options.waitReadySeconds ?? 0) * 1000,
-        pollIntervalMs: options.pollIntervalMs,
-        onLeftovers: (state) => leftovers?.(state),
-        logger,
-        signal,
-        progressIntervalMs: options.progressIntervalMs,
-      });
-      const report = newReport(
-        manifest,
-        uri,
-        {
-          ...outcome,
-          limits: { maxAgeSeconds: options.maxAgeSeconds, maxRestoreSeconds: options.maxRestoreSeconds },
-        },
-        new Date(),
-      );
-      return finish(options, catalog, manifest, report, logger);
-    }
-    if (manifest.kind !== 'mysql') {
-      throw new UserError(
-        `backup: '${manifest.id}' is a ${manifest.kind} backup; verify-restore is built for mysql, ebs and k8s backups only in this version`,
-      );
-    }
-    logger.info(
-      `verifying ${uri} (${manifest.kind}, taken ${manifest.startedAt}) in a ${options.environment} environment`,
-    );
-    const outcome = await verifyMysql({
-      storage: options.storage,
-      manifest,
-      keys: options.keys,
-      environment: options.environment,
-      external: options.environment === 'external' ? options.external : undefined,
-      workDir: options.workDir,
-      image: options.image,
-      databases: options.databases,
-      parallel: options.parallel,
-      checks: options.checks,
-      postRestoreCommand: options.postRestoreCommand,
-      onLeftovers: (state) => leftovers?.(state),
-      logger,
-      signal,
-      progressIntervalMs: options.progressIntervalMs,
-    });
-    const report = newReport(
-      manifest,
-      uri,
-      {
-        environment: outcome.environment,
-        checks: outcome.checks,
-        restoreSeconds: outcome.restoreSeconds,
-        limits: { maxAgeSeconds: options.maxAgeSeconds, maxRestoreSeconds: options.maxRestoreSeconds },
-        timings: outcome.timings,
-        sizes: {
-          storedBytes: totalBytes(manifest),
-          contentBytes: manifest.artifacts.reduce((n, a) => n + a.contentBytes, 0),
-          tables: outcome.tables,
-          rows: outcome.rows,
-        },
-      },
-      new Date(),
-    );
+    const outcome = await verifyByKind(options, manifest, uri, { logger, signal, leftovers });
+    const limits = { maxAgeSeconds: options.maxAgeSeconds, maxRestoreSeconds: options.maxRestoreSeconds };
+    const report = newReport(manifest, uri, { ...outcome, limits }, new Date());
     return finish(options, catalog, manifest, report, logger);
   },
   async cleanup(state, read, logger) {
@@ -321,6 +239,70 @@ export const verifyRestoreCommand = defineCommand<Options>({
     await removeLeftovers(leftovers, external, logger);
   },
 });
+
+/** Runs the verification of the backup's kind: its engine's checks, environment and timings. */
+async function verifyByKind(
+  options: Options,
+  manifest: Manifest,
+  uri: string,
+  { logger, signal, leftovers }: CommandContext,
+): Promise<VerifyOutcome> {
+  const onLeftovers = (state: unknown) => leftovers?.(state);
+  switch (manifest.kind) {
+    case 'ebs':
+      logger.info(`verifying ${uri} (ebs, taken ${manifest.startedAt}): a volume from each snapshot`);
+      return verifyEbs({
+        manifest,
+        zone: options.zone,
+        pollIntervalMs: options.pollIntervalMs,
+        onLeftovers,
+        logger,
+        signal,
+      });
+    case 'k8s': {
+      logger.info(`verifying ${uri} (k8s, taken ${manifest.startedAt}): restored into throwaway namespaces`);
+      return verifyK8s({
+        storage: options.storage,
+        manifest,
+        keys: options.keys,
+        client: await KubeClient.open(options.kubeconfig, options.context),
+        readyTimeoutMs: (options.waitReadySeconds ?? 0) * 1000,
+        pollIntervalMs: options.pollIntervalMs,
+        onLeftovers,
+        logger,
+        signal,
+        progressIntervalMs: options.progressIntervalMs,
+      });
+    }
+    case 'mysql': {
+      logger.info(
+        `verifying ${uri} (mysql, taken ${manifest.startedAt}) in a ${options.environment} environment`,
+      );
+      const outcome = await verifyMysql({
+        storage: options.storage,
+        manifest,
+        keys: options.keys,
+        environment: options.environment,
+        external: options.environment === 'external' ? options.external : undefined,
+        workDir: options.workDir,
+        image: options.image,
+        databases: options.databases,
+        parallel: options.parallel,
+        checks: options.checks,
+        postRestoreCommand: options.postRestoreCommand,
+        onLeftovers,
+        logger,
+        signal,
+        progressIntervalMs: options.progressIntervalMs,
+      });
+      return { ...outcome, counted: { tables: outcome.tables, rows: outcome.rows } };
+    }
+    default:
+      throw new UserError(
+        `backup: '${manifest.id}' is a ${manifest.kind} backup; verify-restore is built for mysql, ebs and k8s backups only in this version`,
+      );
+  }
+}
 
 /** Writes the report file and the catalog record, logs each check, and fails on a failed check. */
 async function finish(

@@ -4,7 +4,7 @@ import type { Manifest } from '../catalog/manifest.ts';
 import { messageOf, UserError } from '../errors.ts';
 import type { Logger } from '../pipeline/progress.ts';
 import { ec2Client, ec2Error } from './ec2.ts';
-import { type EbsFacts, tagKeys } from './snapshot.ts';
+import { ebsFacts, tagKeys } from './snapshot.ts';
 import { createVolumes, deleteVolumes, toTags, waitForVolumes } from './volumes.ts';
 
 export interface EbsRestoreOptions {
@@ -52,10 +52,7 @@ export interface EbsRestoreResult {
  */
 export async function restoreEbs(options: EbsRestoreOptions): Promise<EbsRestoreResult> {
   const { manifest, logger } = options;
-  const facts = manifest.facts as unknown as EbsFacts;
-  if (manifest.kind !== 'ebs' || !Array.isArray(facts?.snapshots)) {
-    throw new UserError(`backup: '${manifest.id}' is not an EBS backup with snapshot facts`);
-  }
+  const facts = ebsFacts(manifest);
   const ec2 = await ec2Client(facts.region);
   const sourceInstances = [...new Set(facts.snapshots.map((s) => s.instanceId).filter(Boolean))];
   const instanceId = options.instanceId ?? (sourceInstances.length === 1 ? sourceInstances[0] : undefined);

@@ -67,6 +67,15 @@ export interface EbsSnapshotResult {
   facts: EbsFacts;
 }
 
+/** The EBS facts of a manifest, checked enough to use (the manifest schema keeps facts open). */
+export function ebsFacts(manifest: Manifest): EbsFacts {
+  const facts = manifest.facts as unknown as EbsFacts;
+  if (manifest.kind !== 'ebs' || !Array.isArray(facts?.snapshots)) {
+    throw new UserError(`backup: '${manifest.id}' is not an EBS backup with snapshot facts`);
+  }
+  return facts;
+}
+
 /** Tag keys every snapshot of a set carries. */
 export const tagKeys = {
   set: 'lifeboat:set',

@@ -3,7 +3,7 @@ import { messageOf, UserError } from '../errors.ts';
 import type { Logger } from '../pipeline/progress.ts';
 import { type CheckRow, failed, passed } from '../verify/checks.ts';
 import { ec2Client, ec2Error } from './ec2.ts';
-import { type EbsFacts, tagKeys } from './snapshot.ts';
+import { ebsFacts, tagKeys } from './snapshot.ts';
 import { createVolumes, deleteVolumes, waitForVolumes } from './volumes.ts';
 
 /** What an EBS verification leaves should it be killed: volumes to delete. */
@@ -38,10 +38,7 @@ export interface EbsVerifyOutcome {
  */
 export async function verifyEbs(options: EbsVerifyOptions): Promise<EbsVerifyOutcome> {
   const { manifest, logger } = options;
-  const facts = manifest.facts as unknown as EbsFacts;
-  if (manifest.kind !== 'ebs' || !Array.isArray(facts?.snapshots)) {
-    throw new UserError(`backup: '${manifest.id}' is not an EBS backup with snapshot facts`);
-  }
+  const facts = ebsFacts(manifest);
   const ec2 = await ec2Client(facts.region);
   const checks: CheckRow[] = [];
   const timings: Record<string, number> = {};

@@ -2,6 +2,7 @@ import * as tar from 'tar-stream';
 import { Catalog } from '../catalog/catalog.ts';
 import { type Manifest, manifestFormat } from '../catalog/manifest.ts';
 import { UserError } from '../errors.ts';
+import { globMatcher } from '../glob.ts';
 import { artifactName, writeArtifact } from '../pipeline/artifact.ts';
 import { Coalescer } from '../pipeline/buffers.ts';
 import type { Compression } from '../pipeline/compression.ts';
@@ -80,21 +81,12 @@ export const veleroFormatVersion = '1.1.0';
 type KubeObject = { metadata?: { name?: string; namespace?: string; labels?: Record<string, string> } };
 type KubeList = { items: KubeObject[]; metadata?: { continue?: string } };
 
-const glob = (pattern: string) =>
-  new RegExp(
-    `^${pattern
-      .replace(/[.+^${}()|[\]\\]/g, '\\$&')
-      .replaceAll('*', '.*')
-      .replaceAll('?', '.')}$`,
-  );
-const matchesAny = (patterns: string[], value: string) => patterns.some((p) => glob(p).test(value));
-
 /** Whether a resource passes include-resources / exclude-resources (plain or qualified names). */
 function resourceWanted(r: ApiResource, filters: K8sFilters): boolean {
   const names = [r.resource, qualifiedName(r)];
-  const included =
-    filters.includeResources.length === 0 || names.some((n) => matchesAny(filters.includeResources, n));
-  return included && !names.some((n) => matchesAny(filters.excludeResources, n));
+  const include = globMatcher(filters.includeResources);
+  const exclude = globMatcher(filters.excludeResources);
+  return (filters.includeResources.length === 0 || names.some(include)) && !names.some(exclude);
 }
 
 /**
@@ -158,10 +150,10 @@ export async function backupK8s(options: K8sBackupOptions): Promise<Manifest> {
   const everyNamespace =
     (filters.includeNamespaces.length === 0 || filters.includeNamespaces.includes('*')) &&
     filters.excludeNamespaces.length === 0;
+  const includeNamespace = globMatcher(filters.includeNamespaces);
+  const excludeNamespace = globMatcher(filters.excludeNamespaces);
   const namespaces = allNamespaces.filter(
-    (n) =>
-      (filters.includeNamespaces.length === 0 || matchesAny(filters.includeNamespaces, n)) &&
-      !matchesAny(filters.excludeNamespaces, n),
+    (n) => (filters.includeNamespaces.length === 0 || includeNamespace(n)) && !excludeNamespace(n),
   );
   if (namespaces.length === 0 && filters.includeNamespaces.length > 0) {
     throw new UserError(

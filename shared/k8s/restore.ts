@@ -7,6 +7,7 @@ import zlib from 'node:zlib';
 import * as tar from 'tar-stream';
 import type { Manifest } from '../catalog/manifest.ts';
 import { messageOf, UserError } from '../errors.ts';
+import { globMatcher } from '../glob.ts';
 import { readArtifact } from '../pipeline/artifact.ts';
 import type { DecryptionKeys } from '../pipeline/encryption.ts';
 import type { Logger } from '../pipeline/progress.ts';
@@ -87,14 +88,10 @@ type KubeObject = {
   [k: string]: unknown;
 };
 
-const glob = (pattern: string) =>
-  new RegExp(
-    `^${pattern
-      .replace(/[.+^${}()|[\]\\]/g, '\\$&')
-      .replaceAll('*', '.*')
-      .replaceAll('?', '.')}$`,
-  );
-const matchesAny = (patterns: string[], value: string) => patterns.some((p) => glob(p).test(value));
+/** A Velero backup's name: its tarball's file name without `.tar.gz`. */
+export function veleroBackupName(file: string): string {
+  return path.basename(file).replace(/\.tar\.gz$|\.tgz$/, '');
+}
 
 /** `resources/<qualified>/namespaces/<ns>/<name>.json` or `.../cluster/<name>.json`. */
 export function parseEntry(path: string): { resource: string; namespace?: string; name: string } | undefined {
@@ -189,11 +186,9 @@ export function prepare(
  */
 export async function restoreK8s(options: K8sRestoreOptions): Promise<K8sRestoreResult> {
   const { client, logger } = options;
+  // The restore label: the backup id, or `velero-<name>` (a valid label value) for a Velero tarball.
   const backupId = options.veleroFile
-    ? `velero-${path
-        .basename(options.veleroFile)
-        .replace(/\.tar\.gz$|\.tgz$/, '')
-        .replace(/[^A-Za-z0-9_.-]/g, '-')}`.slice(0, 63)
+    ? `velero-${veleroBackupName(options.veleroFile).replace(/[^A-Za-z0-9_.-]/g, '-')}`.slice(0, 63)
     : options.manifest!.id;
   let served = (await discover(client, logger, options.signal)).resources;
   const byName = () => new Map(served.map((r) => [qualifiedName(r), r]));
@@ -295,6 +290,11 @@ export async function restoreK8s(options: K8sRestoreOptions): Promise<K8sRestore
     return 'recreated';
   };
 
+  // The filters, compiled once: they are asked about every object.
+  const includeNamespace = globMatcher(options.includeNamespaces);
+  const excludeNamespace = globMatcher(options.excludeNamespaces);
+  const includeResource = globMatcher(options.includeResources);
+  const excludeResource = globMatcher(options.excludeResources);
   const seen = new Set<string>();
   /** Snapshot contents of the backup, by name: what a restored VolumeSnapshot binds to. */
   const contents = new Map<string, { driver: string; snapshotHandle: string; className?: string }>();
@@ -309,16 +309,12 @@ export async function restoreK8s(options: K8sRestoreOptions): Promise<K8sRestore
     seen.add(key);
     const nsForFilter = resource === 'namespaces' ? name : namespace;
     if (nsForFilter !== undefined) {
-      if (options.includeNamespaces.length && !matchesAny(options.includeNamespaces, nsForFilter)) return;
-      if (matchesAny(options.excludeNamespaces, nsForFilter)) return;
+      if (options.includeNamespaces.length && !includeNamespace(nsForFilter)) return;
+      if (excludeNamespace(nsForFilter)) return;
     }
     const plainName = resource.split('.')[0]!;
-    if (
-      options.includeResources.length &&
-      ![resource, plainName].some((n) => matchesAny(options.includeResources, n))
-    )
-      return;
-    if ([resource, plainName].some((n) => matchesAny(options.excludeResources, n))) return;
+    if (options.includeResources.length && ![resource, plainName].some(includeResource)) return;
+    if ([resource, plainName].some(excludeResource)) return;
     if (options.clusterResources === false && namespace === undefined && resource !== 'namespaces') return;
     inBackup[resource] = (inBackup[resource] ?? 0) + 1;
     const source = JSON.parse(text) as KubeObject;

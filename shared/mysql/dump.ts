@@ -4,6 +4,7 @@ import type { Connection } from 'mysql2/promise';
 import { Catalog } from '../catalog/catalog.ts';
 import { type Manifest, manifestFormat } from '../catalog/manifest.ts';
 import { UserError } from '../errors.ts';
+import { globRegex } from '../glob.ts';
 import { runHook } from '../hooks.ts';
 import { artifactName, writeArtifact } from '../pipeline/artifact.ts';
 import { chunkBytes } from '../pipeline/buffers.ts';
@@ -263,14 +264,6 @@ async function resolveExcludes(
     options.logger.warn(`exclude-tables: '${p.entry}' matches no table in the selected databases`);
   }
   return ignored;
-}
-
-function globRegex(glob: string): RegExp {
-  const body = glob
-    .replace(/[.+^${}()|[\]\\]/g, '\\$&')
-    .replaceAll('*', '.*')
-    .replaceAll('?', '.');
-  return new RegExp(`^${body}$`);
 }
 
 /** Whether to record the binary log position (which needs RELOAD for a brief global lock). */

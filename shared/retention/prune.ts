@@ -1,7 +1,7 @@
 import { type BackupEntry, Catalog } from '../catalog/catalog.ts';
 import { parseBackupId } from '../catalog/ids.ts';
 import { deleteSnapshots, type SnapshotDeletion, type SnapshotRef, snapshotsOf } from '../ebs/delete.ts';
-import type { EbsFacts } from '../ebs/snapshot.ts';
+import { ebsFacts } from '../ebs/snapshot.ts';
 import type { Logger } from '../pipeline/progress.ts';
 import { formatBytes } from '../pipeline/progress.ts';
 import { forEachLimit, type Storage } from '../storage/storage.ts';
@@ -84,7 +84,7 @@ async function ebsSnapshotsOf(catalog: Catalog, set: string, doomed: BackupEntry
   const refs = new Map<string, SnapshotRef[]>();
   await forEachLimit(doomed, 16, async (entry) => {
     const manifest = await catalog.readManifest(set, entry.id);
-    if (manifest.kind === 'ebs') refs.set(entry.id, snapshotsOf(manifest.facts as unknown as EbsFacts));
+    if (manifest.kind === 'ebs') refs.set(entry.id, snapshotsOf(ebsFacts(manifest)));
   });
   return refs;
 }

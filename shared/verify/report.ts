@@ -55,11 +55,20 @@ export function limitRows(
   return rows;
 }
 
+/** What an engine's verification found, before RPO, RTO limits and sizes are added. */
+export interface VerifyOutcome {
+  checks: CheckRow[];
+  restoreSeconds: number | null;
+  environment: VerifyReport['environment'];
+  timings: Record<string, number>;
+  /** What was restored, where the engine counts it (mysql: tables and rows). */
+  counted?: { tables: number; rows: number };
+}
+
 export function newReport(
   manifest: Manifest,
   uri: string,
-  fields: Pick<VerifyReport, 'environment' | 'checks' | 'restoreSeconds' | 'limits' | 'timings'> &
-    Partial<Pick<VerifyReport, 'sizes'>>,
+  fields: VerifyOutcome & Pick<VerifyReport, 'limits'>,
   now: Date,
 ): VerifyReport {
   const ageSeconds = Math.max(0, (now.getTime() - Date.parse(manifest.startedAt)) / 1000);
@@ -77,9 +86,10 @@ export function newReport(
     restoreSeconds: fields.restoreSeconds,
     ageSeconds: Math.round(ageSeconds),
     limits: fields.limits,
-    sizes: fields.sizes ?? {
+    sizes: {
       storedBytes: totalBytes(manifest),
       contentBytes: manifest.artifacts.reduce((n, a) => n + a.contentBytes, 0),
+      ...fields.counted,
     },
     timings: fields.timings,
   };
