@@ -49,6 +49,11 @@ export async function startEphemeralServer(options: EphemeralOptions = {}): Prom
   const flavour = (await isMariaDb(daemon)) ? 'mariadb' : 'mysql';
   const dataDir = await fs.mkdtemp(path.join(options.parent ?? os.tmpdir(), 'lifeboat-mysqld-'));
   const socket = path.join(dataDir, 'sock');
+  // Its own tmpdir: a starting server (and the bootstrap that makes a datadir) deletes every
+  // `#sql*` file in its tmpdir, which in a shared /tmp are the live temporary tables of the
+  // other servers running beside it.
+  const tmpDir = path.join(dataDir, 'tmp');
+  await fs.mkdir(tmpDir);
   const asRoot = process.getuid?.() === 0 ? ['--user=root'] : [];
   try {
     if (flavour === 'mariadb') {
@@ -60,9 +65,16 @@ export async function startEphemeralServer(options: EphemeralOptions = {}): Prom
         '--auth-root-authentication-method=normal',
         '--skip-test-db',
         '--skip-name-resolve',
+        `--tmpdir=${tmpDir}`,
       ]);
     } else {
-      await run(daemon, ['--no-defaults', '--initialize-insecure', `--datadir=${dataDir}/data`, ...asRoot]);
+      await run(daemon, [
+        '--no-defaults',
+        '--initialize-insecure',
+        `--datadir=${dataDir}/data`,
+        `--tmpdir=${tmpDir}`,
+        ...asRoot,
+      ]);
     }
   } catch (error) {
     await fs.rm(dataDir, { recursive: true, force: true });
@@ -79,6 +91,7 @@ export async function startEphemeralServer(options: EphemeralOptions = {}): Prom
       `--port=${port}`,
       '--bind-address=127.0.0.1',
       `--pid-file=${dataDir}/pid`,
+      `--tmpdir=${tmpDir}`,
       ...asRoot,
       ...(options.binaryLog
         ? [`--log-bin=${dataDir}/data/binlog`, '--server-id=1']
