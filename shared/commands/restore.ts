@@ -47,6 +47,7 @@ interface Options extends CommonOptions {
   backup: string;
   target?: string;
   overwrite: boolean;
+  preserveOwner: boolean;
   dryRun: boolean;
   keys: DecryptionKeys;
   mysql: MysqlTarget;
@@ -127,6 +128,12 @@ export const restoreCommand = defineCommand<Options>({
     {
       name: 'overwrite',
       description: 'Replace a non-empty target, only once the restore has fully succeeded.',
+      default: 'false',
+    },
+    {
+      name: 'preserve-owner',
+      description:
+        "files backups: restore the archive's owners (when running as root) and setuid, setgid and sticky bits; by default files belong to whoever restores and get no setuid or setgid bit.",
       default: 'false',
     },
     {
@@ -253,6 +260,7 @@ export const restoreCommand = defineCommand<Options>({
       backup: c.field(() => validateBackupRef(read('backup') || 'latest')),
       target: read('target')?.trim() || undefined,
       overwrite: c.field(() => parseBoolean('overwrite', read('overwrite'), false)),
+      preserveOwner: c.field(() => parseBoolean('preserve-owner', read('preserve-owner'), false)),
       dryRun: c.field(() => parseBoolean('dry-run', read('dry-run'), false)),
       keys: c.field(() => parseDecryption(read)),
       mysql: c.field(() => parseConnection(read)),

@@ -1,8 +1,8 @@
-import { createWriteStream } from 'node:fs';
+import { constants as fsConstants } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
-import { finished, pipeline } from 'node:stream/promises';
+import { finished } from 'node:stream/promises';
 import * as tar from 'tar-stream';
 import type { Manifest } from '../catalog/manifest.ts';
 import { UserError } from '../errors.ts';
@@ -17,6 +17,8 @@ export interface FilesRestoreOptions {
   manifest: Manifest;
   target: string;
   overwrite: boolean;
+  /** Restore the archive's owners (as root) and its setuid, setgid and sticky bits; default false. */
+  preserveOwner?: boolean;
   dryRun: boolean;
   keys?: DecryptionKeys;
   logger: Logger;
@@ -31,7 +33,7 @@ export interface FilesRestoreResult {
 }
 
 interface Deferred {
-  file: string;
+  rel: string;
   header: tar.Header;
 }
 
@@ -82,7 +84,8 @@ export async function restoreFiles(options: FilesRestoreOptions): Promise<FilesR
       progressIntervalMs: options.progressIntervalMs,
       signal: options.signal,
     });
-    const facts = await extractArchive(plain, staging, options);
+    const into = staging ? new Staging(staging, options.preserveOwner ?? false) : undefined;
+    const facts = await extractArchive(plain, into, options);
     const expected = manifest.facts as unknown as FilesFacts;
     for (const key of ['files', 'directories', 'symlinks', 'bytes'] as const) {
       if (facts[key] !== expected[key]) {
@@ -99,28 +102,34 @@ export async function restoreFiles(options: FilesRestoreOptions): Promise<FilesR
   }
 }
 
+/**
+ * Reads the archive into `staging` (or only through it, for a dry run). Every path stays
+ * inside: absolute paths and '..' are refused, nothing is written through a symlink (the
+ * archive's symlinks are made last, after every file and folder), hard links only point at
+ * files restored before them, and devices, FIFOs and other entry types are left out.
+ */
 async function extractArchive(
   plain: Readable,
-  root: string | undefined,
+  staging: Staging | undefined,
   options: FilesRestoreOptions,
 ): Promise<FilesFacts> {
   const facts: FilesFacts = { files: 0, directories: 0, symlinks: 0, bytes: 0 };
   const dirs: Deferred[] = [];
   const links: Deferred[] = [];
+  const symlinks = new Set<string>();
   const extract = tar.extract();
   plain.on('error', (error) => extract.destroy(error));
   plain.pipe(extract as unknown as NodeJS.WritableStream);
   for await (const entry of extract) {
     options.signal?.throwIfAborted();
     const { header } = entry;
-    const rel = safeName(header.name);
-    const file = root ? (rel ? path.join(root, rel) : root) : '';
+    const rel = entryPath(header.name, symlinks);
     switch (header.type) {
       case 'directory':
         if (rel) facts.directories++;
-        if (root) {
-          await fs.mkdir(file, { recursive: true, mode: 0o700 });
-          dirs.push({ file, header });
+        if (staging) {
+          await staging.makeFolders(header.name, rel);
+          dirs.push({ rel, header });
         }
         entry.resume();
         break;
@@ -128,15 +137,20 @@ async function extractArchive(
       case 'contiguous-file':
         facts.files++;
         facts.bytes += header.size ?? 0;
-        if (root) {
-          await fs.mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
-          await pipeline(entry as unknown as Readable, createWriteStream(file, { flags: 'wx', mode: 0o600 }));
-          await applyOwnerModeTime(file, header);
-        } else await drain(entry as unknown as Readable);
+        if (staging) await staging.writeFile(header.name, rel, entry as unknown as Readable, header);
+        else await drain(entry);
         break;
+      case 'link': {
+        facts.files++;
+        const target = linkTarget(header, symlinks);
+        if (staging) await staging.hardLink(header.name, rel, target);
+        entry.resume();
+        break;
+      }
       case 'symlink':
         facts.symlinks++;
-        if (root) links.push({ file, header });
+        symlinks.add(rel);
+        if (staging) links.push({ rel, header });
         entry.resume();
         break;
       default:
@@ -145,37 +159,173 @@ async function extractArchive(
     }
   }
   await finished(plain);
-  if (!root) return facts;
-  // Symlinks last, so that no file in the archive can be written through one.
-  for (const { file, header } of links) {
-    await fs.mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
-    await fs.symlink(header.linkname ?? '', file);
-    if (asRoot) await fs.lchown(file, header.uid, header.gid);
-    await fs.lutimes(file, header.mtime, header.mtime);
-  }
+  if (!staging) return facts;
+  for (const { rel, header } of links) await staging.symlink(header.name, rel, header);
   // Folders deepest first, so setting a read-only mode does not block what lies below.
-  dirs.sort((a, b) => b.file.length - a.file.length);
-  for (const { file, header } of dirs) await applyOwnerModeTime(file, header);
+  dirs.sort((a, b) => b.rel.length - a.rel.length);
+  for (const { rel, header } of dirs) await staging.folderMetadata(rel, header);
   return facts;
 }
 
-async function drain(stream: Readable): Promise<void> {
+async function drain(stream: AsyncIterable<unknown>): Promise<void> {
   for await (const _ of stream);
 }
 
-async function applyOwnerModeTime(file: string, header: tar.Header): Promise<void> {
-  if (asRoot) await fs.chown(file, header.uid, header.gid); // before chmod: chown clears setuid bits
-  await fs.chmod(file, (header.mode ?? 0o644) & 0o7777);
-  await fs.utimes(file, header.mtime, header.mtime);
+function refusal(name: string, why: string): UserError {
+  return new UserError(`backup: the archive entry '${name}' ${why}; nothing was restored`);
 }
 
-/** The entry's path, relative and normalised; an absolute path or one with '..' is refused. */
-function safeName(name: string): string {
+/** A path from the archive relative to the restore folder, normalised; undefined if it leaves it. */
+function insidePath(name: string): string | undefined {
+  if (path.posix.isAbsolute(name) || name.split('/').includes('..')) return undefined;
   const normal = path.posix.normalize(name.replace(/\/+$/, '') || '.');
-  if (path.posix.isAbsolute(normal) || normal === '..' || normal.startsWith('../')) {
-    throw new IntegrityError(`archive entry '${name}' points outside the restore folder; refusing it`);
-  }
   return normal === '.' ? '' : normal;
+}
+
+/** The first folder above `rel` that the archive holds as a symlink, if any. */
+function symlinkAbove(rel: string, symlinks: Set<string>): string | undefined {
+  const parts = rel.split('/');
+  for (let i = 1; i < parts.length && symlinks.size > 0; i++) {
+    const prefix = parts.slice(0, i).join('/');
+    if (symlinks.has(prefix)) return prefix;
+  }
+  return undefined;
+}
+
+/** The entry's path; refused when it leaves the restore folder or goes through a symlink of the archive. */
+function entryPath(name: string, symlinks: Set<string>): string {
+  const rel = insidePath(name);
+  if (rel === undefined) throw refusal(name, 'points outside the restore folder');
+  const through = symlinkAbove(rel, symlinks);
+  if (through !== undefined) throw refusal(name, `would be written through the symlink '${through}'`);
+  return rel;
+}
+
+/** The path a hard link points at, checked like an entry's path. */
+function linkTarget(header: tar.Header, symlinks: Set<string>): string {
+  const linkname = header.linkname ?? '';
+  const target = insidePath(linkname);
+  if (target === undefined)
+    throw refusal(header.name, `is a hard link to '${linkname}', which points outside the restore folder`);
+  const through = symlinkAbove(target, symlinks);
+  if (through !== undefined)
+    throw refusal(header.name, `is a hard link to '${linkname}', through the symlink '${through}'`);
+  return target;
+}
+
+/**
+ * The mode bits to set. Without preserve-owner a file gets no setuid, setgid or sticky bit
+ * (like tar --no-same-owner); a folder keeps setgid and sticky, which grant no privilege
+ * (the group new files get, who may delete them).
+ */
+function modeOf(header: tar.Header, preserveOwner: boolean): number {
+  const mode = header.mode ?? 0o644;
+  if (preserveOwner) return mode & 0o7777;
+  return mode & (header.type === 'directory' ? 0o3777 : 0o777);
+}
+
+function ifMissing(error: NodeJS.ErrnoException): undefined {
+  if (error.code === 'ENOENT') return undefined;
+  throw error;
+}
+
+/** Runs a create that never replaces: a path that exists means two entries claim it. */
+async function createOnce<T>(name: string, create: () => Promise<T>): Promise<T> {
+  try {
+    return await create();
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'EEXIST')
+      throw refusal(name, 'would replace what an earlier entry restored there');
+    throw error;
+  }
+}
+
+const parentOf = (rel: string) => path.posix.dirname(rel).replace(/^\.$/, '');
+const folderFlags = fsConstants.O_RDONLY | fsConstants.O_DIRECTORY | fsConstants.O_NOFOLLOW;
+
+/**
+ * The staging folder being filled. Paths are made one component at a time and no component
+ * may be a symlink or anything but a folder; files are created exclusively and their owner,
+ * mode and time set through their own handle, so nothing is ever written or changed through
+ * a symlink, whatever the archive holds.
+ */
+class Staging {
+  readonly root: string;
+  private readonly preserveOwner: boolean;
+  /** Folders inside root already checked or made: real folders, never symlinks. */
+  private readonly folders = new Set<string>();
+
+  constructor(root: string, preserveOwner: boolean) {
+    this.root = root;
+    this.preserveOwner = preserveOwner;
+  }
+
+  private path(rel: string): string {
+    return rel ? path.join(this.root, rel) : this.root;
+  }
+
+  /** Makes the folders of `rel`, each component in turn; refuses one that is a symlink or no folder. */
+  async makeFolders(name: string, rel: string): Promise<void> {
+    let prefix = '';
+    for (const part of rel ? rel.split('/') : []) {
+      prefix = prefix ? `${prefix}/${part}` : part;
+      if (this.folders.has(prefix)) continue;
+      const stat = await fs.lstat(this.path(prefix)).catch(ifMissing);
+      if (!stat) await fs.mkdir(this.path(prefix), { mode: 0o700 });
+      else if (stat.isSymbolicLink()) throw refusal(name, `would be written through the symlink '${prefix}'`);
+      else if (!stat.isDirectory())
+        throw refusal(name, `needs a folder at '${prefix}', where something else is`);
+      this.folders.add(prefix);
+    }
+  }
+
+  async writeFile(name: string, rel: string, content: Readable, header: tar.Header) {
+    await this.makeFolders(name, parentOf(rel));
+    const handle = await createOnce(name, () => fs.open(this.path(rel), 'wx', 0o600));
+    try {
+      await handle.writeFile(content);
+      await this.applyMetadata(handle, header);
+    } finally {
+      await handle.close();
+    }
+  }
+
+  /** A hard link to a regular file restored earlier from this archive, inside the staging folder. */
+  async hardLink(name: string, rel: string, target: string): Promise<void> {
+    const folder = parentOf(target);
+    const stat =
+      !folder || this.folders.has(folder) ? await fs.lstat(this.path(target)).catch(ifMissing) : undefined;
+    if (!stat?.isFile())
+      throw refusal(name, `is a hard link to '${target}', which is not a file restored before it`);
+    await this.makeFolders(name, parentOf(rel));
+    await createOnce(name, () => fs.link(this.path(target), this.path(rel)));
+  }
+
+  /** A symlink, made once every file and folder is in place; its owner and time set on the link itself. */
+  async symlink(name: string, rel: string, header: tar.Header): Promise<void> {
+    await this.makeFolders(name, parentOf(rel));
+    const file = this.path(rel);
+    await createOnce(name, () => fs.symlink(header.linkname ?? '', file));
+    if (this.preserveOwner && asRoot) await fs.lchown(file, header.uid, header.gid);
+    await fs.lutimes(file, header.mtime, header.mtime);
+  }
+
+  /** A folder's owner, mode and time, through a handle that refuses a symlink. */
+  async folderMetadata(rel: string, header: tar.Header): Promise<void> {
+    const handle = await fs.open(this.path(rel), folderFlags);
+    try {
+      await this.applyMetadata(handle, header);
+    } finally {
+      await handle.close();
+    }
+  }
+
+  private async applyMetadata(handle: fs.FileHandle, header: tar.Header): Promise<void> {
+    // Owners only when asked (and possible): by default files belong to whoever restores.
+    if (this.preserveOwner && asRoot) await handle.chown(header.uid, header.gid); // before chmod: chown clears setuid bits
+    await handle.chmod(modeOf(header, this.preserveOwner));
+    await handle.utimes(header.mtime, header.mtime);
+  }
 }
 
 /** Moves the finished staging folder to the target; an existing target is replaced only now. */

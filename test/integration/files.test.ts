@@ -2,22 +2,20 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import type { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { generateIdentity } from 'age-encryption';
-import * as tar from 'tar-stream';
 import { Catalog, inProgressName, manifestName } from '../../shared/catalog/catalog.ts';
 import type { Manifest } from '../../shared/catalog/manifest.ts';
 import { listCatalog } from '../../shared/commands/list.ts';
 import { UserError } from '../../shared/errors.ts';
 import { backupFiles, type FilesBackupOptions } from '../../shared/files/backup.ts';
 import { restoreFiles } from '../../shared/files/restore.ts';
-import { IntegrityError, writeArtifact } from '../../shared/pipeline/artifact.ts';
+import { IntegrityError } from '../../shared/pipeline/artifact.ts';
 import { recipientOf } from '../../shared/pipeline/encryption.ts';
 import { type Logger, silentLogger } from '../../shared/pipeline/progress.ts';
 import { openStorage } from '../../shared/storage/open.ts';
 import type { Storage } from '../../shared/storage/storage.ts';
-import { backupFolder, testManifest } from '../harness/catalog.ts';
+import { backupFolder, type CraftedEntry, writeCraftedBackup } from '../harness/catalog.ts';
 import { startAzurite, type TestServer, tempDir } from '../harness/servers.ts';
 import { diffTrees, makeHostileTree } from '../harness/tree.ts';
 
@@ -273,46 +271,238 @@ describe('targets', () => {
       /is not a folder/,
     );
   });
+});
 
-  test('an archive entry that escapes the target is refused and nothing is written outside', async () => {
-    const pack = tar.pack();
-    pack.entry({ name: 'ok.txt' }, 'fine');
-    pack.entry({ name: '../escaped.txt' }, 'evil');
-    pack.finalize();
-    const pending = await catalog.begin('evil', 'full', new Date());
-    const artifact = await writeArtifact(
-      {
-        storage,
-        key: pending.key('files.tar'),
-        format: 'tar',
-        source: pack as unknown as Readable,
-        compression: 'none',
-        logger: silentLogger,
-        label: 'x',
-      },
-      'files.tar',
-    );
-    const forged = testManifest({
-      id: pending.id,
-      set: 'evil',
-      artifacts: [artifact],
-      facts: { files: 2, directories: 0, symlinks: 0, bytes: 8 },
+describe('a hostile archive writes nothing outside its target', () => {
+  // Whoever can write the bucket writes these backups: the sha256, sizes and counts in their
+  // manifests all match, so only the restore itself stands between them and the disk.
+  let round = 0;
+  let outside: string;
+  let target: string;
+  /** A new 'outside' folder holding a secret, and a target holding a precious file. */
+  const fresh = async () => {
+    round++;
+    outside = path.join(work, `outside-${round}`);
+    target = path.join(work, `hostile-${round}`);
+    await fs.mkdir(outside);
+    await fs.writeFile(path.join(outside, 'secret'), 'outside\n');
+    await fs.mkdir(target);
+    await fs.writeFile(path.join(target, 'precious.txt'), 'do not lose me');
+  };
+
+  const restore = (manifest: Manifest, more: { dryRun?: boolean; preserveOwner?: boolean } = {}) =>
+    restoreFiles({
+      storage,
+      manifest,
+      target,
+      overwrite: true,
+      dryRun: false,
+      logger: silentLogger,
+      ...more,
     });
-    await catalog.commit(pending, forged);
-    const target = path.join(work, 'evil-out');
+
+  /** The restore is refused with exactly `message`; outside, the target and the parent are as they were. */
+  async function assertRefused(entries: CraftedEntry[], message: (outside: string) => string) {
+    const manifest = await writeCraftedBackup(storage, `hostile-${round}`, entries);
     await assert.rejects(
-      restoreFiles({
-        storage,
-        manifest: forged,
-        target,
-        overwrite: false,
-        dryRun: false,
-        logger: silentLogger,
-      }),
-      /points outside the restore folder/,
+      restore(manifest),
+      (e: unknown) => e instanceof UserError && e.message === message(outside),
     );
-    await assert.rejects(fs.stat(path.join(work, 'escaped.txt')), { code: 'ENOENT' });
-    await assert.rejects(fs.stat(target), { code: 'ENOENT' });
+    assert.deepEqual(await fs.readdir(outside, { recursive: true }), ['secret']);
+    assert.equal((await fs.stat(path.join(outside, 'secret'))).nlink, 1);
+    assert.deepEqual(await fs.readdir(target), ['precious.txt']);
+    assert.equal(await fs.readFile(path.join(target, 'precious.txt'), 'utf8'), 'do not lose me');
+    assert.deepEqual(await leftovers(work), []);
+    return manifest;
+  }
+
+  const through =
+    "backup: the archive entry 'p/new/evil.sh' would be written through the symlink 'p'; nothing was restored";
+
+  test('a file through a symlink of the archive is refused, in a dry run too', async () => {
+    await fresh();
+    const manifest = await assertRefused(
+      [
+        { name: 'p', type: 'symlink', linkname: outside },
+        { name: 'p/new/evil.sh', content: 'echo owned\n', mode: 0o755 },
+      ],
+      () => through,
+    );
+    await assert.rejects(restore(manifest, { dryRun: true }), { message: through });
+  });
+
+  test('a symlink through a symlink of the archive is refused', async () => {
+    await fresh();
+    await assertRefused(
+      [
+        { name: 'p', type: 'symlink', linkname: outside },
+        { name: 'p/new/evil.sh', type: 'symlink', linkname: '/bin/sh' },
+      ],
+      () => through,
+    );
+  });
+
+  test('a folder through a symlink of the archive is refused', async () => {
+    await fresh();
+    await assertRefused(
+      [
+        { name: 'p', type: 'symlink', linkname: outside },
+        { name: 'p/new/', type: 'directory' },
+      ],
+      () =>
+        "backup: the archive entry 'p/new/' would be written through the symlink 'p'; nothing was restored",
+    );
+  });
+
+  test('a symlink over a folder the archive already filled is refused', async () => {
+    await fresh();
+    await assertRefused(
+      [
+        { name: 'p/new/evil.sh', content: 'echo owned\n' },
+        { name: 'p', type: 'symlink', linkname: outside },
+      ],
+      () =>
+        "backup: the archive entry 'p' would replace what an earlier entry restored there; nothing was restored",
+    );
+  });
+
+  test("'..' and absolute names are refused", async () => {
+    await fresh();
+    await assertRefused(
+      [
+        { name: 'ok.txt', content: 'fine' },
+        { name: `../outside-${round}/escaped.txt`, content: 'evil' },
+      ],
+      () =>
+        `backup: the archive entry '../outside-${round}/escaped.txt' points outside the restore folder; nothing was restored`,
+    );
+    await fresh();
+    await assertRefused(
+      [{ name: path.join(outside, 'absolute.txt'), content: 'evil' }],
+      (o) =>
+        `backup: the archive entry '${o}/absolute.txt' points outside the restore folder; nothing was restored`,
+    );
+  });
+
+  test('a hard link to a file outside is refused', async () => {
+    await fresh();
+    await assertRefused(
+      [{ name: 'h', type: 'link', linkname: path.join(outside, 'secret') }],
+      (o) =>
+        `backup: the archive entry 'h' is a hard link to '${o}/secret', which points outside the restore folder; nothing was restored`,
+    );
+    await fresh();
+    await assertRefused(
+      [{ name: 'h', type: 'link', linkname: `../outside-${round}/secret` }],
+      () =>
+        `backup: the archive entry 'h' is a hard link to '../outside-${round}/secret', which points outside the restore folder; nothing was restored`,
+    );
+  });
+
+  test('a hard link through a symlink, or to one, is refused', async () => {
+    await fresh();
+    await assertRefused(
+      [
+        { name: 'p', type: 'symlink', linkname: outside },
+        { name: 'h', type: 'link', linkname: 'p/secret' },
+      ],
+      () =>
+        "backup: the archive entry 'h' is a hard link to 'p/secret', through the symlink 'p'; nothing was restored",
+    );
+    await fresh();
+    await assertRefused(
+      [
+        { name: 's', type: 'symlink', linkname: path.join(outside, 'secret') },
+        { name: 'h', type: 'link', linkname: 's' },
+      ],
+      () =>
+        "backup: the archive entry 'h' is a hard link to 's', which is not a file restored before it; nothing was restored",
+    );
+  });
+
+  test('a hard link to a file restored before it is restored', async () => {
+    await fresh();
+    const manifest = await writeCraftedBackup(storage, `hostile-${round}`, [
+      { name: 'dir/', type: 'directory' },
+      { name: 'dir/a.txt', content: 'shared\n' },
+      { name: 'b.txt', type: 'link', linkname: 'dir/a.txt' },
+    ]);
+    await restore(manifest);
+    const [a, b] = await Promise.all([
+      fs.stat(path.join(target, 'dir', 'a.txt')),
+      fs.stat(path.join(target, 'b.txt')),
+    ]);
+    assert.equal(a.ino, b.ino);
+    assert.equal(a.nlink, 2);
+  });
+
+  test('devices and FIFOs are left out with a warning', async () => {
+    await fresh();
+    const manifest = await writeCraftedBackup(storage, `hostile-${round}`, [
+      { name: 'fifo', type: 'fifo' },
+      { name: 'null', type: 'character-device', devmajor: 1, devminor: 3 },
+      { name: 'ok.txt', content: 'fine' },
+    ]);
+    const warnings: string[] = [];
+    await restoreFiles({
+      storage,
+      manifest,
+      target,
+      overwrite: true,
+      dryRun: false,
+      logger: { info() {}, warn: (line) => warnings.push(line) },
+    });
+    assert.deepEqual(await fs.readdir(target), ['ok.txt']);
+    assert.deepEqual(warnings, [
+      'fifo: a fifo entry is not restored',
+      'null: a character-device entry is not restored',
+    ]);
+  });
+
+  test('setuid and setgid bits of files only with preserve-owner; folders keep setgid and sticky', async () => {
+    await fresh();
+    const manifest = await writeCraftedBackup(storage, `hostile-${round}`, [
+      { name: 'shared/', type: 'directory', mode: 0o3775 },
+      { name: 'su', content: '#!/bin/sh\n', mode: 0o4755 },
+      { name: 'sg', content: '#!/bin/sh\n', mode: 0o2755 },
+      { name: 'sticky', content: 'x', mode: 0o1644 },
+    ]);
+    const modes = async () =>
+      Object.fromEntries(
+        await Promise.all(
+          ['shared', 'su', 'sg', 'sticky'].map(async (n) => [
+            n,
+            (await fs.stat(path.join(target, n))).mode & 0o7777,
+          ]),
+        ),
+      );
+    await restore(manifest);
+    assert.deepEqual(await modes(), { shared: 0o3775, su: 0o755, sg: 0o755, sticky: 0o644 });
+    await restore(manifest, { preserveOwner: true });
+    assert.deepEqual(await modes(), { shared: 0o3775, su: 0o4755, sg: 0o2755, sticky: 0o1644 });
+  });
+
+  test('owners only with preserve-owner (as root), set on a symlink itself and never on what it points at', {
+    skip: process.getuid?.() !== 0 && 'needs root',
+  }, async () => {
+    await fresh();
+    const old = new Date('2001-02-03T04:05:06Z');
+    const owned = { uid: 1234, gid: 1234, mtime: old };
+    const manifest = await writeCraftedBackup(storage, `hostile-${round}`, [
+      { name: 'dir/', type: 'directory', ...owned },
+      { name: 'dir/file', content: 'x', ...owned },
+      { name: 'link', type: 'symlink', linkname: path.join(outside, 'secret'), ...owned },
+    ]);
+    const secret = await fs.stat(path.join(outside, 'secret'));
+    const owners = async () =>
+      Promise.all(['dir', 'dir/file', 'link'].map(async (n) => (await fs.lstat(path.join(target, n))).uid));
+    await restore(manifest);
+    assert.deepEqual(await owners(), [0, 0, 0]);
+    await restore(manifest, { preserveOwner: true });
+    assert.deepEqual(await owners(), [1234, 1234, 1234]);
+    assert.equal((await fs.lstat(path.join(target, 'link'))).mtimeMs, old.getTime());
+    const after = await fs.stat(path.join(outside, 'secret'));
+    assert.deepEqual([after.uid, after.gid, after.mtimeMs], [secret.uid, secret.gid, secret.mtimeMs]);
   });
 });
 
