@@ -37,8 +37,12 @@ export interface K8sRestoreOptions {
   dryRun: boolean;
   /** How long to wait for a restored CRD's resources to be served. */
   crdWaitMs?: number;
-  /** false: restore only namespaced objects (and the Namespaces), leaving the cluster's own resources alone. */
-  clusterResources?: boolean;
+  /**
+   * verify-restore's throwaway namespaces: only the namespaces the mapping names are restored
+   * (their Namespace objects renamed, their objects into the targets); cluster-scoped entries
+   * are left out and objects of any other namespace refused.
+   */
+  onlyMappedNamespaces?: boolean;
   logger: Logger;
   signal?: AbortSignal;
   progressIntervalMs?: number;
@@ -93,14 +97,44 @@ export function veleroBackupName(file: string): string {
   return path.basename(file).replace(/\.tar\.gz$|\.tgz$/, '');
 }
 
-/** `resources/<qualified>/namespaces/<ns>/<name>.json` or `.../cluster/<name>.json`. */
+/**
+ * `resources/<qualified>/namespaces/<ns>/<name>.json` or `.../cluster/<name>.json`. The
+ * namespace and name are taken as they stand (empty, with a `/`, …): see pathProblem.
+ */
 export function parseEntry(path: string): { resource: string; namespace?: string; name: string } | undefined {
   // Velero also writes each object under `<version>-preferredversion/`: the same object.
   const m =
-    /^resources\/([^/]+)\/(?:[^/]+-preferredversion\/)?(?:namespaces\/([^/]+)|cluster)\/(.+)\.json$/.exec(
+    /^resources\/([^/]+)\/(?:[^/]+-preferredversion\/)?(?:namespaces\/([^/]*)|cluster)\/(.*)\.json$/.exec(
       path,
     );
   return m ? { resource: m[1]!, namespace: m[2], name: m[3]! } : undefined;
+}
+
+const dnsLabel = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+const dnsSubdomain = /^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+/** What the API server takes as any object's name: a path segment. */
+const pathSegment = /^(?!\.\.?$)[^/%]+$/;
+/** Resources the API server lets have any path-segment name (`system:controller:…`). */
+const pathSegmentNamed = new Set([
+  'roles.rbac.authorization.k8s.io',
+  'rolebindings.rbac.authorization.k8s.io',
+  'clusterroles.rbac.authorization.k8s.io',
+  'clusterrolebindings.rbac.authorization.k8s.io',
+  'certificatesigningrequests.certificates.k8s.io',
+]);
+
+/** Why an entry's namespace or name cannot be one (the server's own rules), or undefined. */
+function pathProblem(at: { resource: string; namespace?: string; name: string }): string | undefined {
+  if (at.namespace !== undefined && !dnsLabel.test(at.namespace))
+    return `the namespace '${at.namespace}' is not a valid namespace name (a DNS-1123 label)`;
+  const [rule, what] =
+    at.resource === 'namespaces'
+      ? [dnsLabel, 'a DNS-1123 label']
+      : pathSegmentNamed.has(at.resource)
+        ? [pathSegment, "a path segment: not '.' or '..', no '/' or '%'"]
+        : [dnsSubdomain, 'a DNS-1123 subdomain'];
+  if (!rule.test(at.name)) return `the name '${at.name}' is not a valid ${at.resource} name (${what})`;
+  return undefined;
 }
 
 /** Why an object is not restored at all, or undefined. */
@@ -123,11 +157,14 @@ function skipReason(resource: string, obj: KubeObject): string | undefined {
 /**
  * The object as it should be created: server-owned fields stripped (uid, resourceVersion,
  * generation, creationTimestamp, deletion fields, selfLink, managedFields, ownerReferences,
- * status), the per-kind fixes Velero applies, the namespace mapped, and the restore label.
+ * status), the per-kind fixes Velero applies, the restore label, and `metadata.namespace`
+ * the archive path's namespace, mapped (none for a cluster-scoped object), whatever the
+ * object says.
  */
 export function prepare(
   resource: string,
   source: KubeObject,
+  namespace: string | undefined,
   mapping: Map<string, string>,
   backupId: string,
 ): KubeObject {
@@ -148,7 +185,8 @@ export function prepare(
     delete meta[field];
   delete obj.status;
   const mapNs = (ns: string | undefined) => (ns === undefined ? ns : (mapping.get(ns) ?? ns));
-  if (meta.namespace) meta.namespace = mapNs(meta.namespace);
+  if (namespace === undefined) delete meta.namespace;
+  else meta.namespace = mapNs(namespace);
   if (resource === 'namespaces') meta.name = mapNs(meta.name)!;
   meta.labels = { ...(meta.labels ?? {}), [restoredLabel]: backupId };
   const spec = obj.spec ?? {};
@@ -182,7 +220,10 @@ export function prepare(
 /**
  * Restores a k8s backup in one pass over its archive, which backups write in restore order
  * (CRDs, namespaces, storage, RBAC, secrets, config maps, pods, …, then the rest). Each
- * object gets a result; a failure of one object does not stop the others.
+ * object gets a result; a failure of one object does not stop the others. The archive is
+ * not trusted: each object goes to the namespace its path names (mapped), and one that does
+ * not fit its path — a bad namespace or name, another name or kind in the body, a
+ * cluster-scoped kind under namespaces/ or a namespaced one under cluster/ — is refused.
  */
 export async function restoreK8s(options: K8sRestoreOptions): Promise<K8sRestoreResult> {
   const { client, logger } = options;
@@ -266,9 +307,14 @@ export async function restoreK8s(options: K8sRestoreOptions): Promise<K8sRestore
     return true;
   };
 
-  const apply = async (r: ApiResource, obj: KubeObject): Promise<ObjectOutcome> => {
+  /** Creates the object in `target`, the path's (mapped) namespace: the URL never comes from the object. */
+  const apply = async (
+    r: ApiResource,
+    obj: KubeObject,
+    target: string | undefined,
+  ): Promise<ObjectOutcome> => {
     const dry = options.dryRun ? '?dryRun=All' : '';
-    const collection = collectionPath(r, r.namespaced ? obj.metadata.namespace : undefined);
+    const collection = collectionPath(r, target);
     const item = `${collection}/${encodeURIComponent(obj.metadata.name)}`;
     try {
       await client.request('POST', `${collection}${dry}`, obj, options.signal);
@@ -307,7 +353,26 @@ export async function restoreK8s(options: K8sRestoreOptions): Promise<K8sRestore
     const key = `${resource}/${namespace ?? ''}/${name}`;
     if (seen.has(key)) return;
     seen.add(key);
+    const target =
+      namespace === undefined ? undefined : (options.namespaceMapping.get(namespace) ?? namespace);
+    // The bucket is not trusted: the path decides where an object goes, and an object that
+    // does not fit its path is refused.
+    const refuse = (problem: string) =>
+      record({
+        resource,
+        namespace: target,
+        name,
+        outcome: 'failed',
+        reason: `refused ${entry}: ${problem}`,
+      });
+    const badPath = pathProblem(at);
+    if (badPath) return refuse(badPath);
     const nsForFilter = resource === 'namespaces' ? name : namespace;
+    if (options.onlyMappedNamespaces) {
+      if (nsForFilter === undefined) return;
+      if (!options.namespaceMapping.has(nsForFilter))
+        return refuse(`the namespace ${nsForFilter} is not one of the mapped namespaces`);
+    }
     if (nsForFilter !== undefined) {
       if (options.includeNamespaces.length && !includeNamespace(nsForFilter)) return;
       if (excludeNamespace(nsForFilter)) return;
@@ -315,12 +380,12 @@ export async function restoreK8s(options: K8sRestoreOptions): Promise<K8sRestore
     const plainName = resource.split('.')[0]!;
     if (options.includeResources.length && ![resource, plainName].some(includeResource)) return;
     if ([resource, plainName].some(excludeResource)) return;
-    if (options.clusterResources === false && namespace === undefined && resource !== 'namespaces') return;
     inBackup[resource] = (inBackup[resource] ?? 0) + 1;
-    const source = JSON.parse(text) as KubeObject;
+    const source = parseObject(text);
+    if (!source) return refuse('not a Kubernetes object (JSON with metadata.name)');
+    if (source.metadata.name !== name)
+      return refuse(`metadata.name is '${source.metadata.name}', but the path names it '${name}'`);
     const why = skipReason(resource, source);
-    const target =
-      namespace === undefined ? undefined : (options.namespaceMapping.get(namespace) ?? namespace);
     if (why) {
       record({ resource, namespace: target, name, outcome: 'skipped', reason: why });
       return;
@@ -336,6 +401,14 @@ export async function restoreK8s(options: K8sRestoreOptions): Promise<K8sRestore
       });
       return;
     }
+    if (r.namespaced !== (namespace !== undefined))
+      return refuse(
+        r.namespaced
+          ? `${resource} is namespaced, but the path files it under cluster/`
+          : `${resource} is cluster-scoped, but the path files it under namespaces/${namespace}/`,
+      );
+    if (source.kind !== undefined && source.kind !== r.kind)
+      return refuse(`the object is a ${source.kind}, but the path files it under ${resource} (${r.kind})`);
     if (resource === snapshotContents) {
       // Bound to the snapshot it was made for: re-created, statically, for the restored snapshot.
       const spec = source.spec as { driver?: string; volumeSnapshotClassName?: string };
@@ -354,7 +427,7 @@ export async function restoreK8s(options: K8sRestoreOptions): Promise<K8sRestore
       });
       return;
     }
-    const obj = prepare(resource, source, options.namespaceMapping, backupId);
+    const obj = prepare(resource, source, namespace, options.namespaceMapping, backupId);
     if (resource === volumeSnapshots) {
       const bound = (source.status as { boundVolumeSnapshotContentName?: string } | undefined)
         ?.boundVolumeSnapshotContentName;
@@ -450,7 +523,7 @@ export async function restoreK8s(options: K8sRestoreOptions): Promise<K8sRestore
         });
         return;
       }
-      record({ resource, namespace: target, name: obj.metadata.name, outcome: await apply(r, obj) });
+      record({ resource, namespace: target, name: obj.metadata.name, outcome: await apply(r, obj, target) });
     } catch (error) {
       if (options.signal?.aborted) throw error;
       const skipped = error instanceof Skip;
@@ -504,6 +577,16 @@ export async function restoreK8s(options: K8sRestoreOptions): Promise<K8sRestore
     logger.info('dry run: every object was sent with dryRun=All; the server validated it and stored nothing');
   }
   return { objects: results, counts, byResource, inBackup };
+}
+
+/** An archive entry's object, or undefined when it is no JSON object with a string metadata.name. */
+function parseObject(text: string): KubeObject | undefined {
+  try {
+    const obj = JSON.parse(text) as KubeObject | null;
+    return typeof obj?.metadata?.name === 'string' ? obj : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Reads a tar stream entry by entry, one at a time; `text()` gives the entry's content. */

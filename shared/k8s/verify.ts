@@ -38,7 +38,9 @@ export function throwawayNamespace(name: string, suffix: string): string {
 
 /**
  * Proves a k8s backup restores: its namespaced objects (not the cluster's own resources) are
- * restored into throwaway namespaces (`<ns>-lbv-<random>`) of a given cluster; per resource,
+ * restored into throwaway namespaces (`<ns>-lbv-<random>`) of a given cluster, and nothing
+ * else is created (objects of namespaces the manifest does not list, and cluster-scoped
+ * kinds filed under a namespace, are refused); per resource,
  * the objects the archive holds must equal the manifest's count and must all be there after
  * the restore; Deployments and StatefulSets can be waited for until ready. The throwaway
  * namespaces are deleted afterwards, whatever happened.
@@ -70,7 +72,8 @@ export async function verifyK8s(options: K8sVerifyOptions) {
       excludeResources: ['volumesnapshots.snapshot.storage.k8s.io'],
       existing: 'skip',
       dryRun: false,
-      clusterResources: false,
+      // Only the backup's namespaces, each into its throwaway one: nothing else is created.
+      onlyMappedNamespaces: true,
       logger,
       signal: options.signal,
       progressIntervalMs: options.progressIntervalMs,

@@ -9,8 +9,10 @@
  *   (example.com) that is served only once its CustomResourceDefinition exists;
  * - lists with labelSelector, limit and continue (opaque tokens; 410 Expired when a test
  *   expires them), across namespaces or in one;
- * - get (404), create (409 AlreadyExists; 404 when the namespace is missing), update (409 on
- *   a stale resourceVersion), delete; `dryRun=All` validates without storing;
+ * - get (404), create (409 AlreadyExists; 404 when the namespace is missing; 400 when the
+ *   body names another namespace than the URL; 405 for a namespaced kind posted without one;
+ *   a cluster-scoped kind under /namespaces/ is 404), update (409 on a stale
+ *   resourceVersion), delete; `dryRun=All` validates without storing;
  * - server-set fields: uid, resourceVersion, creationTimestamp, generation;
  * - a CSI snapshot controller: each read of a VolumeSnapshot moves it on — first not ready,
  *   then bound to a new VolumeSnapshotContent and ready with the PVC's size — or to
@@ -360,10 +362,18 @@ export async function startFakeKube(): Promise<FakeKube> {
           ),
         };
       if (r.namespaced) {
-        const ns = namespace ?? obj.metadata.namespace;
-        if (!ns)
-          return { code: 400, body: status(400, 'BadRequest', 'the namespace of the object is required') };
-        if (obj.metadata.namespace && obj.metadata.namespace !== ns)
+        // As for real: a namespaced kind is created only under /namespaces/<ns>/ (the
+        // all-namespaces collection lists, nothing more), and the body may not name another.
+        if (!namespace)
+          return {
+            code: 405,
+            body: status(
+              405,
+              'MethodNotAllowed',
+              'the server does not allow this method on the requested resource',
+            ),
+          };
+        if (obj.metadata.namespace && obj.metadata.namespace !== namespace)
           return {
             code: 400,
             body: status(
@@ -372,13 +382,16 @@ export async function startFakeKube(): Promise<FakeKube> {
               'the namespace of the provided object does not match the namespace sent on the request',
             ),
           };
-        if (!objects.has(keyOf('', 'namespaces', undefined, ns)))
+        if (!objects.has(keyOf('', 'namespaces', undefined, namespace)))
           return {
             code: 404,
-            body: status(404, 'NotFound', `namespaces "${ns}" not found`, { name: ns, kind: 'namespaces' }),
+            body: status(404, 'NotFound', `namespaces "${namespace}" not found`, {
+              name: namespace,
+              kind: 'namespaces',
+            }),
           };
-        obj.metadata.namespace = ns;
-      }
+        obj.metadata.namespace = namespace;
+      } else delete obj.metadata.namespace; // a cluster-scoped object has none, whatever the body says
       const key = keyOf(group, r.resource, r.namespaced ? obj.metadata.namespace : undefined, objName);
       if (objects.has(key))
         return {
