@@ -1,12 +1,14 @@
 import { spawn } from 'node:child_process';
 import readline from 'node:readline';
+import { childEnvironment } from './child-env.ts';
 import { UserError } from './errors.ts';
 import type { Logger } from './pipeline/progress.ts';
 
 /**
  * Runs a user's shell command (pre-command, post-command, post-restore-command) with bash,
  * its output passed on line by line, and fails with one line naming the input when it
- * exits non-zero. `env` adds variables; the process environment is passed on.
+ * exits non-zero. `env` adds variables to the
+ * scrubbed environment every child gets (no secrets, no credentials: see child-env.ts).
  */
 export async function runHook(
   input: string,
@@ -17,7 +19,7 @@ export async function runHook(
   logger.info(`${input}: running`);
   const child = spawn('bash', ['-c', command], {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, ...options.env },
+    env: childEnvironment(options.env),
     signal: options.signal,
   });
   const lines = (stream: NodeJS.ReadableStream) =>

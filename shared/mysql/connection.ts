@@ -185,11 +185,15 @@ export function connectionError(error: unknown, target: MysqlTarget): Error {
 
 /**
  * A private option file for the client programs (mariadb-dump, mariadb, mysqldump, mysql):
- * the password goes in a 0600 file in a 0700 folder, never on the command line, and the
- * file is removed by `dispose`. Pass `args` first on the program's command line.
+ * the password goes into a file that has no name (O_TMPFILE; where the file system cannot,
+ * a 0600 file removed the moment it is open), handed to each child as its fd 3 and read as
+ * `--defaults-extra-file=/dev/fd/3`. Nothing named holds the password, even after kill -9,
+ * and it is never on a command line. Pass `args` first on the program's command line and
+ * `fd` as the child's fourth stdio entry; `dispose` closes it.
  */
 export interface ClientOptionFile {
   args: string[];
+  fd: number;
   dispose(): Promise<void>;
 }
 
@@ -197,8 +201,6 @@ export async function writeOptionFile(
   target: MysqlTarget,
   flavour: ClientFlavour,
 ): Promise<ClientOptionFile> {
-  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'lifeboat-my-'));
-  const file = path.join(dir, 'client.cnf');
   const lines = ['[client]', `user=${optionValue(target.user)}`];
   if (target.password !== undefined) lines.push(`password=${optionValue(target.password)}`);
   if (target.socket) lines.push(`socket=${optionValue(target.socket)}`, 'protocol=SOCKET');
@@ -209,11 +211,35 @@ export async function writeOptionFile(
       'protocol=TCP',
     );
   lines.push(...sslOptionLines(target.ssl, flavour));
-  await fs.writeFile(file, `${lines.join('\n')}\n`, { mode: 0o600 });
+  const file = await anonymousFile();
+  try {
+    await file.writeFile(`${lines.join('\n')}\n`);
+  } catch (error) {
+    await file.close();
+    throw error;
+  }
   return {
-    args: [`--defaults-extra-file=${file}`],
-    dispose: () => fs.rm(dir, { recursive: true, force: true }),
+    args: ['--defaults-extra-file=/dev/fd/3'],
+    fd: file.fd,
+    dispose: () => file.close().catch(() => {}),
   };
+}
+
+/** O_TMPFILE: a file in the temporary folder that never has a name (Linux). */
+const tmpfile = 0o20000000 | fs.constants.O_DIRECTORY;
+
+async function anonymousFile(): Promise<fs.FileHandle> {
+  try {
+    return await fs.open(os.tmpdir(), tmpfile | fs.constants.O_RDWR, 0o600);
+  } catch {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'lifeboat-my-'));
+    const name = path.join(dir, 'client.cnf');
+    try {
+      return await fs.open(name, 'wx+', 0o600);
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+  }
 }
 
 /** An option-file value, quoted with the escapes both MySQL and MariaDB read. */
@@ -254,9 +280,21 @@ export interface ClientPrograms {
   client: string;
   /** The dumper's own version line, for the manifest. */
   dumpVersion: string;
+  /** The client's arguments that refuse shell and file commands (`--sandbox`), where it has them. */
+  sandboxArgs: string[];
 }
 
 const run = promisify(execFile);
+
+/** `--sandbox` when the client lists it in its own help (MariaDB 10.5.25, 10.6.18, 10.11.8 and later). */
+async function sandboxArgs(client: string): Promise<string[]> {
+  const { stdout } = await run(client, ['--no-defaults', '--help'], { maxBuffer: 4 * 1024 * 1024 }).catch(
+    () => ({
+      stdout: '',
+    }),
+  );
+  return /^\s*--sandbox\b/m.test(stdout) ? ['--sandbox'] : [];
+}
 
 /**
  * The client programs that suit a server: MariaDB's for MariaDB, Oracle's for MySQL (each
@@ -272,7 +310,7 @@ export async function clientPrograms(server: ClientFlavour): Promise<ClientProgr
     if (!dump || !client) continue;
     const { stdout } = await run(dump, ['--version']);
     const flavour: ClientFlavour = /mariadb/i.test(stdout) ? 'mariadb' : 'mysql';
-    return { flavour, dump, client, dumpVersion: stdout.trim() };
+    return { flavour, dump, client, dumpVersion: stdout.trim(), sandboxArgs: await sandboxArgs(client) };
   }
   throw new UserError(
     'the MySQL client programs (mariadb-dump and mariadb, or mysqldump and mysql) are not on PATH; install them (apt-get install mariadb-client or mysql-client)',

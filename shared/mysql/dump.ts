@@ -3,6 +3,7 @@ import { Transform, type TransformCallback } from 'node:stream';
 import type { Connection } from 'mysql2/promise';
 import { Catalog } from '../catalog/catalog.ts';
 import { type Manifest, manifestFormat } from '../catalog/manifest.ts';
+import { childEnvironment } from '../child-env.ts';
 import { UserError } from '../errors.ts';
 import { globRegex } from '../glob.ts';
 import { runHook } from '../hooks.ts';
@@ -337,7 +338,8 @@ async function streamDump(
   const reader = new DumpReader(facts);
   try {
     const child = spawn(programs.dump, [...optionFile.args, ...dumpArguments(plan, programs)], {
-      stdio: ['ignore', 'pipe', 'pipe'],
+      stdio: ['ignore', 'pipe', 'pipe', optionFile.fd],
+      env: childEnvironment(),
     });
     const exited = childExit(child, programs.dump, options.logger);
     const observe = new Transform({
@@ -357,7 +359,9 @@ async function streamDump(
     options.signal?.addEventListener('abort', abort, { once: true });
     const name = artifactName('dump.sql', options.compression, Boolean(options.encryption));
     try {
-      const [artifact] = await Promise.all([
+      // Both settle before anything is cleaned up: an upload still in flight when the dumper
+      // failed would otherwise write its object after the pending backup was abandoned.
+      const [written, dumper] = await Promise.allSettled([
         writeArtifact(
           {
             storage: options.storage,
@@ -379,6 +383,9 @@ async function streamDump(
         }),
         exited,
       ]);
+      if (dumper.status === 'rejected') throw dumper.reason;
+      if (written.status === 'rejected') throw written.reason;
+      const artifact = written.value;
       if (!facts.completed) {
         throw new UserError(`${programs.dump} ended without its closing line: the dump is incomplete`);
       }

@@ -2,6 +2,7 @@ import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import { promisify } from 'node:util';
+import { childEnvironment } from '../child-env.ts';
 import { UserError } from '../errors.ts';
 import type { Logger } from '../pipeline/progress.ts';
 import { formatBytes } from '../pipeline/progress.ts';
@@ -147,7 +148,11 @@ const docker = async (args: string[], signal?: AbortSignal) => {
       );
     })();
   try {
-    const { stdout } = await run(program, args, { signal, maxBuffer: 16 * 1024 * 1024 });
+    const { stdout } = await run(program, args, {
+      signal,
+      maxBuffer: 16 * 1024 * 1024,
+      env: childEnvironment(),
+    });
     return stdout.trim();
   } catch (error) {
     if (signal?.aborted) throw error;

@@ -5,6 +5,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { childEnvironment } from '../child-env.ts';
 import { UserError } from '../errors.ts';
 import { findProgram } from './programs.ts';
 
@@ -58,23 +59,31 @@ export async function startEphemeralServer(options: EphemeralOptions = {}): Prom
   try {
     if (flavour === 'mariadb') {
       const installer = (await findProgram(['mariadb-install-db', 'mysql_install_db'])) ?? missingServer();
-      await run(installer, [
-        '--no-defaults',
-        `--datadir=${dataDir}/data`,
-        ...asRoot,
-        '--auth-root-authentication-method=normal',
-        '--skip-test-db',
-        '--skip-name-resolve',
-        `--tmpdir=${tmpDir}`,
-      ]);
+      await run(
+        installer,
+        [
+          '--no-defaults',
+          `--datadir=${dataDir}/data`,
+          ...asRoot,
+          '--auth-root-authentication-method=normal',
+          '--skip-test-db',
+          '--skip-name-resolve',
+          `--tmpdir=${tmpDir}`,
+        ],
+        { env: childEnvironment() },
+      );
     } else {
-      await run(daemon, [
-        '--no-defaults',
-        '--initialize-insecure',
-        `--datadir=${dataDir}/data`,
-        `--tmpdir=${tmpDir}`,
-        ...asRoot,
-      ]);
+      await run(
+        daemon,
+        [
+          '--no-defaults',
+          '--initialize-insecure',
+          `--datadir=${dataDir}/data`,
+          `--tmpdir=${tmpDir}`,
+          ...asRoot,
+        ],
+        { env: childEnvironment() },
+      );
     }
   } catch (error) {
     await fs.rm(dataDir, { recursive: true, force: true });
@@ -105,7 +114,7 @@ export async function startEphemeralServer(options: EphemeralOptions = {}): Prom
       ...(flavour === 'mysql' ? ['--mysqlx=OFF'] : []),
       ...(options.options ?? []),
     ];
-    const child = spawn(daemon, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(daemon, args, { stdio: ['ignore', 'ignore', 'pipe'], env: childEnvironment() });
     let log = '';
     child.stderr?.on('data', (data: Buffer) => {
       log = (log + data.toString()).slice(-8000);

@@ -1,6 +1,22 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import readline from 'node:readline';
+import { childEnvironment } from '../child-env.ts';
 import { UserError } from '../errors.ts';
+
+/** A client program and how to run it: its arguments (option file first) and the option file's fd. */
+export interface ClientCommand {
+  program: string;
+  args: string[];
+  /** The option file, given to the child as its fd 3 (see writeOptionFile). */
+  optionFd: number;
+}
+
+/**
+ * The first statement of every loading connection: a server whose default sql_mode holds
+ * NO_BACKSLASH_ESCAPES would read the dump's strings otherwise than the dump reader does.
+ */
+const sessionSetup =
+  "SET SESSION sql_mode = TRIM(BOTH ',' FROM REPLACE(CONCAT(',', @@SESSION.sql_mode, ','), ',NO_BACKSLASH_ESCAPES,', ','));\n";
 
 /**
  * One connection that loads SQL: the `mariadb` / `mysql` client reading statements from a
@@ -18,7 +34,8 @@ export class Loader {
   private errors = '';
   private readonly exited: Promise<void>;
 
-  constructor(program: string, args: string[], name: string) {
+  constructor(command: ClientCommand, name: string) {
+    const { program, args } = command;
     this.name = name;
     this.child = spawn(
       program,
@@ -30,9 +47,10 @@ export class Loader {
         '--default-character-set=utf8mb4',
         '--max-allowed-packet=1G',
       ],
-      { stdio: ['pipe', 'pipe', 'pipe'] },
+      { stdio: ['pipe', 'pipe', 'pipe', command.optionFd], env: childEnvironment() },
     );
     this.child.stdin!.on('error', () => {}); // reported through the exit
+    this.child.stdin!.write(sessionSetup);
     readline.createInterface({ input: this.child.stdout! }).on('line', (line) => {
       const waiter = this.waiters.get(line);
       if (waiter) {

@@ -16,17 +16,19 @@ import {
   writeOptionFile,
 } from './connection.ts';
 import { type DatabaseFacts, DumpFacts, mysqlFacts } from './facts.ts';
-import { Loader } from './loader.ts';
+import { type ClientCommand, Loader } from './loader.ts';
+import { UnsafeDumpError } from './sql-lexer.ts';
 import {
   DumpFormatError,
   DumpReader,
   quoteIdentifier,
   readIdentifier,
   type StatementHandler,
+  type StatementInfo,
   type StatementKind,
   useDatabase,
 } from './sql-stream.ts';
-import { plainText, roleOf } from './statements.ts';
+import { plainText } from './statements.ts';
 
 export type IfExists = 'fail' | 'replace' | 'skip';
 
@@ -96,6 +98,8 @@ export async function restoreMysql(options: MysqlRestoreOptions): Promise<MysqlR
   const skipped: RestoredDatabase[] = [];
   let optionFile: ClientOptionFile | undefined;
   let staged = false;
+  let swapping = false;
+  const replaced: string[] = [];
   try {
     const suffix = randomBytes(3).toString('hex');
     for (const [i, db] of selected.entries()) {
@@ -136,12 +140,18 @@ export async function restoreMysql(options: MysqlRestoreOptions): Promise<MysqlR
     for (const p of planned) {
       await conn.query(`CREATE DATABASE ${quoteIdentifier(p.stage)} ${safeOptions(p.facts.options)}`);
     }
-    const loaded = await load(options, planned, programs.client, optionFile.args);
+    const client: ClientCommand = {
+      program: programs.client,
+      args: [...optionFile.args, ...programs.sandboxArgs],
+      optionFd: optionFile.fd,
+    };
+    const loaded = await load(options, planned, client);
     checkCounts(
       planned.map((p) => p.facts),
       loaded.counted,
     );
-    const objects = await swap(conn, planned, programs.client, optionFile.args, loaded.objectScript, logger);
+    swapping = true;
+    const objects = await swap(conn, planned, client, loaded.objectScript, logger, replaced);
     staged = false;
     const restored = planned.map((p) => ({
       source: p.facts.name,
@@ -156,7 +166,11 @@ export async function restoreMysql(options: MysqlRestoreOptions): Promise<MysqlR
     if (staged) {
       for (const p of planned)
         await conn.query(`DROP DATABASE IF EXISTS ${quoteIdentifier(p.stage)}`).catch(() => {});
-      logger.info('nothing was changed in the target: the staging databases are dropped');
+      logger.info(
+        !swapping
+          ? 'the target databases were not changed: the staging databases are dropped'
+          : `the restore failed while swapping databases in (${replaced.length ? `already replaced: ${replaced.join(', ')}` : 'none replaced yet'}); the staging databases are dropped`,
+      );
     }
     throw error;
   } finally {
@@ -240,14 +254,14 @@ interface Loaded {
 async function load(
   options: MysqlRestoreOptions,
   planned: Planned[],
-  client: string,
-  clientArgs: string[],
+  client: ClientCommand,
 ): Promise<Loaded> {
   const loaders = Array.from(
     { length: Math.max(1, options.parallel) },
-    (_, i) => new Loader(client, clientArgs, `loader ${i + 1}`),
+    (_, i) => new Loader(client, `loader ${i + 1}`),
   );
   const byName = new Map(planned.map((p) => [p.facts.name, p]));
+  const inBackup = new Set(mysqlFacts(options.manifest).databases.map((d) => d.name));
   const objectScript: string[] = [];
   let current: Planned | undefined;
   let dataLoader: Loader | undefined;
@@ -276,7 +290,7 @@ async function load(
   };
 
   const handler = {
-    async statement(text: string, kind: StatementKind) {
+    async statement(text: string, kind: StatementKind, info?: StatementInfo) {
       if (kind === 'comment') return;
       if (kind === 'command') {
         for (const l of loaders) await l.write(text);
@@ -288,8 +302,7 @@ async function load(
         objectScript.push(text);
         return;
       }
-      const role = roleOf(text);
-      switch (role) {
+      switch (info!.role) {
         case 'session': {
           // The loaders read with the ; delimiter whatever the dump's DELIMITER is.
           const plain = delimiter === ';' ? text : `${text.trimEnd().slice(0, -delimiter.length)};\n`;
@@ -300,6 +313,12 @@ async function load(
         case 'database': {
           const use = useDatabase(text);
           if (use !== undefined) {
+            if (!inBackup.has(use)) {
+              throw new UnsafeDumpError(
+                info!.line,
+                `USE of the database '${use}', which the backup's manifest does not list (it lists: ${[...inBackup].join(', ')})`,
+              );
+            }
             current = byName.get(use);
             if (current) objectScript.push(`USE ${quoteIdentifier(current.target)};\n`);
           } else if (current && /^ALTER (DATABASE|SCHEMA)/i.test(plainText(text))) {
@@ -369,9 +388,9 @@ async function readDump(
 ): Promise<{ counted: DumpFacts; bytes: number }> {
   const counted = new DumpFacts();
   const reader = new DumpReader({
-    async statement(text, kind) {
+    async statement(text, kind, info) {
       counted.statement(text, kind);
-      await handler?.statement(text, kind);
+      await handler?.statement(text, kind, info);
     },
     async dataStart(table) {
       counted.dataStart(table);
@@ -461,10 +480,10 @@ function checkCounts(selected: DatabaseFacts[], counted: DumpFacts): void {
 async function swap(
   conn: Connection,
   planned: Planned[],
-  client: string,
-  clientArgs: string[],
+  client: ClientCommand,
   objectScript: string[],
   logger: Logger,
+  replaced: string[],
 ): Promise<number> {
   for (const p of planned) {
     const [tables] = await conn.query(
@@ -485,6 +504,7 @@ async function swap(
       await conn.query(`RENAME TABLE ${moves.join(', ')}`);
     }
     await conn.query(`DROP DATABASE ${quoteIdentifier(p.stage)}`);
+    replaced.push(p.target);
     logger.info(
       `restored ${p.facts.name}${p.target !== p.facts.name ? ` as ${p.target}` : ''}: ${names.length} tables`,
     );
@@ -500,7 +520,7 @@ async function swap(
     0,
   );
   if (objects) {
-    const loader = new Loader(client, clientArgs, 'objects');
+    const loader = new Loader(client, 'objects');
     try {
       for (const statement of objectScript) await loader.write(statement);
       await loader.end();

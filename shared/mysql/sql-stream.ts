@@ -1,16 +1,22 @@
-import { UserError } from '../errors.ts';
+import { DumpFormatError } from './dump-errors.ts';
+import { tokenize, UnsafeDumpError, ValuesScanner } from './sql-lexer.ts';
+import { classify, type StatementRole } from './statements.ts';
+
+export { DumpFormatError } from './dump-errors.ts';
+
 /**
  * A streaming reader of mysqldump / mariadb-dump output. It splits the text into statements
  * the way the `mysql` client does for dump files (a statement ends at a line ending with the
  * current DELIMITER), hands small statements over whole, and streams data statements
  * (`INSERT INTO … VALUES`), which can be hundreds of megabytes, in pieces without holding
- * them. It relies on what dumps guarantee: string values never hold a raw newline (the
- * dumper escapes it), so a line ending with `;` outside a stored program ends a statement.
+ * them. A dump is untrusted: every statement is read as the client reads it
+ * (`sql-lexer.ts`) and judged (`statements.ts`) before it is handed over, and whatever the
+ * dumpers never write is refused with its line number.
  */
 
 export interface StatementHandler {
-  /** A whole statement (with its newline), a `DELIMITER` line, or null text for nothing. */
-  statement(text: string, kind: StatementKind): void | Promise<void>;
+  /** A whole statement (with its newline) and its role, a `DELIMITER` line, a comment. */
+  statement(text: string, kind: StatementKind, info?: StatementInfo): void | Promise<void>;
   /** The start of an INSERT into `table` (of the current database). */
   dataStart(table: string): void | Promise<void>;
   /** The next bytes of the current INSERT, from its first byte. */
@@ -20,34 +26,48 @@ export interface StatementHandler {
 }
 
 export type StatementKind = 'statement' | 'delimiter' | 'command' | 'comment';
+export interface StatementInfo {
+  role: StatementRole;
+  /** The line the statement starts on, counted from 1. */
+  line: number;
+}
 
 const newline = 0x0a;
-const quote = 0x27;
-const backslash = 0x5c;
-const openParen = 0x28;
 const insertPrefix = Buffer.from('INSERT INTO ');
-const values = Buffer.from('VALUES');
 const delimiterPrefix = Buffer.from('DELIMITER ');
-const sandboxLine = Buffer.from('/*M!999999\\- enable the sandbox mode */');
+const sandboxLine = '/*M!999999\\- enable the sandbox mode */';
+/** The delimiters the dumpers write. */
+const dumpDelimiters = new Set([';', ';;']);
 /** A line shorter than this can be judged only once it is complete. */
 const lookahead = 1024;
 /** Statements other than data are small; a larger one means the input is not a dump. */
 const maxStatementBytes = 256 * 1024 * 1024;
+/** `INSERT INTO `t` (`columns`) VALUES` is short; a longer head is not a dump's. */
+const maxInsertHead = 1024 * 1024;
 
 export class DumpReader {
   private readonly handler: StatementHandler;
   private carry: Buffer = Buffer.alloc(0);
   private statementParts: Buffer[] = [];
   private statementBytes = 0;
+  private statementLine = 1;
   private delimiter = ';';
-  private inData = false;
-  private dataEndsWithSemicolon = false;
-  private rowCounter = new RowCounter();
+  /** Inside an INSERT: its head until VALUES, then its values. */
+  private insertHead: Buffer[] | undefined;
+  private values: ValuesScanner | undefined;
+  /** The INSERT's `;` came at the end of a piece: its newline must come next. */
+  private valuesEnded = false;
+  /** The line the reader is on, counted from 1. */
+  private lineNumber = 1;
   /** Bytes read so far. */
   offset = 0;
 
   constructor(handler: StatementHandler) {
     this.handler = handler;
+  }
+
+  private get inData(): boolean {
+    return this.insertHead !== undefined || this.values !== undefined;
   }
 
   /** Feeds the next bytes; await it before feeding more. */
@@ -66,7 +86,8 @@ export class DumpReader {
         // A line that starts a statement is judged once it is whole, or long enough.
         if (eol < 0 && buf.length - pos < lookahead) break;
         if (this.delimiter === ';' && startsWith(buf, pos, insertPrefix)) {
-          await this.startData(buf.subarray(pos, Math.min(buf.length, pos + lookahead)));
+          this.insertHead = [];
+          this.statementBytes = 0;
           continue;
         }
       }
@@ -88,15 +109,13 @@ export class DumpReader {
       const rest = this.carry;
       this.carry = Buffer.alloc(0);
       if (!this.inData && this.statementParts.length === 0 && startsWith(rest, 0, insertPrefix)) {
-        await this.startData(rest.subarray(0, lookahead));
+        this.insertHead = [];
+        this.statementBytes = 0;
       }
       if (this.inData) await this.readData(rest, 0);
       else await this.line(rest);
     }
-    if (this.inData && this.dataEndsWithSemicolon) {
-      this.inData = false;
-      await this.handler.dataEnd(this.rowCounter.rows);
-    }
+    if (this.valuesEnded) await this.endValues();
     if (this.inData || this.statementParts.length) {
       throw new DumpFormatError('the dump ends inside a statement: it is truncated');
     }
@@ -104,32 +123,42 @@ export class DumpReader {
 
   private async line(line: Buffer): Promise<void> {
     if (this.statementParts.length === 0) {
+      this.statementLine = this.lineNumber;
       const first = line[0];
       // Comments and blank lines between statements.
       if (first === newline || (first === 0x2d && line[1] === 0x2d) || line.length === 0) {
+        this.lineNumber++;
         await this.handler.statement(line.toString(), 'comment');
         return;
       }
+      const text = line.toString();
       // mariadb-dump's first line turns on the client's sandbox (no shell escapes in the
-      // rest of the file): a client command, like DELIMITER.
-      if (startsWith(line, 0, sandboxLine)) {
-        await this.handler.statement(line.toString(), 'command');
+      // rest of the file): a client command, like DELIMITER, alone on its line.
+      if (text.trim() === sandboxLine) {
+        this.lineNumber++;
+        await this.handler.statement(text, 'command');
         return;
       }
       if (startsWith(line, 0, delimiterPrefix)) {
-        const text = line.toString();
-        this.delimiter = text.slice('DELIMITER '.length).trim();
-        if (!this.delimiter) throw new DumpFormatError('a DELIMITER line names no delimiter');
+        const delimiter = text.slice('DELIMITER '.length).trim();
+        if (!dumpDelimiters.has(delimiter)) {
+          throw new UnsafeDumpError(this.lineNumber, `DELIMITER '${delimiter}' (the dumpers write ; and ;;)`);
+        }
+        this.delimiter = delimiter;
+        this.lineNumber++;
         await this.handler.statement(text, 'delimiter');
         return;
       }
     }
     this.addStatementPart(line);
+    if (line[line.length - 1] === newline) this.lineNumber++;
     if (endsWithDelimiter(this.lineTail(), this.delimiter)) {
       const text = Buffer.concat(this.statementParts).toString();
       this.statementParts = [];
       this.statementBytes = 0;
-      await this.handler.statement(text, 'statement');
+      const line = this.statementLine;
+      const role = classify(tokenize(text, this.delimiter, line), line);
+      await this.handler.statement(text, 'statement', { role, line });
     }
   }
 
@@ -152,109 +181,78 @@ export class DumpReader {
     this.statementParts.push(Buffer.from(part));
   }
 
-  private async startData(head: Buffer): Promise<void> {
-    const table = insertTable(head);
-    if (table === undefined) throw new DumpFormatError(`cannot read the table of: ${head.subarray(0, 80)}`);
-    this.inData = true;
-    this.dataEndsWithSemicolon = false;
-    this.rowCounter = new RowCounter();
-    await this.handler.dataStart(table);
-  }
-
-  /** Streams data bytes up to the end of the statement (`;` then newline). */
+  /** Reads an INSERT: its head up to VALUES (checked whole), then its values as they stream. */
   private async readData(buf: Buffer, pos: number): Promise<number> {
-    let end = -1;
-    if (this.dataEndsWithSemicolon && buf[pos] === newline) end = pos + 1;
-    else {
-      const at = buf.indexOf(';\n', pos);
-      if (at >= 0) end = at + 2;
+    if (this.valuesEnded) {
+      if (buf[pos] !== newline) {
+        throw new UnsafeDumpError(
+          this.lineNumber,
+          'text after the ; that ends an INSERT (a second statement on the line)',
+        );
+      }
+      await this.handler.dataPiece(buf.subarray(pos, pos + 1));
+      await this.endValues();
+      return pos + 1;
     }
+    if (this.insertHead) return this.readInsertHead(buf, pos);
+    const values = this.values!;
+    const end = values.scan(buf, pos);
     const stop = end < 0 ? buf.length : end;
-    const piece = buf.subarray(pos, stop);
-    this.rowCounter.push(piece);
-    await this.handler.dataPiece(piece);
-    if (end < 0) {
-      this.dataEndsWithSemicolon = buf[buf.length - 1] === 0x3b;
-      return buf.length;
+    await this.handler.dataPiece(buf.subarray(pos, stop));
+    if (end >= 0) this.valuesEnded = true;
+    return stop;
+  }
+
+  private async readInsertHead(buf: Buffer, pos: number): Promise<number> {
+    const head = this.insertHead!;
+    const eol = buf.indexOf(newline, pos);
+    const stop = eol < 0 ? buf.length : eol + 1;
+    head.push(Buffer.from(buf.subarray(pos, stop)));
+    this.statementBytes += stop - pos;
+    const text = Buffer.concat(head).toString();
+    const at = /[\s)]VALUES(?=[\s(])/.exec(text);
+    if (!at) {
+      if (this.statementBytes > maxInsertHead || eol >= 0) {
+        throw new UnsafeDumpError(this.lineNumber, 'an INSERT that is not INSERT INTO <table> VALUES');
+      }
+      return stop;
     }
-    this.inData = false;
-    await this.handler.dataEnd(this.rowCounter.rows);
-    return end;
+    const valuesAt = at.index + at[0].length;
+    const table = insertTable(text.slice(0, at.index + 1), this.lineNumber);
+    this.insertHead = undefined;
+    this.values = new ValuesScanner(this.lineNumber);
+    await this.handler.dataStart(table);
+    const headBytes = Buffer.byteLength(text.slice(0, valuesAt));
+    const already = this.statementBytes - (stop - pos);
+    // The bytes of the head up to VALUES go on as data; the rest is read as values.
+    const whole = Buffer.concat(head);
+    await this.handler.dataPiece(whole.subarray(0, headBytes));
+    const restInBuf = pos + (headBytes - already);
+    return restInBuf;
+  }
+
+  private async endValues() {
+    const values = this.values!;
+    this.lineNumber += values.newlines + 1;
+    this.values = undefined;
+    this.valuesEnded = false;
+    await this.handler.dataEnd(values.rows);
   }
 }
 
-/** The SQL is not a complete dump: a backup the user must know about, not a bug. */
-export class DumpFormatError extends UserError {
-  override name = 'DumpFormatError';
-}
-
-/**
- * Counts the rows of one INSERT statement: the `(` that open a row, outside string
- * literals. mariadb-dump puts each row on a line of its own, mysqldump all on one line;
- * values outside strings are numbers, NULL and 0x… hex, so a `(` there always opens a row.
- */
-class RowCounter {
-  rows = 0;
-  private inString = false;
-  private escaped = false;
-  private pastValues = false;
-  private inBacktick = false;
-  private matched = 0;
-  private perLine: boolean | undefined;
-
-  push(piece: Buffer) {
-    let i = 0;
-    // Skip `INSERT INTO `t` (`columns`) VALUES` before counting; names are backquoted.
-    while (!this.pastValues && i < piece.length) {
-      const c = piece[i++]!;
-      if (c === 0x60) this.inBacktick = !this.inBacktick;
-      else if (!this.inBacktick) {
-        this.matched = c === values[this.matched] ? this.matched + 1 : c === values[0] ? 1 : 0;
-        if (this.matched === values.length) this.pastValues = true;
-      }
-    }
-    if (this.pastValues && this.perLine === undefined && i < piece.length) {
-      // mariadb-dump writes `VALUES` then one row per line (a string never holds a raw
-      // newline): counting newlines is enough, and much cheaper than reading the values.
-      this.perLine = piece[i] === newline;
-      if (this.perLine) i++;
-    }
-    if (this.perLine) {
-      for (let at = piece.indexOf(newline, i); at >= 0; at = piece.indexOf(newline, at + 1)) this.rows++;
-      return;
-    }
-    const n = piece.length;
-    while (i < n) {
-      if (this.escaped) {
-        this.escaped = false;
-        i++;
-        continue;
-      }
-      if (this.inString) {
-        const q = piece.indexOf(quote, i);
-        const b = piece.indexOf(backslash, i);
-        if (q < 0 && b < 0) return;
-        if (b >= 0 && (q < 0 || b < q)) {
-          this.escaped = true;
-          i = b + 1;
-          continue;
-        }
-        this.inString = false;
-        i = q + 1;
-        continue;
-      }
-      const q = piece.indexOf(quote, i);
-      const stop = q < 0 ? n : q;
-      let p = piece.indexOf(openParen, i);
-      while (p >= 0 && p < stop) {
-        this.rows++;
-        p = piece.indexOf(openParen, p + 1);
-      }
-      if (q < 0) return;
-      this.inString = true;
-      i = q + 1;
-    }
+/** The table of `INSERT INTO `t` [(`columns`)] `: one unqualified name, names only. */
+function insertTable(head: string, line: number): string {
+  const tokens = tokenize(`${head};`, ';', line).slice(0, -1);
+  const refuse = () =>
+    new UnsafeDumpError(line, 'an INSERT that is not INSERT INTO <table> [(<columns>)] VALUES');
+  const [, , table, ...columns] = tokens;
+  if (!table || (table.type !== 'ident' && table.type !== 'word')) throw refuse();
+  if (columns.length) {
+    if (columns[0]!.text !== '(' || columns[columns.length - 1]!.text !== ')') throw refuse();
+    const inner = columns.slice(1, -1);
+    if (inner.some((c, i) => (i % 2 === 0 ? c.type !== 'ident' : c.text !== ','))) throw refuse();
   }
+  return table.text;
 }
 
 function startsWith(buf: Buffer, pos: number, prefix: Buffer): boolean {
@@ -296,11 +294,6 @@ export function readIdentifier(text: string): { name: string; rest: string } | u
 /** Quotes an identifier for SQL. */
 export function quoteIdentifier(name: string): string {
   return `\`${name.replaceAll('`', '``')}\``;
-}
-
-function insertTable(head: Buffer): string | undefined {
-  const text = head.toString('utf8').slice(insertPrefix.length);
-  return readIdentifier(text)?.name;
 }
 
 /** The database of a `USE `db`;` statement, or undefined for any other statement. */
