@@ -261,7 +261,6 @@ async function load(
     (_, i) => new Loader(client, `loader ${i + 1}`),
   );
   const byName = new Map(planned.map((p) => [p.facts.name, p]));
-  const inBackup = new Set(mysqlFacts(options.manifest).databases.map((d) => d.name));
   const objectScript: string[] = [];
   let current: Planned | undefined;
   let dataLoader: Loader | undefined;
@@ -313,12 +312,6 @@ async function load(
         case 'database': {
           const use = useDatabase(text);
           if (use !== undefined) {
-            if (!inBackup.has(use)) {
-              throw new UnsafeDumpError(
-                info!.line,
-                `USE of the database '${use}', which the backup's manifest does not list (it lists: ${[...inBackup].join(', ')})`,
-              );
-            }
             current = byName.get(use);
             if (current) objectScript.push(`USE ${quoteIdentifier(current.target)};\n`);
           } else if (current && /^ALTER (DATABASE|SCHEMA)/i.test(plainText(text))) {
@@ -387,8 +380,16 @@ async function readDump(
   handler?: DumpHandler,
 ): Promise<{ counted: DumpFacts; bytes: number }> {
   const counted = new DumpFacts();
+  const inBackup = new Set(mysqlFacts(options.manifest).databases.map((d) => d.name));
   const reader = new DumpReader({
     async statement(text, kind, info) {
+      const use = info?.role === 'database' ? useDatabase(text) : undefined;
+      if (use !== undefined && !inBackup.has(use)) {
+        throw new UnsafeDumpError(
+          info!.line,
+          `USE of the database '${use}', which the backup's manifest does not list (it lists: ${[...inBackup].join(', ')})`,
+        );
+      }
       counted.statement(text, kind);
       await handler?.statement(text, kind, info);
     },

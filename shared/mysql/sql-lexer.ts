@@ -68,7 +68,7 @@ export function tokenize(text: string, delimiter: string, line: number): Token[]
     const c = text[i]!;
     if (ended) {
       if (!/\s/.test(c))
-        throw refuse(`text after the delimiter ${delimiter}: a second statement on the line`);
+        throw refuse(`text after the delimiter '${delimiter}' (a second statement on the line)`);
       i++;
       continue;
     }
