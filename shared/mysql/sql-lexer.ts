@@ -166,28 +166,65 @@ export class UnsafeDumpError extends DumpFormatError {
   }
 }
 
-const Byte = {
-  Newline: 0x0a,
-  Quote: 0x27,
-  Backslash: 0x5c,
-  Open: 0x28,
-  Close: 0x29,
-  Semicolon: 0x3b,
-  Minus: 0x2d,
+/** Byte classes between the values of an INSERT (outside strings). */
+const enumClass = {
+  other: 0,
+  space: 1,
+  newline: 2,
+  comma: 3,
+  digit: 4,
+  letter: 5,
+  dot: 6,
+  open: 7,
+  close: 8,
+  quote: 9,
+  minus: 10,
+  plus: 11,
+  semicolon: 12,
+  backslash: 13,
 } as const;
+const byteClass = new Uint8Array(256);
+for (const c of ' \t\r') byteClass[c.charCodeAt(0)] = enumClass.space;
+byteClass[0x0a] = enumClass.newline;
+byteClass[0x2c] = enumClass.comma;
+for (let c = 0x30; c <= 0x39; c++) byteClass[c] = enumClass.digit;
+for (let c = 0; c < 256; c++) if (byteClass[c] === 0 && isWordByte(c)) byteClass[c] = enumClass.letter;
+byteClass[0x2e] = enumClass.dot;
+byteClass[0x28] = enumClass.open;
+byteClass[0x29] = enumClass.close;
+byteClass[0x27] = enumClass.quote;
+byteClass[0x2d] = enumClass.minus;
+byteClass[0x2b] = enumClass.plus;
+byteClass[0x3b] = enumClass.semicolon;
+byteClass[0x5c] = enumClass.backslash;
 
-/** What may stand between values of an INSERT outside strings: separators and signs. */
-const separator = new Uint8Array(256);
-for (const c of ' \t\r\n,+') separator[c.charCodeAt(0)] = 1;
+/** What the word being read is: nothing, a number, a 0 that may start hex, hex, a name. */
+const Word = { none: 0, number: 1, zero: 2, hex: 3, name: 4 } as const;
+type WordState = (typeof Word)[keyof typeof Word];
+const isHexDigit = (c: number) =>
+  (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x46) || (c >= 0x61 && c <= 0x66);
+/** The only names a dumper writes between values: NULL, x'…' and b'…' prefixes, charset introducers (_binary). */
+const valueName = /^(?:null|x|b|_[a-z0-9]+)$/i;
+const maxName = 32;
 
-/** The only words a dumper writes between values: NULL, numbers, hex, charset introducers. */
-const valueWord = /^(?:null|[0-9]*\.?[0-9]*(?:e[0-9]*)?|0x[0-9a-f]*|x|b|_[a-z0-9]+)$/i;
+/**
+ * Whole rows as the dumpers write them, matched natively (several times faster than a byte
+ * loop): a string (escapes and doubled quotes inside; never followed by another quote, so
+ * it is read as greedily as the client reads it), a number, hex, NULL, or an introduced
+ * string; then `,`, `,\n` or the closing `;`. It takes only what the byte reader accepts.
+ * Strings are matched as an unrolled loop (runs of plain characters between escapes): a
+ * nested quantifier would backtrack exponentially on a string cut by the end of a piece.
+ */
+const stringRegex = String.raw`'[^'\\]*(?:(?:\\[^]|'')[^'\\]*)*'(?!')`;
+const valueRegex = String.raw`(?:${stringRegex}|-?[0-9.]+(?:[eE][-+]?[0-9]+)?|0x[0-9A-Fa-f]*|NULL|_[a-z0-9]+ ?${stringRegex}|[xXbB]'[0-9A-Fa-f]*')`;
+const rowsRegex = new RegExp(String.raw`\(${valueRegex}(?:,${valueRegex})*\)(?:,\n?|;)`, 'y');
 
 /**
  * Reads the values of one `INSERT INTO … VALUES` as it streams: it counts the rows (a `(`
  * at depth 0) and finds the `;` that ends the statement, and refuses anything a dumper
- * never writes there — function calls, subqueries, comments, a second statement, a
- * backslash outside a string — so that the client can only ever insert rows.
+ * never writes there — function calls, subqueries, names, comments, a second statement, a
+ * backslash outside a string — so that the client can only ever insert rows. It runs on
+ * every byte of a restore: strings are skipped with indexOf, the rest through a class table.
  */
 export class ValuesScanner {
   rows = 0;
@@ -195,12 +232,12 @@ export class ValuesScanner {
   newlines = 0;
   private inString = false;
   private escaped = false;
-  private depth = 0;
-  private word = '';
-  private wordLong = false;
-  private longHex = false;
-  private lastMinus = false;
+  /** A quote ended the last piece: it closes the string unless a second one follows. */
   private pendingQuote = false;
+  private inRow = false;
+  private word: WordState = Word.none;
+  private name = '';
+  private lastMinus = false;
   private readonly line: number;
 
   constructor(line: number) {
@@ -209,122 +246,251 @@ export class ValuesScanner {
 
   /** Scans from `pos`; returns the index just past the ending `;`, or -1 if it is not here yet. */
   scan(buf: Buffer, pos: number): number {
-    let i = pos;
     const n = buf.length;
+    // One latin1 view of the piece (a byte a character), for the rows regex.
+    const text = buf.toString('latin1', pos, n);
+    let i = pos;
     while (i < n) {
-      if (this.escaped) {
-        this.escaped = false;
-        i++;
-        continue;
-      }
-      if (this.inString) {
-        const q = buf.indexOf(Byte.Quote, i);
-        const stop = q < 0 ? n : q;
-        const b = buf.subarray(i, stop).indexOf(Byte.Backslash);
-        if (b >= 0) {
-          // An escape before the next quote: step past it and the byte it escapes.
-          this.escaped = true;
-          i += b + 1;
-          continue;
-        }
-        if (q < 0) return -1;
-        if (q + 1 === n) {
-          // A quote at the end of the piece: a doubled '' may go on in the next one.
-          this.inString = false;
-          this.pendingQuote = true;
-          return -1;
-        }
-        this.inString = buf[q + 1] === Byte.Quote;
-        i = this.inString ? q + 2 : q + 1;
-        continue;
-      }
-      if (this.pendingQuote) {
-        this.pendingQuote = false;
-        if (buf[i] === Byte.Quote) {
-          this.inString = true;
-          i++;
-          continue;
-        }
-      }
-      const c = buf[i]!;
-      if (isWordByte(c) || c === 0x2e) {
-        this.lastMinus = false;
-        this.addWordByte(c);
-        i++;
-        continue;
-      }
-      this.endWord();
-      if (c === Byte.Minus) {
-        if (this.lastMinus) throw this.refuse('-- (a comment) between values');
-        this.lastMinus = true;
-        i++;
-        continue;
-      }
-      this.lastMinus = false;
-      if (separator[c]) {
-        if (c === Byte.Newline) this.newlines++;
-        i++;
-        continue;
-      }
-      switch (c) {
-        case Byte.Quote:
-          this.inString = true;
-          break;
-        case Byte.Open:
-          if (this.depth > 0) throw this.refuse('an expression (a parenthesis inside a row) between values');
-          this.depth = 1;
+      if (this.betweenRows()) {
+        rowsRegex.lastIndex = i - pos;
+        let at = i - pos;
+        while (rowsRegex.test(text)) {
+          at = rowsRegex.lastIndex;
           this.rows++;
-          break;
-        case Byte.Close:
-          if (this.depth !== 1) throw this.refuse('a ) that closes no row');
-          this.depth = 0;
-          break;
-        case Byte.Semicolon:
-          if (this.depth !== 0) throw this.refuse('a ; inside a row');
-          return i + 1;
-        default:
-          throw this.refuse(
-            c === Byte.Backslash
-              ? 'a backslash outside a string (a client command such as \\! or \\.)'
-              : `'${String.fromCharCode(c)}' between values, where only numbers, NULL, hex and strings stand`,
-          );
+          const last = text.charCodeAt(at - 1);
+          if (last === 0x3b) return pos + at;
+          if (last === 0x0a) this.newlines++;
+        }
+        i = pos + at;
+        if (i >= n) return -1;
       }
-      i++;
+      const slow = this.slowScan(buf, i);
+      if (slow.ended) return slow.at;
+      i = slow.at;
     }
     return -1;
   }
 
-  private addWordByte(c: number) {
-    if (this.depth === 0) throw this.refuse('a word outside a row');
-    if (this.word.length < 24) {
-      this.word += String.fromCharCode(c);
-      return;
+  /** Between two rows, with nothing pending: where the rows regex can take over. */
+  private betweenRows(): boolean {
+    return (
+      !this.inString &&
+      !this.inRow &&
+      this.word === Word.none &&
+      !this.escaped &&
+      !this.pendingQuote &&
+      !this.lastMinus
+    );
+  }
+
+  /**
+   * Reads byte by byte what the rows regex does not take (the start of the values, a row cut
+   * by the end of a piece, a row of an unusual shape), until the next row starts after one
+   * closed here, the `;`, or the end of the piece; refuses whatever no dumper writes.
+   */
+  private slowScan(buf: Buffer, pos: number): { at: number; ended: boolean } {
+    const n = buf.length;
+    let i = pos;
+    let closed = false;
+    if (this.escaped && i < n) {
+      this.escaped = false;
+      i++;
     }
-    // A long word is a long number or hex literal: its first bytes tell which, the rest must fit.
-    if (!this.wordLong) {
-      this.wordLong = true;
-      this.longHex = /^0x[0-9a-f]+$/i.test(this.word);
-      if (!this.longHex && !/^[0-9.]+$/.test(this.word))
-        throw this.refuse(`'${this.word}…' between values (a name or a keyword)`);
+    if (this.pendingQuote && i < n) {
+      this.pendingQuote = false;
+      if (buf[i] === 0x27) {
+        this.inString = true;
+        i++;
+      }
     }
-    const digit = c >= 0x30 && c <= 0x39;
-    const hex = digit || (c >= 0x41 && c <= 0x46) || (c >= 0x61 && c <= 0x66);
-    if (this.longHex ? !hex : !(digit || c === 0x2e || c === 0x45 || c === 0x65)) {
-      throw this.refuse(`'${this.word}…${String.fromCharCode(c)}' between values (a name or a keyword)`);
+    // The state lives in locals while the loop runs (this runs on every byte of a restore).
+    let inRow = this.inRow;
+    let newlines = this.newlines;
+    let rows = this.rows;
+    const save = () => {
+      this.inRow = inRow;
+      this.newlines = newlines;
+      this.rows = rows;
+    };
+    // The next quote and backslash at or after i, each found once and reused (linear overall).
+    let nextQuote = -2;
+    let nextBackslash = -2;
+    while (i < n) {
+      if (this.inString) {
+        // Most strings are short: read them here, and only a long one through indexOf.
+        const shortEnd = Math.min(n, i + 64);
+        let k = i;
+        while (k < shortEnd) {
+          const c = buf[k]!;
+          if (c === 0x27 || c === 0x5c) break;
+          k++;
+        }
+        if (k < shortEnd) {
+          if (buf[k] === 0x5c) {
+            i = k + 2;
+            if (i > n) this.escaped = true;
+            continue;
+          }
+          if (k + 1 === n) {
+            this.inString = false;
+            this.pendingQuote = true;
+            i = n;
+            break;
+          }
+          if (buf[k + 1] === 0x27) {
+            i = k + 2;
+            continue;
+          }
+          this.inString = false;
+          i = k + 1;
+          continue;
+        }
+        if (k === n) break;
+        i = k;
+        if (nextQuote !== -1 && nextQuote < i) nextQuote = buf.indexOf(0x27, i);
+        if (nextBackslash !== -1 && nextBackslash < i) nextBackslash = buf.indexOf(0x5c, i);
+        if (nextBackslash >= 0 && (nextQuote < 0 || nextBackslash < nextQuote)) {
+          // An escape: skip it and the byte it escapes.
+          i = nextBackslash + 2;
+          if (i > n) this.escaped = true;
+          continue;
+        }
+        if (nextQuote < 0) break;
+        if (nextQuote + 1 === n) {
+          this.inString = false;
+          this.pendingQuote = true;
+          i = n;
+          break;
+        }
+        if (buf[nextQuote + 1] === 0x27) {
+          i = nextQuote + 2;
+          continue;
+        }
+        this.inString = false;
+        i = nextQuote + 1;
+        continue;
+      }
+      if (this.word !== Word.none) {
+        i = this.continueWord(buf, i);
+        if (i === n) break;
+      }
+      const c = buf[i]!;
+      const cls = byteClass[c]!;
+      if (cls === enumClass.minus) {
+        if (buf[i + 1] === 0x2d || (i + 1 === n && this.lastMinus))
+          throw this.refuse('-- (a comment) between values', newlines);
+        this.lastMinus = i + 1 === n;
+        i++;
+        continue;
+      }
+      this.lastMinus = false;
+      switch (cls) {
+        case enumClass.space:
+        case enumClass.comma:
+        case enumClass.plus:
+          break;
+        case enumClass.newline:
+          newlines++;
+          break;
+        case enumClass.digit:
+        case enumClass.letter:
+        case enumClass.dot:
+          if (!inRow) throw this.refuse('a value outside a row', newlines);
+          this.word = cls === enumClass.letter ? Word.name : c === 0x30 ? Word.zero : Word.number;
+          this.name = cls === enumClass.letter ? String.fromCharCode(c) : '';
+          i = this.continueWord(buf, i + 1);
+          continue;
+        case enumClass.quote:
+          if (!inRow) throw this.refuse('a string outside a row', newlines);
+          this.inString = true;
+          break;
+        case enumClass.open:
+          if (inRow) throw this.refuse('an expression (a parenthesis inside a row) between values', newlines);
+          if (closed) {
+            save();
+            return { at: i, ended: false };
+          }
+          inRow = true;
+          rows++;
+          break;
+        case enumClass.close:
+          if (!inRow) throw this.refuse('a ) that closes no row', newlines);
+          inRow = false;
+          closed = true;
+          break;
+        case enumClass.semicolon:
+          if (inRow) throw this.refuse('a ; inside a row', newlines);
+          save();
+          return { at: i + 1, ended: true };
+        case enumClass.backslash:
+          throw this.refuse('a backslash outside a string (a client command such as \\! or \\.)', newlines);
+        default:
+          throw this.refuse(
+            `'${String.fromCharCode(c)}' between values, where only numbers, NULL, hex and strings stand`,
+            newlines,
+          );
+      }
+      i++;
     }
+    save();
+    return { at: n, ended: false };
+  }
+
+  /** Reads on through the word begun before `i`; returns where it ended (or n: it goes on in the next piece). */
+  private continueWord(buf: Buffer, start: number): number {
+    const n = buf.length;
+    let i = start;
+    if (this.word === Word.zero && i < n) {
+      const c = buf[i]!;
+      this.word = c === 0x78 || c === 0x58 ? Word.hex : Word.number;
+      if (this.word === Word.hex) i++;
+    }
+    switch (this.word) {
+      case Word.number:
+        // Digits, a decimal point and an exponent (1.5e10; its sign is read as a separator).
+        for (; i < n; i++) {
+          const c = buf[i]!;
+          const cls = byteClass[c]!;
+          if (cls === enumClass.digit || cls === enumClass.dot || c === 0x65 || c === 0x45) continue;
+          if (cls === enumClass.letter) throw this.refuse('a name, a keyword or a function between values');
+          break;
+        }
+        break;
+      case Word.hex:
+        for (; i < n; i++) {
+          const c = buf[i]!;
+          if (isHexDigit(c)) continue;
+          const cls = byteClass[c]!;
+          if (cls === enumClass.letter || cls === enumClass.dot || cls === enumClass.digit) {
+            throw this.refuse('a name, a keyword or a function between values');
+          }
+          break;
+        }
+        break;
+      case Word.name:
+        for (; i < n; i++) {
+          const c = buf[i]!;
+          const cls = byteClass[c]!;
+          if (cls !== enumClass.letter && cls !== enumClass.digit && cls !== enumClass.dot) break;
+          if (cls === enumClass.dot || this.name.length >= maxName) {
+            throw this.refuse('a name, a keyword or a function between values');
+          }
+          this.name += String.fromCharCode(c);
+        }
+        break;
+    }
+    if (i < n) this.endWord();
+    return i;
   }
 
   private endWord() {
-    if (!this.word) return;
-    const word = this.word;
-    const long = this.wordLong;
-    this.word = '';
-    this.wordLong = false;
-    if (!long && !valueWord.test(word))
-      throw this.refuse(`'${word}' between values (a function, a name or a keyword)`);
+    if (this.word === Word.name && !valueName.test(this.name)) {
+      throw this.refuse(`'${this.name}' between values (a function, a name or a keyword)`);
+    }
+    this.word = Word.none;
   }
 
-  private refuse(why: string) {
-    return new UnsafeDumpError(this.line + this.newlines, why);
+  private refuse(why: string, newlines = this.newlines) {
+    return new UnsafeDumpError(this.line + newlines, why);
   }
 }

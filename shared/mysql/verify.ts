@@ -3,7 +3,7 @@ import type { Manifest } from '../catalog/manifest.ts';
 import { messageOf, UserError } from '../errors.ts';
 import { runHook } from '../hooks.ts';
 import { AgeDecryptError } from '../pipeline/age-stream.ts';
-import { IntegrityError } from '../pipeline/artifact.ts';
+import { IntegrityError, UnencryptedArtifactError } from '../pipeline/artifact.ts';
 import type { DecryptionKeys } from '../pipeline/encryption.ts';
 import type { Logger } from '../pipeline/progress.ts';
 import { formatBytes } from '../pipeline/progress.ts';
@@ -191,7 +191,11 @@ async function restoreInto(
       checks.push(failed(sha, why));
       if (encrypted) checks.push(skipped(decrypt, 'not trusted: the stored bytes are damaged'));
       checks.push(skipped(parse, 'not trusted: the stored bytes are damaged'));
-    } else if (error instanceof AgeDecryptError || /^age-identity:/.test(why)) {
+    } else if (
+      error instanceof AgeDecryptError ||
+      error instanceof UnencryptedArtifactError ||
+      /^age-identity:/.test(why)
+    ) {
       checks.push(skipped(sha, notRead));
       checks.push(failed(decrypt, why));
       checks.push(skipped(parse, 'not run: nothing could be decrypted'));

@@ -113,3 +113,58 @@ test('statement roles and created objects', () => {
   );
   assert.equal(createdObject('CREATE DATABASE `x`;'), undefined);
 });
+
+/** Reads `sql` in chunks of `size` and returns the rows per table, or throws the reader's refusal. */
+async function readAll(sql: string, size: number): Promise<Record<string, number>> {
+  const rows: Record<string, number> = {};
+  let table = '';
+  const reader = new DumpReader({
+    statement() {},
+    dataStart: (t) => {
+      table = t;
+    },
+    dataPiece() {},
+    dataEnd: (n) => {
+      rows[table] = (rows[table] ?? 0) + n;
+    },
+  });
+  const bytes = Buffer.from(sql);
+  for (let i = 0; i < bytes.length; i += size) await reader.push(bytes.subarray(i, i + size));
+  await reader.end();
+  return rows;
+}
+
+test('what looks like a client command or a second statement inside a string is data', async () => {
+  const sql = [
+    'USE `a`;',
+    "INSERT INTO `t` VALUES (1,'\\\\! rm -rf / ; DROP DATABASE x;'),(2,'it''s; \\\\. /etc/passwd'),(3,_binary 'x\\'y'),(4,x'0aff',-1.5e-3,NULL);",
+    "INSERT INTO `t` VALUES\n(5,'a\nb'),\n(6,0x00ff);",
+    "SET @x = 'a;b \\\\! c';",
+    '',
+  ].join('\n');
+  for (const size of [1, 2, 3, 5, 17, 1 << 16])
+    assert.deepEqual(await readAll(sql, size), { t: 6 }, `chunks of ${size}`);
+});
+
+test('a hostile line is refused at its line whatever the chunking', async () => {
+  const hostile: [string, RegExp][] = [
+    ["INSERT INTO `t` VALUES (1,'a') \\! id\n;", /line 2 .*a backslash outside a string/],
+    ["INSERT INTO `t` VALUES (1,'a');\nSELECT 1;", /line 3 .*'SELECT 1' is not a statement a dumper writes/],
+    [
+      "INSERT INTO `t` VALUES (1,'a'),(2,victim.f(1));",
+      /line 2 .*'victim' between values|name, a keyword or a function/,
+    ],
+    ["INSERT INTO `t` VALUES (1,'a') -- ;\n,(2,'b');", /line 2 .*-- \(a comment\) between values/],
+    ['INSERT INTO `victim`.`t` VALUES (1);', /line 2 .*an INSERT that is not INSERT INTO <table>/],
+    ['SET @a = 1 /* ;\n*/, @@GLOBAL.x = 1;', /line 2 .*a comment that is never closed/],
+    ["SET @a = '1;\n' DROP DATABASE x;", /line 2 .*text after the delimiter ';'|never closed/],
+    ['/*!40101 SET NAMES utf8mb4 */ ; \\! id;', /line 2 .*text after the delimiter/],
+    ['/*M!999999\\- enable the sandbox mode */ \\! id;', /line 2 .*a backslash outside a string/],
+    ['delimiter $$\nDROP DATABASE x $$\nSELECT 1;', /line 2 .*the client command 'delimiter'/],
+  ];
+  for (const [line, error] of hostile) {
+    for (const size of [1, 3, 7, 1 << 16]) {
+      await assert.rejects(readAll(`USE \`a\`;\n${line}\n`, size), error, `${line} in chunks of ${size}`);
+    }
+  }
+});
