@@ -65,11 +65,61 @@ export async function runPost(name?: string): Promise<number> {
   }
 }
 
-async function writeSummary(result: CommandResult): Promise<void> {
+/**
+ * Writes the job summary: a heading, a table, then the notes as paragraphs. Every string of it
+ * may hold text from a backup or a database (check names and results, object names, manifest
+ * fields), so each goes through `escapeSummaryText`: plain text only, nothing of it becomes
+ * HTML or Markdown structure. (`core.summary` escapes nothing itself.)
+ */
+export async function writeSummary(result: CommandResult): Promise<void> {
   if (!process.env.GITHUB_STEP_SUMMARY) return;
   const [header, ...rows] = result.summary.table;
-  const summary = core.summary.addHeading(result.summary.heading, 3);
-  summary.addTable([(header ?? []).map((data) => ({ data, header: true })), ...rows]);
-  for (const note of result.summary.notes ?? []) summary.addRaw(`\n${note}\n`, true);
+  const summary = core.summary.addHeading(escapeSummaryText(result.summary.heading), 3);
+  summary.addTable([
+    (header ?? []).map((cell) => ({ data: escapeSummaryText(cell), header: true })),
+    ...rows.map((row) => row.map((cell) => escapeSummaryText(cell))),
+  ]);
+  for (const note of result.summary.notes ?? []) summary.addRaw(`\n${escapeSummaryText(note)}\n`, true);
   await summary.write();
+}
+
+/**
+ * Characters that are HTML, or Markdown wherever they stand in a line, as character
+ * references. GitHub renders the summary as Markdown with HTML blocks (the heading and the
+ * table) and paragraphs (the notes); a character reference is decoded to its character in
+ * both and is never Markdown syntax (CommonMark), so one escaping serves cells, heading and
+ * notes alike, and the text still reads the same.
+ */
+const references: Record<string, string> = {
+  '&': '&amp;',
+  '<': '&lt;',
+  '>': '&gt;',
+  '"': '&quot;',
+  "'": '&#39;',
+  '\\': '&#92;',
+  '`': '&#96;',
+  '*': '&#42;',
+  _: '&#95;',
+  '~': '&#126;',
+  '[': '&#91;',
+  ']': '&#93;',
+  '!': '&#33;',
+  '|': '&#124;',
+  '#': '&#35;',
+  $: '&#36;',
+};
+
+/**
+ * Text for the job summary, shown as it is: HTML and Markdown characters as character
+ * references, line breaks as `<br>` (a line break could end the HTML block of the table or
+ * start a Markdown line), and what is Markdown only at the start of a line (indentation,
+ * `-`, `+`, `=`, `1.`, `1)`) escaped there.
+ */
+export function escapeSummaryText(text: string): string {
+  return String(text)
+    .replace(/[&<>"'\\`*_~[\]!|#$]/g, (c) => references[c]!)
+    .replace(/\r\n|\r|\n/g, '<br>')
+    .replace(/^[ \t]+/, (space) => space.replace(/ /g, '&#32;').replace(/\t/g, '&#9;'))
+    .replace(/^[-+=]/, (c) => `&#${c.charCodeAt(0)};`)
+    .replace(/^(\d{1,9})([.)])/, (_, number: string, c: string) => `${number}&#${c.charCodeAt(0)};`);
 }

@@ -41,3 +41,77 @@ for (const dir of dirs) {
     });
   }
 }
+
+interface Job {
+  if?: string;
+  environment?: string | { name: string };
+  permissions?: unknown;
+  steps: { uses?: string; run?: string; with?: Record<string, unknown> }[];
+}
+interface Workflow {
+  on: string | string[] | Record<string, unknown>;
+  permissions?: unknown;
+  jobs: Record<string, Job>;
+}
+
+function load(file: string): Workflow {
+  return parse(fs.readFileSync(path.join(root, file), 'utf8'));
+}
+
+const forkGuard = 'github.event.pull_request.head.repo.full_name == github.repository';
+const expression = (value: unknown) =>
+  String(value ?? '')
+    .replace(/^\s*\$\{\{\s*|\s*\}\}\s*$/g, '')
+    .trim();
+const triggersOf = (workflow: Workflow) =>
+  typeof workflow.on === 'string'
+    ? [workflow.on]
+    : Array.isArray(workflow.on)
+      ? workflow.on
+      : Object.keys(workflow.on);
+const environmentOf = (job: Job) =>
+  typeof job.environment === 'string' ? job.environment : job.environment?.name;
+
+// A pull request's code must never meet production secrets unasked: an example that runs on
+// pull requests and uses a secret does so only for this repository's branches, behind an
+// environment (whose required reviewers approve first), and pull_request_target never.
+for (const file of fs
+  .readdirSync(path.join(root, '.github/workflows/examples'))
+  .filter((f) => f.endsWith('.yml'))) {
+  test(`.github/workflows/examples/${file}: a pull request gets secrets only behind an approval`, () => {
+    const text = fs.readFileSync(path.join(root, '.github/workflows/examples', file), 'utf8');
+    const workflow = parse(text) as Workflow;
+    const triggers = triggersOf(workflow);
+    assert.ok(!triggers.includes('pull_request_target'), 'pull_request_target runs with secrets for forks');
+    if (!triggers.includes('pull_request') || !/\bsecrets\./.test(text)) return;
+    for (const [jobName, job] of Object.entries(workflow.jobs)) {
+      assert.equal(expression(job.if), forkGuard, `${jobName}: not for pull requests from forks`);
+      assert.ok(environmentOf(job), `${jobName}: a protected environment`);
+    }
+  });
+}
+
+test('the pull-request migration rehearsal: same repository, approved, minimal token, no credentials left', () => {
+  const workflow = load('.github/workflows/examples/mysql-pr-migration-rehearsal.yml');
+  assert.deepEqual(triggersOf(workflow), ['pull_request']);
+  assert.deepEqual(workflow.permissions, { contents: 'read', 'id-token': 'write' });
+  const job = workflow.jobs.rehearse!;
+  assert.ok(job, 'the rehearse job');
+  assert.equal(expression(job.if), forkGuard, 'only pull requests from this repository');
+  assert.equal(environmentOf(job), 'migration-rehearsal', 'required reviewers approve before the secrets');
+  assert.equal(job.permissions, undefined, 'no job widens the permissions');
+  const checkouts = job.steps.filter((s) => /^actions\/checkout@/.test(s.uses ?? ''));
+  assert.equal(checkouts.length, 1, 'one checkout');
+  for (const step of checkouts)
+    assert.equal(step.with?.['persist-credentials'], false, 'the token is not left in .git/config');
+  for (const step of job.steps.filter((s) => s.uses))
+    assert.match(step.uses!, /@(v\d+|[0-9a-f]{40})$/, `${step.uses} pinned like the other examples`);
+  for (const step of job.steps.filter((s) => s.run))
+    assert.doesNotMatch(step.run!, /secrets\.|GITHUB_TOKEN/, 'no secret handed to a run: step');
+  const verify = job.steps.find((s) => /\/lifeboat\/actions\/verify-restore@/.test(s.uses ?? ''));
+  assert.ok(verify?.with?.['post-restore-command'], 'it runs the migrations');
+  assert.equal(verify.with?.record, 'false', 'nothing written to storage: the role is read-only');
+  const aws = job.steps.find((s) => /^aws-actions\/configure-aws-credentials@/.test(s.uses ?? ''));
+  assert.ok(aws?.with?.['role-to-assume'], 'storage through an OIDC role, no long-lived keys');
+  assert.ok(!('aws-secret-access-key' in (aws.with ?? {})), 'no access keys');
+});
