@@ -230,6 +230,39 @@ describe('restore refuses a hostile dump before the statement reaches a server',
   });
 });
 
+describe('the least-privileged restore user of the README', () => {
+  test('restores into its target and staging names only, and cannot touch another database', async () => {
+    await sql(
+      target,
+      `CREATE USER 'lifeboat_restore'@'%' IDENTIFIED BY 'restore-pw';
+       GRANT ALL PRIVILEGES ON \`shop\\_copy\`.* TO 'lifeboat_restore'@'%';
+       GRANT ALL PRIVILEGES ON \`lbstage\\_%\`.* TO 'lifeboat_restore'@'%';
+       GRANT SET USER ON *.* TO 'lifeboat_restore'@'%';`,
+    );
+    try {
+      await restoreMysql(
+        restoreOptions(original, {
+          target: targetOf(target, 'lifeboat_restore', 'restore-pw'),
+          rename: new Map([['shop', 'shop_copy']]),
+        }),
+      );
+      assert.equal((await sql(target, 'SELECT COUNT(*) FROM shop_copy.orders')).trim(), '2000');
+      assert.equal((await sql(target, 'CALL shop_copy.customer_count()')).trim(), '200');
+      // What the README says remains: a statement that got through could still only reach
+      // databases this user may write.
+      await assert.rejects(
+        restoreMysql(restoreOptions(original, { target: targetOf(target, 'lifeboat_restore', 'restore-pw') })),
+        /denied/i,
+        'restoring as shop (not granted) is refused by the server',
+      );
+      await sql(target, 'DROP DATABASE shop_copy');
+      await assertUntouched();
+    } finally {
+      await sql(target, "DROP USER 'lifeboat_restore'@'%'");
+    }
+  });
+});
+
 describe('the client runs in its sandbox, whatever reaches it', () => {
   test('--sandbox is found in the client on this machine, and the client refuses \\! under it', async () => {
     const programs = await clientPrograms('mariadb');
