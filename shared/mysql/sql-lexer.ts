@@ -216,7 +216,7 @@ const maxName = 32;
  * nested quantifier would backtrack exponentially on a string cut by the end of a piece.
  */
 const stringRegex = String.raw`'[^'\\]*(?:(?:\\[^]|'')[^'\\]*)*'(?!')`;
-const valueRegex = String.raw`(?:${stringRegex}|-?[0-9.]+(?:[eE][-+]?[0-9]+)?|0x[0-9A-Fa-f]*|NULL|_[a-z0-9]+ ?${stringRegex}|[xXbB]'[0-9A-Fa-f]*')`;
+const valueRegex = `(?:${stringRegex}|-?[0-9.]+(?:[eE][-+]?[0-9]+)?|0x[0-9A-Fa-f]*|NULL|_[a-z0-9]+ ?${stringRegex}|[xXbB]'[0-9A-Fa-f]*')`;
 const rowsRegex = new RegExp(String.raw`\(${valueRegex}(?:,${valueRegex})*\)(?:,\n?|;)`, 'y');
 
 /**

@@ -251,7 +251,9 @@ describe('the least-privileged restore user of the README', () => {
       // What the README says remains: a statement that got through could still only reach
       // databases this user may write.
       await assert.rejects(
-        restoreMysql(restoreOptions(original, { target: targetOf(target, 'lifeboat_restore', 'restore-pw') })),
+        restoreMysql(
+          restoreOptions(original, { target: targetOf(target, 'lifeboat_restore', 'restore-pw') }),
+        ),
         /denied/i,
         'restoring as shop (not granted) is refused by the server',
       );
