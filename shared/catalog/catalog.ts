@@ -3,8 +3,16 @@ import { text } from 'node:stream/consumers';
 import { UserError } from '../errors.ts';
 import { isNotFound, type Storage, StorageError } from '../storage/storage.ts';
 import { version } from '../version.ts';
-import { backupIdWithSequence, baseBackupId, compareIdsNewestFirst, parseBackupId } from './ids.ts';
 import {
+  backupIdWithSequence,
+  baseBackupId,
+  compareIdsNewestFirst,
+  isBackupId,
+  isSetName,
+  parseBackupId,
+} from './ids.ts';
+import {
+  checkManifestFolder,
   type Manifest,
   manifestSchema,
   parseManifest,
@@ -76,6 +84,11 @@ export class Catalog {
   /** Writes the manifest (the commit point; it never overwrites one) and clears the marker. */
   async commit(pending: PendingBackup, manifest: Manifest): Promise<void> {
     const valid = manifestSchema.parse(manifest);
+    if (valid.set !== pending.set || valid.id !== pending.id) {
+      throw new Error(
+        `commit: the manifest says ${valid.set}/${valid.id}, but the backup is ${pending.set}/${pending.id}`,
+      );
+    }
     await this.storage.putBytes(
       pending.key(manifestName),
       Buffer.from(`${JSON.stringify(valid, null, 2)}\n`),
@@ -130,10 +143,17 @@ export class Catalog {
     return [...byId.values()].sort((a, b) => compareIdsNewestFirst(a.id, b.id));
   }
 
+  /**
+   * The manifest of the folder `<set>/<id>/`, refused (a UserError) unless the folder's names
+   * are a set name and a backup id and the manifest describes that same folder: every key
+   * and path Lifeboat makes from a backup comes from names checked here.
+   */
   async readManifest(set: string, id: string): Promise<Manifest> {
     const where = `backup ${set}/${id} in ${this.storage.url}`;
+    // Checked before the folder is read, so that no key is made from a name that is not one.
+    checkManifestFolder({ set, id });
     const body = await this.storage.get(`${set}/${id}/${manifestName}`);
-    return parseManifest(await text(body), where);
+    return parseManifest(await text(body), where, { set, id });
   }
 
   /**
@@ -190,6 +210,11 @@ export class Catalog {
 
   async recordVerification(record: Verification): Promise<string> {
     const valid = verificationSchema.parse(record);
+    if (!isSetName(record.set) || !isBackupId(record.backupId)) {
+      throw new UserError(
+        `verification: set '${record.set}', backup '${record.backupId}' is not a backup folder Lifeboat makes; the record is not written`,
+      );
+    }
     const key = `${record.set}/${record.backupId}/${verificationsDir}${record.at.replace(/[:.]/g, '-')}.json`;
     await this.storage.putBytes(key, Buffer.from(`${JSON.stringify(valid, null, 2)}\n`));
     return key;

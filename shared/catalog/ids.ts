@@ -40,6 +40,19 @@ export function compareIdsNewestFirst(a: string, b: string): number {
   return pa ? -1 : pb ? 1 : a < b ? 1 : -1;
 }
 
+/**
+ * Whether a name, exactly as stored (not trimmed), is a set name Lifeboat accepts: what a
+ * folder read back from storage must be before any path or key is made from it.
+ */
+export function isSetName(name: string): boolean {
+  return setPattern.test(name);
+}
+
+/** Whether a name, exactly as stored, is a backup id Lifeboat makes (see parseBackupId). */
+export function isBackupId(id: string): boolean {
+  return parseBackupId(id) !== undefined;
+}
+
 export function validateSetName(set: string, input = 'set'): string {
   const name = set.trim();
   if (!setPattern.test(name)) {

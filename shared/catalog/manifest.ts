@@ -1,15 +1,32 @@
 import { z } from 'zod';
+import { UserError } from '../errors.ts';
 import { compressions } from '../pipeline/compression.ts';
+import { isBackupId, isSetName } from './ids.ts';
 
 export const manifestFormat = 1;
 export const kinds = ['files', 'mysql', 'k8s', 'ebs'] as const;
 
+/**
+ * Whether `name` is a plain file name of the backup folder, as artifactName makes them
+ * (files.tar.zst.age): not empty, not '.', no '/' or backslash, no '..', no control
+ * characters. Storage keys and local paths are made from it, so nothing else is accepted
+ * from a manifest.
+ */
+export function isArtifactName(name: string): boolean {
+  if (name.length === 0 || name.length > 255 || name === '.' || name.includes('..')) return false;
+  for (const char of name) {
+    const code = char.charCodeAt(0);
+    if (char === '/' || char === '\\' || code < 0x20 || code === 0x7f) return false;
+  }
+  return true;
+}
+
 export const artifactSchema = z.object({
   /** Object name inside the backup folder, e.g. files.tar.zst.age */
-  name: z
-    .string()
-    .min(1)
-    .regex(/^[^/]+$/),
+  name: z.string().refine(isArtifactName, {
+    error: (issue) =>
+      `'${String(issue.input)}' is not a plain file name (an artifact is a file of its own backup folder: not empty, no '/', '\\' or '..')`,
+  }),
   /** Bytes as stored, and their sha256: what `sha256sum` of the downloaded file prints. */
   bytes: z.number().int().nonnegative(),
   sha256: z.string().regex(/^[0-9a-f]{64}$/),
@@ -78,28 +95,66 @@ export type Manifest = z.infer<typeof manifestSchema>;
 export type Verification = z.infer<typeof verificationSchema>;
 export type Kind = Manifest['kind'];
 
-/** Parses and validates a manifest's bytes; the error names the first bad field. */
-export function parseManifest(text: string, where: string): Manifest {
+/** The folder a manifest was read from: `<set>/<id>/manifest.json`. */
+export interface ManifestFolder {
+  set: string;
+  id: string;
+}
+
+/**
+ * Refuses a folder whose names are not a set name and a backup id as Lifeboat makes them
+ * (a UserError); returns the folder as `<set>/<id>/`.
+ */
+export function checkManifestFolder(folder: ManifestFolder): string {
+  const place = `${folder.set}/${folder.id}/`;
+  if (!isSetName(folder.set)) {
+    throw new UserError(
+      `backup: the folder ${place} is not a backup folder: '${folder.set}' is not a set name Lifeboat makes, so the backup is refused`,
+    );
+  }
+  if (!isBackupId(folder.id)) {
+    throw new UserError(
+      `backup: the folder ${place} is not a backup folder: '${folder.id}' is not a backup id Lifeboat makes (such as 2026-11-21-0315-backup-full), so the backup is refused`,
+    );
+  }
+  return place;
+}
+
+/**
+ * Parses and validates a manifest's bytes, read from `folder`. Whoever can write the storage
+ * writes the manifest too, so nothing in it is trusted for a path: the folder's names must be
+ * a set name and a backup id as Lifeboat makes them, the manifest must name that same set and
+ * id, and each artifact must be a plain file name. Every refusal is a UserError naming the
+ * folder; schema errors name the first bad field.
+ */
+export function parseManifest(text: string, where: string, folder: ManifestFolder): Manifest {
+  const place = checkManifestFolder(folder);
   let json: unknown;
   try {
     json = JSON.parse(text);
   } catch {
-    throw new Error(`${where}: manifest.json is not valid JSON`);
+    throw new UserError(`${where}: manifest.json is not valid JSON`);
   }
   const format = (json as { format?: unknown })?.format;
   if (typeof format === 'number' && format > manifestFormat) {
-    throw new Error(
+    throw new UserError(
       `${where}: manifest format ${format} is newer than this Lifeboat understands (${manifestFormat}); upgrade Lifeboat`,
     );
   }
   const result = manifestSchema.safeParse(json);
   if (!result.success) {
     const issue = result.error.issues[0]!;
-    throw new Error(
+    throw new UserError(
       `${where}: manifest.json is invalid at ${issue.path.join('.') || '(root)'}: ${issue.message}`,
     );
   }
-  return result.data;
+  const manifest = result.data;
+  if (manifest.set !== folder.set || manifest.id !== folder.id) {
+    throw new UserError(
+      `backup: the manifest in ${place} says it is set '${manifest.set}', backup '${manifest.id}'; a manifest must describe its own folder, so the backup is refused`,
+    );
+  }
+  return manifest;
 }
 
 export function totalBytes(manifest: Manifest): number {

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { type InputCollector, parseDuration, parseInteger } from '../action/inputs.ts';
+import { type InputCollector, parseBoolean, parseDuration, parseInteger } from '../action/inputs.ts';
 import type { InputReader, InputSpec, OutputSpec } from '../action/spec.ts';
 import { validateSetName } from '../catalog/ids.ts';
 import { UserError } from '../errors.ts';
@@ -58,6 +58,12 @@ export const decryptionInputs: InputSpec[] = [
   },
   { name: 'age-identity-file', description: 'A file holding age identities, as made by age-keygen.' },
   passphraseInput,
+  {
+    name: 'allow-unencrypted',
+    description:
+      'Accept a backup that is not encrypted although an age identity or passphrase is given; by default it is refused, since whoever can write the storage could have replaced an encrypted backup by one of their own.',
+    default: 'false',
+  },
 ];
 
 /** The inputs that shape what a backup stores: compression, encryption, tags. */
@@ -147,7 +153,10 @@ export function parseEncryption(read: InputReader): EncryptionKeys | undefined {
   return undefined;
 }
 
-/** Identities from the secret input or a key file, and/or a passphrase. */
+/**
+ * Identities from the secret input or a key file, and/or a passphrase; and whether an artifact
+ * that is not encrypted is accepted all the same (allow-unencrypted, default false).
+ */
 export function parseDecryption(read: InputReader): DecryptionKeys {
   const identities = parseIdentities(read('age-identity'));
   const file = read('age-identity-file')?.trim();
@@ -162,7 +171,11 @@ export function parseDecryption(read: InputReader): DecryptionKeys {
     }
     identities.push(...parseIdentities(text, 'age-identity-file'));
   }
-  return { identities, passphrase: read('age-passphrase') || undefined };
+  return {
+    identities,
+    passphrase: read('age-passphrase') || undefined,
+    allowUnencrypted: parseBoolean('allow-unencrypted', read('allow-unencrypted'), false),
+  };
 }
 
 /** The URL of a backup's folder, for outputs and logs. */

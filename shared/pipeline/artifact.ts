@@ -91,14 +91,42 @@ export class IntegrityError extends Error {
 }
 
 /**
+ * The refusal of an artifact that is not encrypted although the reader brought keys: whoever
+ * can write the storage could have replaced an encrypted backup by one of their own.
+ */
+export class UnencryptedArtifactError extends UserError {
+  override name = 'UnencryptedArtifactError';
+}
+
+/** Refuses an unencrypted artifact when keys are given, unless allow-unencrypted is set. */
+function refuseDowngrade(options: ReadArtifactOptions): void {
+  const { artifact, keys } = options;
+  if (artifact.encryption || !keys || keys.allowUnencrypted) return;
+  const given = keys.identities.length
+    ? 'an age identity'
+    : keys.passphrase
+      ? 'an age passphrase'
+      : undefined;
+  if (!given) return;
+  // The key is <set>/<backup-id>/<artifact>.
+  const backup = options.key.split('/').at(-2) ?? options.key;
+  throw new UnencryptedArtifactError(
+    `backup: the artifact ${artifact.name} of ${backup} is not encrypted, but ${given} was given; a backup that should be encrypted may have been replaced. Set allow-unencrypted: true to restore it anyway`,
+  );
+}
+
+/**
  * The plaintext of an artifact, streamed: storage → sha256 → decrypt → decompress. The
  * returned stream ends only after the stored bytes matched the manifest's size and sha256;
  * on a mismatch it fails instead of ending, so a consumer that waits for the end never
- * takes damaged data as complete.
+ * takes damaged data as complete. An artifact that is not encrypted is refused, before
+ * anything is read, when keys are given (UnencryptedArtifactError), unless
+ * `keys.allowUnencrypted`.
  */
 export async function readArtifact(options: ReadArtifactOptions): Promise<Readable> {
   const { artifact } = options;
   const stages: NodeJS.ReadWriteStream[] = [];
+  refuseDowngrade(options);
   if (artifact.encryption) {
     const keys = options.keys;
     if (!keys || (keys.identities.length === 0 && !keys.passphrase)) {

@@ -10,6 +10,12 @@ export type EncryptionKeys = { recipients: string[] } | { passphrase: string };
 export interface DecryptionKeys {
   identities: string[];
   passphrase?: string;
+  /**
+   * Read an artifact that is not encrypted although keys are given (input allow-unencrypted).
+   * Without it such an artifact is refused: the backup may have been replaced by one that
+   * whoever can write the storage made without the keys.
+   */
+  allowUnencrypted?: boolean;
 }
 
 const recipientPattern = /^age1[0-9a-z]+$/;

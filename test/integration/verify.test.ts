@@ -270,7 +270,7 @@ describe('each failure is named in the report', () => {
       a.contentBytes = plain.length;
       a.sha256 = createHash('sha256').update(packed).digest('hex');
     });
-    const run = await verify({ set: 'dropped' });
+    const run = await verify({ set: 'dropped', 'allow-unencrypted': 'true' });
     await assertFailedOn(run, 'rows: shop', /audit_log .*missing from the backup's data/);
   });
 
