@@ -115,3 +115,39 @@ test('the pull-request migration rehearsal: same repository, approved, minimal t
   assert.ok(aws?.with?.['role-to-assume'], 'storage through an OIDC role, no long-lived keys');
   assert.ok(!('aws-secret-access-key' in (aws.with ?? {})), 'no access keys');
 });
+
+test('CI and release install what the tests need on a runner that is not root', () => {
+  for (const file of ['ci.yml', 'release.yml']) {
+    const text = fs.readFileSync(path.join(root, '.github/workflows', file), 'utf8');
+    assert.match(
+      text,
+      /sudo .*apt-get install [^\n]*mariadb-server mariadb-client/,
+      `${file} installs MariaDB with sudo`,
+    );
+    assert.match(text, /apt-get install [^\n]*\bage\b[^\n]*\bzstd\b/, `${file} installs age and zstd`);
+    assert.match(text, /npm test/, `${file} runs the tests`);
+  }
+});
+
+test('the release checks its version, never moves a version tag, and runs one at a time', () => {
+  const text = fs.readFileSync(path.join(root, '.github/workflows/release.yml'), 'utf8');
+  const workflow = parse(text);
+  assert.equal(workflow.concurrency?.group, 'release');
+  assert.ok(workflow.on.workflow_dispatch?.inputs?.version?.required, 'the version is asked for');
+  assert.match(text, /shared\/version\.ts/, 'checked against the version manifests record');
+  assert.match(text, /package\.json/);
+  assert.match(text, /the tag v\$VERSION exists already/, 'an existing version tag is refused');
+  assert.doesNotMatch(
+    text,
+    /git tag -f "v\$VERSION"|push --force[^\n]*v\$VERSION/,
+    'the version tag is never forced',
+  );
+  assert.match(text, /gh release create "v\$VERSION"/, 'a GitHub Release is made');
+  // The version check runs before anything is built or pushed.
+  const names = (workflow.jobs.release.steps as { name?: string; run?: string }[]).map(
+    (s) => s.name ?? s.run ?? '',
+  );
+  assert.ok(
+    names.findIndex((n) => /Check the version/.test(n)) < names.findIndex((n) => /Commit the bundle/.test(n)),
+  );
+});
