@@ -41,6 +41,36 @@ if ! command -v mariadbd >/dev/null && [ ! -x /usr/sbin/mariadbd ] || ! command 
   fi
 fi
 
+# Ceph radosgw: a real S3 with multipart listing (and Object Lock) for the tests that need
+# what s3rver and fauxqs lack (prune's sweep of abandoned multipart uploads).
+if [ "${1:-test}" = test ] && ! command -v radosgw >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: apt-get install ceph-mon ceph-osd radosgw ceph-common" >&2
+    apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      ceph-mon ceph-osd radosgw ceph-common >/dev/null
+  else
+    echo "setup: Ceph radosgw is missing (not root, or no apt): the tests that need a real S3 with multipart listing are skipped" >&2
+  fi
+fi
+
+# A real Kubernetes control plane for test/integration/k8s-real.test.ts: kube-apiserver and
+# kube-controller-manager built once from Debian's kubernetes source package (cached under
+# ${LIFEBOAT_CACHE:-~/.cache/lifeboat}/kube; a fresh machine pays ~5-7 min), and etcd-server.
+# LIFEBOAT_KUBE_BIN set beforehand skips this. Without them the real-server tests are skipped
+# and the k8s tests run against the fake kube-apiserver only; this says so and why.
+if [ "${1:-test}" = test ] && [ -z "${LIFEBOAT_KUBE_BIN:-}" ]; then
+  kube_err=$(mktemp)
+  # Its progress is shown as it goes; its reason for failing only once, in the line below.
+  if kube_bin=$({ bash "$root/scripts/kube-binaries.sh" 2>&1 >&3 | tee "$kube_err" |
+    { grep --line-buffered -v '^kube-binaries: cannot provide' || true; } >&2; } 3>&1); then
+    export LIFEBOAT_KUBE_BIN="$kube_bin"
+  else
+    kube_why=$(grep '^kube-binaries: ' "$kube_err" | tail -n 1 | sed -E 's/^kube-binaries: (cannot provide a Kubernetes control plane: )?//' || true)
+    echo "setup: the real-control-plane tests (k8s-real) fall back to the fake kube-apiserver: ${kube_why:-scripts/kube-binaries.sh failed}" >&2
+  fi
+  rm -f "$kube_err"
+fi
+
 stamp="node_modules/.lifeboat-lock.sha256"
 want=$(sha256sum package-lock.json | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then

@@ -1,7 +1,7 @@
 import * as core from '@actions/core';
 import { messageOf } from '../errors.ts';
 import type { Logger } from '../pipeline/progress.ts';
-import { describeFailure, exitCodeOf, findCommand, makeReader, runCommand } from './run.ts';
+import { describeFailure, exitCodeOf, findCommand, makeReader, runCommand, writtenOf } from './run.ts';
 import type { Command, CommandResult, InputReader } from './spec.ts';
 
 /**
@@ -11,11 +11,17 @@ import type { Command, CommandResult, InputReader } from './spec.ts';
  */
 export async function runAction(name?: string): Promise<number> {
   let code = 0;
+  let commandName = name;
+  let leftBehind = false;
   try {
     const command = findCommand(name ?? core.getInput('command'));
+    commandName = command.name;
     const read = actionReader(command);
     const result = await runCommand(command, read, logger, {
-      leftovers: (state) => core.saveState(leftoversKey, state === undefined ? '' : JSON.stringify(state)),
+      leftovers: (state) => {
+        leftBehind = state !== undefined;
+        core.saveState(leftoversKey, state === undefined ? '' : JSON.stringify(state));
+      },
     });
     for (const [key, value] of Object.entries(result.outputs)) core.setOutput(key, value);
     await writeSummary(result);
@@ -26,8 +32,39 @@ export async function runAction(name?: string): Promise<number> {
     for (const line of failure.lines) core.error(line);
     if (!failure.expected && error instanceof Error && error.stack) core.debug(error.stack);
     code = exitCodeOf(failure);
+    await writeSummary(failureSummary(commandName, failure.lines, writtenOf(error), leftBehind)).catch((e) =>
+      core.warning(`the job summary could not be written: ${messageOf(e)}`),
+    );
   }
   return code;
+}
+
+/** The job summary of a failed step: the error, one row per line, and what was (not) written. */
+export function failureSummary(
+  command: string | undefined,
+  lines: string[],
+  written: string,
+  leftBehind = false,
+): CommandResult {
+  return {
+    outputs: {},
+    summary: {
+      heading: `${command ?? 'Lifeboat'} failed`,
+      table: [
+        ['', ''],
+        ...lines.map((line, i) => [i === 0 ? 'Error' : '', line]),
+        ['Written', written],
+        ...(leftBehind
+          ? [
+              [
+                'Left behind',
+                'What this step could not remove yet is recorded for its post: step, which removes it.',
+              ],
+            ]
+          : []),
+      ],
+    },
+  };
 }
 
 const logger: Logger = { info: (m) => core.info(m), warn: (m) => core.warning(m) };
@@ -35,15 +72,23 @@ const logger: Logger = { info: (m) => core.info(m), warn: (m) => core.warning(m)
 /** The state the main step leaves for the `post:` step: what to remove if it was killed. */
 const leftoversKey = 'leftovers';
 
-/** Inputs from `INPUT_*` (or a secret's variable), each secret masked before it is used. */
-function actionReader(command: Command<never>): InputReader {
-  return makeReader(command, (spec) => {
-    const value =
-      core.getInput(spec.name) || (spec.secretEnv ? process.env[spec.secretEnv] : undefined) || '';
-    if (spec.secretEnv && value)
-      for (const line of value.split(/\r?\n/)) if (line.trim()) core.setSecret(line.trim());
-    return value;
-  });
+/**
+ * Inputs from `INPUT_*` (or a secret's variable), each secret masked before it is used. The
+ * runner sets `INPUT_<NAME>` for every input the action.yml declares: to the `with:` value
+ * when given (also when empty), else to the declared default, else ''.
+ */
+export function actionReader(command: Command<never>, env: NodeJS.ProcessEnv = process.env): InputReader {
+  return makeReader(
+    command,
+    (spec) => {
+      const input = (env[`INPUT_${spec.name.replace(/ /g, '_').toUpperCase()}`] ?? '').trim();
+      const value = input || (spec.secretEnv ? env[spec.secretEnv] : undefined) || '';
+      if (spec.secretEnv && value)
+        for (const line of value.split(/\r?\n/)) if (line.trim()) core.setSecret(line.trim());
+      return value;
+    },
+    env,
+  );
 }
 
 /**

@@ -1,4 +1,5 @@
 import { UserError } from '../errors.ts';
+import type { InputReader } from './spec.ts';
 
 /** Several bad inputs at once: one line each. */
 export class InputErrors extends UserError {
@@ -32,6 +33,40 @@ export class InputCollector {
   }
 }
 
+/**
+ * What reading a command's inputs found besides their values: problems, refused together with
+ * the parser's own (one line each, before any work), and warnings, logged once the inputs are
+ * accepted. Kept per reader, so that checks made where an input is read (run.ts) and in the
+ * shared parsers (commands/common.ts) reach runCommand without changing parse().
+ */
+export interface ReadNotes {
+  problems: string[];
+  warnings: string[];
+}
+
+const notesByReader = new WeakMap<InputReader, ReadNotes>();
+
+export function notesOf(read: InputReader): ReadNotes {
+  let notes = notesByReader.get(read);
+  if (!notes) {
+    notes = { problems: [], warnings: [] };
+    notesByReader.set(read, notes);
+  }
+  return notes;
+}
+
+/** A problem found while reading: refused with the other bad inputs (once, however often read). */
+export function refuseInput(read: InputReader, line: string): void {
+  const { problems } = notesOf(read);
+  if (!problems.includes(line)) problems.push(line);
+}
+
+/** A warning found while reading, logged (once) when the inputs are accepted. */
+export function warnInput(read: InputReader, line: string): void {
+  const { warnings } = notesOf(read);
+  if (!warnings.includes(line)) warnings.push(line);
+}
+
 export function requireInput(name: string, value: string | undefined, accepted: string): string {
   const v = value?.trim();
   if (!v) throw new UserError(`${name}: required; accepted: ${accepted}`);
@@ -63,8 +98,19 @@ export function parseBoolean(name: string, value: string | undefined, fallback: 
 
 const durationUnits: Record<string, number> = { ms: 0.001, s: 1, m: 60, h: 3600, d: 86400, w: 604800 };
 
-/** Parses `90s`, `10m`, `6h`, `1h30m`, `2d`, `1w` into seconds. */
-export function parseDuration(name: string, value: string | undefined, fallback?: string): number {
+/** The longest a Node.js timer can wait (2^31-1 ms, 24.8 days); a longer one fires at once. */
+export const maxTimerSeconds = (2 ** 31 - 1) / 1000;
+
+/**
+ * Parses `90s`, `10m`, `6h`, `1h30m`, `2d`, `1w` into seconds; with `maxSeconds`, longer is
+ * refused (a duration that a timer waits for: see maxTimerSeconds).
+ */
+export function parseDuration(
+  name: string,
+  value: string | undefined,
+  fallback?: string,
+  maxSeconds?: number,
+): number {
   const v = (value?.trim() || fallback || '').toLowerCase();
   const accepted = 'a duration such as 90s, 10m, 6h, 1h30m, 2d or 1w';
   if (!v) throw new UserError(`${name}: required; accepted: ${accepted}`);
@@ -74,7 +120,22 @@ export function parseDuration(name: string, value: string | undefined, fallback?
   }
   const seconds = parts.reduce((sum, p) => sum + Number(p[1]) * (durationUnits[p[2]!] ?? 0), 0);
   if (seconds <= 0) throw new UserError(`${name}: '${value}' must be longer than zero`);
+  if (maxSeconds !== undefined && seconds > maxSeconds) {
+    throw new UserError(
+      `${name}: '${value ?? v}' is longer than a timer can wait; accepted: at most ${formatWhole(maxSeconds)}`,
+    );
+  }
   return seconds;
+}
+
+/** Whole minutes as the duration inputs write them, rounded down: 2147483.647 s is 24d20h31m. */
+function formatWhole(seconds: number): string {
+  let minutes = Math.floor(seconds / 60);
+  const days = Math.floor(minutes / 1440);
+  minutes -= days * 1440;
+  const hours = Math.floor(minutes / 60);
+  minutes -= hours * 60;
+  return `${days ? `${days}d` : ''}${hours ? `${hours}h` : ''}${minutes ? `${minutes}m` : ''}` || '0m';
 }
 
 export function parseInteger(

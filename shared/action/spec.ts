@@ -36,8 +36,23 @@ export interface CommandContext {
   leftovers?: (state: unknown) => void;
 }
 
-/** Reads one raw input by name; only names the command's spec declares may be read. */
+/**
+ * Reads one input by name (its default when not given); only names the command's spec
+ * declares may be read.
+ */
 export type InputReader = (name: string) => string | undefined;
+
+/**
+ * What an action.yml declares as the default of `storage`, in every action: a marker, so that
+ * an input left out (the marker) and one given empty (an unset `${{ vars.X }}`, which must be
+ * an error) differ. The GitHub runner fills in a default only when `with:` leaves the key out.
+ */
+export const notGiven = '(not given)';
+
+/** The default an action.yml declares for an input (the spec's, but for storage's marker). */
+export function actionDefault(spec: InputSpec): string | undefined {
+  return spec.name === 'storage' ? notGiven : spec.default;
+}
 
 export interface Command<Options = unknown> {
   name: string;

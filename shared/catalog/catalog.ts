@@ -1,12 +1,14 @@
 import os from 'node:os';
 import { text } from 'node:stream/consumers';
-import { UserError } from '../errors.ts';
+import { messageOf, UserError } from '../errors.ts';
 import { isNotFound, type Storage, StorageError } from '../storage/storage.ts';
 import { version } from '../version.ts';
 import {
   backupIdWithSequence,
   baseBackupId,
+  clockSkewMs,
   compareIdsNewestFirst,
+  isAheadOfClock,
   isBackupId,
   isSetName,
   parseBackupId,
@@ -159,17 +161,55 @@ export class Catalog {
   /**
    * The committed backup that `ref` names: `latest` or an id. Refuses, with the reason, a set
    * without backups, an id that does not exist, and a backup that was never committed.
+   *
+   * `latest` is the newest committed backup whose id is not ahead of the clock (`now`, by more
+   * than clockSkewMs: a runner's clock was ahead; `warn` hears of each one passed over). When
+   * that backup's manifest is damaged (not JSON, not the schema, a newer format, another
+   * folder's), `latest` does not fall back to an older one unasked: it refuses with the reason
+   * and names the newest intact backup, which `ref` can then name by id.
    */
-  async resolve(set: string, ref: string): Promise<Manifest> {
+  async resolve(
+    set: string,
+    ref: string,
+    options: { now?: Date; warn?: (message: string) => void } = {},
+  ): Promise<Manifest> {
     const backups = await this.listBackups(set);
     if (ref === 'latest') {
-      const newest = backups.find((b) => b.committed);
+      const now = options.now ?? new Date();
+      const committed = backups.filter((b) => b.committed);
+      const ahead = (id: string) => {
+        const time = parseBackupId(id)?.time;
+        return time !== undefined && isAheadOfClock(time, now);
+      };
+      const future = committed.filter((b) => ahead(b.id));
+      const present = committed.filter((b) => !ahead(b.id));
+      for (const b of future) {
+        options.warn?.(
+          `backup ${set}/${b.id} is dated ahead of this machine's clock (${now.toISOString()}) by more than ${clockSkewMs / 60_000} minutes (a runner's clock was ahead when it was taken), so it is not latest; restore it by its id if it is the one you want`,
+        );
+      }
+      const newest = present[0];
       if (!newest) {
+        if (future.length) {
+          throw new UserError(
+            `backup: every committed backup of set '${set}' is dated ahead of this machine's clock (${now.toISOString()}) by more than ${clockSkewMs / 60_000} minutes: ${future.map((b) => b.id).join(', ')}; latest never picks such a backup (check the clocks of the machine that took it and of this one), name one by its id to restore it`,
+          );
+        }
         const sets = await this.listSets();
         const known = sets.length ? `sets here: ${sets.join(', ')}` : 'the storage holds no sets';
         throw new UserError(`set: '${set}' has no committed backup in ${this.storage.url} (${known})`);
       }
-      return this.readManifest(set, newest.id);
+      try {
+        return await this.readManifest(set, newest.id);
+      } catch (error) {
+        if (!(error instanceof UserError)) throw error;
+        // The reason as it is, then where an intact backup is, if there is one.
+        const intact = await this.newestIntact(set, present.slice(1));
+        if (!intact) throw error;
+        throw new UserError(
+          `${messageOf(error)}. That is the newest backup of set '${set}' (${newest.id}), and latest does not pass over it silently: the newest intact backup is ${intact}; restore it with backup: ${intact}`,
+        );
+      }
     }
     const entry = backups.find((b) => b.id === ref);
     if (!entry) {
@@ -187,6 +227,19 @@ export class Catalog {
       );
     }
     return this.readManifest(set, ref);
+  }
+
+  /** The id of the newest of `entries` whose manifest reads and validates, if any. */
+  private async newestIntact(set: string, entries: BackupEntry[]): Promise<string | undefined> {
+    for (const entry of entries) {
+      try {
+        await this.readManifest(set, entry.id);
+        return entry.id;
+      } catch (error) {
+        if (!(error instanceof UserError)) throw error;
+      }
+    }
+    return undefined;
   }
 
   /**
@@ -220,16 +273,39 @@ export class Catalog {
     return key;
   }
 
-  /** The newest verification record of a backup, if any. */
+  /**
+   * The newest verification record of a backup, if any; a damaged record (not JSON, not the
+   * schema) counts as none: it proves nothing. readLastVerification says which it was.
+   */
   async lastVerification(entry: BackupEntry): Promise<Verification | undefined> {
+    return (await this.readLastVerification(entry)).verification;
+  }
+
+  /** The newest verification record of a backup, or why that record cannot be used. */
+  async readLastVerification(entry: BackupEntry): Promise<{ verification?: Verification; damaged?: string }> {
     const key = entry.verifications.at(-1);
-    if (!key) return undefined;
+    if (!key) return {};
+    let body: string;
     try {
-      return verificationSchema.parse(JSON.parse(await text(await this.storage.get(key))));
+      body = await text(await this.storage.get(key));
     } catch (error) {
-      if (isNotFound(error)) return undefined;
+      if (isNotFound(error)) return {};
       throw error;
     }
+    let json: unknown;
+    try {
+      json = JSON.parse(body);
+    } catch {
+      return { damaged: `the verification record ${key} is damaged: it is not valid JSON` };
+    }
+    const result = verificationSchema.safeParse(json);
+    if (!result.success) {
+      const issue = result.error.issues[0]!;
+      return {
+        damaged: `the verification record ${key} is damaged: invalid at ${issue.path.join('.') || '(root)'}: ${issue.message}`,
+      };
+    }
+    return { verification: result.data };
   }
 
   /**

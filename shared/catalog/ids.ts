@@ -30,14 +30,29 @@ export function backupIdWithSequence(base: string, n: number): string {
   return n <= 1 ? base : `${base}-${n}`;
 }
 
-/** Newest first: by time, then by sequence, then by name. */
+/**
+ * How far a backup's id may be ahead of this machine's clock and still count as taken now
+ * (clocks of runners drift a little). A backup further ahead is "from the future": a runner's
+ * clock was ahead when it was taken.
+ */
+export const clockSkewMs = 5 * 60_000;
+
+/** Whether a backup taken at `time` (the minute in its id) lies ahead of `now` by more than the skew. */
+export function isAheadOfClock(time: Date, now: Date): boolean {
+  return time.getTime() > now.getTime() + clockSkewMs;
+}
+
+/**
+ * Newest first: by time, then by sequence (as a number: `-11` is newer than `-9`), then by
+ * name. Ids that are not backup ids come last, by name.
+ */
 export function compareIdsNewestFirst(a: string, b: string): number {
   const pa = parseBackupId(a);
   const pb = parseBackupId(b);
   if (pa && pb) {
     return pb.time.getTime() - pa.time.getTime() || pb.sequence - pa.sequence || (a < b ? 1 : a > b ? -1 : 0);
   }
-  return pa ? -1 : pb ? 1 : a < b ? 1 : -1;
+  return pa ? -1 : pb ? 1 : a < b ? 1 : a > b ? -1 : 0;
 }
 
 /**

@@ -1,7 +1,14 @@
-import { describeFailure, exitCodeOf, findCommand, makeReader, runCommand } from '../action/run.ts';
+import { InputErrors } from '../action/inputs.ts';
+import {
+  describeFailure,
+  exitCodeOf,
+  findCommand,
+  makeReader,
+  runCommand,
+  writtenOf,
+} from '../action/run.ts';
 import type { Command, CommandResult, InputSpec } from '../action/spec.ts';
 import { commands, notBuilt } from '../commands/index.ts';
-import { UserError } from '../errors.ts';
 import { version } from '../version.ts';
 
 export interface CliIo {
@@ -15,7 +22,15 @@ export function envName(spec: InputSpec): string {
   return spec.secretEnv ?? `LIFEBOAT_${spec.name.toUpperCase().replace(/-/g, '_')}`;
 }
 
-const isBoolean = (spec: InputSpec) => spec.default === 'true' || spec.default === 'false';
+/**
+ * The inputs that take auto, true or false: like the booleans, a bare flag means true. (A
+ * test checks this list against what each command's parser accepts.)
+ */
+export const triStateInputs: readonly string[] = ['dry-run', 'include-cluster-resources'];
+
+/** An input that may stand alone as a flag, meaning true: a boolean or a tri-state one. */
+export const isBooleanInput = (spec: InputSpec) =>
+  spec.default === 'true' || spec.default === 'false' || triStateInputs.includes(spec.name);
 
 /**
  * `lifeboat <command> --input value …`: the same commands and inputs as the actions. Inputs
@@ -44,7 +59,11 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
       command,
       rest.filter((a) => a !== '--json'),
     );
-    const read = makeReader(command, (spec) => flags.get(spec.name) ?? io.env[envName(spec)]);
+    const read = makeReader(
+      command,
+      (spec) => (flags.has(spec.name) ? flags.get(spec.name) : io.env[envName(spec)]),
+      io.env,
+    );
     const logger = {
       info: (m: string) => io.err(`${m}\n`),
       warn: (m: string) => io.err(`warning: ${m}\n`),
@@ -58,46 +77,100 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     for (const line of failure.lines) io.err(`error: ${line}\n`);
     if (!failure.expected && error instanceof Error && error.stack && io.env.LIFEBOAT_DEBUG)
       io.err(`${error.stack}\n`);
-    if (json) io.out(`${JSON.stringify({ error: failure.lines, expected: failure.expected })}\n`);
+    if (json)
+      io.out(
+        `${JSON.stringify({ error: failure.lines, expected: failure.expected, written: writtenOf(error) })}\n`,
+      );
     return exitCodeOf(failure);
   }
 }
 
+/**
+ * `--name value` or `--name=value`, each input once. A boolean or tri-state input may stand
+ * alone (true); any other flag needs a value, and the next argument is not taken as one when
+ * it is a flag itself (write `--name=--value` for a value that starts with --). Every problem
+ * is one line, all at once.
+ */
 function parseFlags(command: Command<never>, args: string[]): Map<string, string> {
   const flags = new Map<string, string>();
+  const problems: string[] = [];
   const accepted = command.inputs.filter((i) => !i.secretEnv).map((i) => `--${i.name}`);
+  const isFlag = (arg: string | undefined) =>
+    arg !== undefined && /^--[a-z0-9-]+(?:=|$)/s.test(arg) && arg !== '--';
   for (let i = 0; i < args.length; i++) {
     const arg = args[i]!;
     const match = /^--([a-z0-9-]+)(?:=(.*))?$/s.exec(arg);
-    if (!match)
-      throw new UserError(
+    if (!match) {
+      problems.push(
         `'${arg}' is not a flag; ${command.name} takes ${accepted.join(' ')} (each with a value)`,
       );
+      continue;
+    }
     const name = match[1]!;
     const spec = command.inputs.find((s) => s.name === name);
-    if (!spec)
-      throw new UserError(
+    if (!spec) {
+      problems.push(
         `--${name}: not an input of ${command.name}; accepted: ${accepted.join(' ')}, --json, --help`,
       );
+      if (match[2] === undefined && args[i + 1] !== undefined && !isFlag(args[i + 1])) i++;
+      continue;
+    }
     if (spec.secretEnv) {
-      throw new UserError(
+      problems.push(
         `--${name}: secrets are not accepted as flags (other users can read process arguments); set ${spec.secretEnv} instead`,
       );
+      if (match[2] === undefined && args[i + 1] !== undefined && !isFlag(args[i + 1])) i++;
+      continue;
     }
     let value = match[2];
     if (value === undefined) {
       const next = args[i + 1];
-      if (isBoolean(spec) && (next === undefined || next.startsWith('--'))) value = 'true';
-      else if (next === undefined) throw new UserError(`--${name}: needs a value`);
-      else value = args[++i]!;
+      if (isBooleanInput(spec) && (next === undefined || isFlag(next))) value = 'true';
+      else if (next === undefined || isFlag(next)) {
+        problems.push(
+          `--${name}: needs a value${next === undefined ? '' : ` (the next argument, ${next.split('=')[0]}, is a flag; write --${name}=VALUE for a value starting with --)`}`,
+        );
+        continue;
+      } else value = args[++i]!;
+    }
+    if (flags.has(name)) {
+      problems.push(`--${name}: given more than once; give each flag once`);
+      continue;
+    }
+    // An empty storage is refused where inputs are read (run.ts), from flags and variables alike.
+    if (!value.trim() && name !== 'storage') {
+      problems.push(
+        `--${name}: given empty (an unset variable?); give a value, or leave the flag out${spec.default !== undefined ? ` for the default, ${spec.default}` : ''}`,
+      );
     }
     flags.set(name, value);
   }
+  if (problems.length) throw new InputErrors([...new Set(problems)]);
   return flags;
 }
 
-function jsonOutputs(result: CommandResult): Record<string, unknown> {
+/** Outputs that are numbers (bytes, seconds, counts): numbers in --json, null when empty. */
+const numericOutputs = new Set([
+  'bytes',
+  'bytes-freed',
+  'duration-seconds',
+  'rto-seconds',
+  'rpo-seconds',
+  'count',
+  'deleted',
+]);
+/** Outputs that are true or false: booleans in --json. */
+const booleanOutputs = new Set(['passed']);
+
+export function jsonOutputs(result: CommandResult): Record<string, unknown> {
   const outputs: Record<string, unknown> = { ...result.outputs };
+  for (const [name, value] of Object.entries(result.outputs)) {
+    if (numericOutputs.has(name)) {
+      const n = Number(value);
+      outputs[name] = value.trim() === '' ? null : Number.isFinite(n) ? n : value;
+    } else if (booleanOutputs.has(name) && (value === 'true' || value === 'false'))
+      outputs[name] = value === 'true';
+  }
   if (result.failed?.length) outputs.failed = result.failed;
   if (typeof outputs.result === 'string') {
     try {

@@ -59,7 +59,6 @@ export const backupFilesCommand = defineCommand<Options>({
   },
   async execute(options, { logger, signal }) {
     const started = Date.now();
-    if (!options.encryption) logger.info('not encrypted: give age-recipients to encrypt the backup');
     const manifest = await backupFiles({ ...options, logger, signal });
     const seconds = (Date.now() - started) / 1000;
     const artifact = manifest.artifacts[0]!;

@@ -1,5 +1,12 @@
-import { readFileSync } from 'node:fs';
-import { type InputCollector, parseBoolean, parseDuration, parseInteger } from '../action/inputs.ts';
+import { readFileSync, statSync } from 'node:fs';
+import {
+  type InputCollector,
+  maxTimerSeconds,
+  parseBoolean,
+  parseDuration,
+  parseInteger,
+  warnInput,
+} from '../action/inputs.ts';
 import type { InputReader, InputSpec, OutputSpec } from '../action/spec.ts';
 import { validateSetName } from '../catalog/ids.ts';
 import { UserError } from '../errors.ts';
@@ -18,8 +25,34 @@ import { joinKey } from '../storage/storage.ts';
 export const storageInput: InputSpec = {
   name: 'storage',
   description:
-    'Where backups live: a folder (./backups), file:///path, s3://bucket/prefix, gs://bucket/prefix or azblob://container/prefix. Credentials come from the standard environment variables.',
+    'Where backups live: a folder (./backups), file:///path, s3://bucket/prefix, gs://bucket/prefix or azblob://container/prefix. Credentials come from the standard environment variables, never from the URL. Not given: ./backups, a folder on this machine (a warning); backup commands refuse that on a GitHub-hosted runner, which is deleted with the job. Given but empty (an unset variable): an error.',
   default: './backups',
+};
+
+/**
+ * The commands that write a backup into `storage` (whose default, a folder on the runner, is
+ * lost with a GitHub-hosted runner). snapshot-ebs is not one: its snapshots live in EC2, and
+ * storage only adds a catalog entry.
+ */
+export const backupCommandNames: readonly string[] = ['backup-files', 'dump-mysql', 'backup-k8s'];
+
+/**
+ * Checks that hold for an input of this name in every command that has it, made where it is
+ * read (shared/action/run.ts): each returns the problem, one line, or undefined.
+ */
+export const inputChecks: Record<string, (value: string) => string | undefined> = {
+  'work-dir': (value) => {
+    const folder = value.trim();
+    let isFolder: boolean;
+    try {
+      isFolder = statSync(folder).isDirectory();
+    } catch (error) {
+      return `work-dir: '${folder}' ${(error as NodeJS.ErrnoException).code === 'ENOENT' ? 'does not exist' : `cannot be read (${(error as NodeJS.ErrnoException).code})`}; accepted: an existing folder (create it first, or leave work-dir out for RUNNER_TEMP or the system temp folder)`;
+    }
+    return isFolder
+      ? undefined
+      : `work-dir: '${folder}' is not a folder; accepted: an existing folder (or leave work-dir out for RUNNER_TEMP or the system temp folder)`;
+  },
 };
 
 export const setInput: InputSpec = {
@@ -100,7 +133,15 @@ export function parseArtifactOptions(read: InputReader, c: InputCollector): Arti
         compression === 'gzip' ? { min: 1, max: 9 } : { min: 1, max: 19 },
       ),
     ),
-    encryption: c.field(() => parseEncryption(read)),
+    encryption: c.field(() => {
+      const keys = parseEncryption(read);
+      if (!keys)
+        warnInput(
+          read,
+          'not encrypted: whoever can read the storage can read this backup; give age-recipients (or age-passphrase) to encrypt it',
+        );
+      return keys;
+    }),
     tags: splitList(read('tags')),
   };
 }
@@ -133,12 +174,13 @@ export function parseSet(read: InputReader): string {
   return validateSetName(set);
 }
 
+/** The `timeout` input: a timer waits for it, so at most maxTimerSeconds (24d20h31m). */
 export function parseTimeout(read: InputReader, fallback: string): number {
-  return parseDuration('timeout', read('timeout'), fallback);
+  return parseDuration('timeout', read('timeout'), fallback, maxTimerSeconds);
 }
 
 export function parseProgress(read: InputReader): number {
-  return parseDuration('progress-interval', read('progress-interval'), '10s') * 1000;
+  return parseDuration('progress-interval', read('progress-interval'), '10s', maxTimerSeconds) * 1000;
 }
 
 /** Recipients or a passphrase; none means the backup is not encrypted. */

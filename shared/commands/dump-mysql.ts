@@ -110,7 +110,6 @@ export const dumpMysqlCommand = defineCommand<Options>({
   },
   async execute(options, { logger, signal }) {
     const started = Date.now();
-    if (!options.encryption) logger.info('not encrypted: give age-recipients to encrypt the backup');
     const manifest = await dumpMysql({ ...options, logger, signal });
     const seconds = (Date.now() - started) / 1000;
     const artifact = manifest.artifacts[0]!;

@@ -1,7 +1,13 @@
 import { InputCollector } from '../action/inputs.ts';
 import { defineCommand } from '../action/spec.ts';
 import { Catalog } from '../catalog/catalog.ts';
-import { validateSetName } from '../catalog/ids.ts';
+import {
+  clockSkewMs,
+  compareIdsNewestFirst,
+  isAheadOfClock,
+  parseBackupId,
+  validateSetName,
+} from '../catalog/ids.ts';
 import { totalBytes } from '../catalog/manifest.ts';
 import { messageOf, UserError } from '../errors.ts';
 import { formatBytes, formatDuration } from '../pipeline/progress.ts';
@@ -21,6 +27,13 @@ export interface ListedBackup {
   finishedAt: string;
   ageSeconds: number;
   lastVerification: { at: string; passed: boolean } | null;
+  /** Its newest verification record is damaged (the reason); lastVerification is then null. */
+  verificationDamaged?: string;
+  /**
+   * Its id is dated ahead of the clock by more than clockSkewMs (a runner's clock was
+   * ahead): it is never `latest`, and prune-retention's newest rule does not protect it.
+   */
+  aheadOfClock: boolean;
 }
 
 /** A folder with a manifest that Lifeboat refuses: not listed as a backup, never restored. */
@@ -32,10 +45,18 @@ export interface DamagedBackup {
 
 /**
  * Every committed backup (newest first per set), the count of unfinished folders, and the
- * folders whose manifest is refused (damaged, or not describing its own folder).
+ * folders whose manifest is refused (damaged: not JSON, not the schema, a newer format, or
+ * not describing its own folder), each listed on its own so that one damaged backup never
+ * hides the others. `only` must be a set of the storage (a typo is refused, naming the sets).
  */
 export async function listCatalog(catalog: Catalog, only?: string, now = new Date()) {
-  const sets = only ? [only] : await catalog.listSets();
+  const all = await catalog.listSets();
+  if (only && !all.includes(only)) {
+    throw new UserError(
+      `set: '${only}' is not a set in ${catalog.storage.url}; ${all.length ? `sets here: ${all.join(', ')}` : 'the storage holds no sets'}`,
+    );
+  }
+  const sets = only ? [only] : all;
   const backups: ListedBackup[] = [];
   const damaged: DamagedBackup[] = [];
   let unfinished = 0;
@@ -50,7 +71,7 @@ export async function listCatalog(catalog: Catalog, only?: string, now = new Dat
       async ({ entry, index }) => {
         const [read, last] = await Promise.allSettled([
           catalog.readManifest(set, entry.id),
-          catalog.lastVerification(entry),
+          catalog.readLastVerification(entry),
         ]);
         if (read.status === 'rejected') {
           if (!(read.reason instanceof UserError)) throw read.reason;
@@ -59,7 +80,8 @@ export async function listCatalog(catalog: Catalog, only?: string, now = new Dat
         }
         if (last.status === 'rejected') throw last.reason;
         const manifest = read.value;
-        const verification = last.value;
+        const { verification, damaged: verificationDamaged } = last.value;
+        const time = parseBackupId(entry.id)?.time;
         rows[index] = {
           set,
           id: entry.id,
@@ -69,6 +91,8 @@ export async function listCatalog(catalog: Catalog, only?: string, now = new Dat
           finishedAt: manifest.finishedAt,
           ageSeconds: Math.max(0, (now.getTime() - Date.parse(manifest.finishedAt)) / 1000),
           lastVerification: verification ? { at: verification.at, passed: verification.passed } : null,
+          ...(verificationDamaged ? { verificationDamaged } : {}),
+          aheadOfClock: time !== undefined && isAheadOfClock(time, now),
         };
       },
     );
@@ -106,10 +130,19 @@ export const listCommand = defineCommand<Options>({
     return options;
   },
   async execute(options, { logger }) {
-    await options.storage.check();
+    await options.storage.check('read');
     const listing = await listCatalog(new Catalog(options.storage), options.set);
     const table = [['Set', 'Backup', 'Kind', 'Mode', 'Size', 'Age', 'Last verification']];
-    for (const b of listing.backups) {
+    // Damaged backups stay in their place in the table, marked, so that none goes unseen.
+    const rows = [...listing.backups, ...listing.damaged].sort(
+      (a, b) =>
+        listing.sets.indexOf(a.set) - listing.sets.indexOf(b.set) || compareIdsNewestFirst(a.id, b.id),
+    );
+    for (const b of rows) {
+      if (!('kind' in b)) {
+        table.push([b.set, b.id, 'DAMAGED', '', '', '', 'cannot be restored (see below)']);
+        continue;
+      }
       const v = b.lastVerification;
       table.push([
         b.set,
@@ -117,8 +150,8 @@ export const listCommand = defineCommand<Options>({
         b.kind,
         b.mode,
         formatBytes(b.bytes),
-        formatDuration(b.ageSeconds),
-        v ? `${v.passed ? 'passed' : 'FAILED'} ${v.at}` : 'never',
+        b.aheadOfClock ? 'ahead of the clock' : formatDuration(b.ageSeconds),
+        v ? `${v.passed ? 'passed' : 'FAILED'} ${v.at}` : b.verificationDamaged ? 'DAMAGED record' : 'never',
       ]);
     }
     const notes = [
@@ -129,6 +162,18 @@ export const listCommand = defineCommand<Options>({
       notes.push(
         `${listing.damaged.length} backup folder(s) with a manifest Lifeboat refuses are not listed and cannot be restored: ${listing.damaged.map((d) => `${d.set}/${d.id}`).join(', ')} (the log says why)`,
       );
+    const ahead = listing.backups.filter((b) => b.aheadOfClock);
+    for (const b of ahead) {
+      logger.warn(
+        `${b.set}/${b.id} is dated ahead of this machine's clock by more than ${clockSkewMs / 60_000} minutes (a runner's clock was ahead when it was taken): it is never latest, and prune-retention's newest rule does not protect it; restore it by its id if you want it`,
+      );
+    }
+    if (ahead.length)
+      notes.push(
+        `${ahead.length} backup(s) dated ahead of the clock, never taken as latest: ${ahead.map((b) => `${b.set}/${b.id}`).join(', ')}`,
+      );
+    for (const b of listing.backups)
+      if (b.verificationDamaged) logger.warn(`${b.set}/${b.id}: ${b.verificationDamaged}`);
     if (listing.unfinished)
       notes.push(
         `${listing.unfinished} unfinished backup folder(s) without a manifest are not listed (prune-retention removes them)`,

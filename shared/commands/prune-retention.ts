@@ -1,12 +1,19 @@
 import { InputCollector, parseBoolean, parseDuration, parseInteger, parseSize } from '../action/inputs.ts';
 import type { InputReader } from '../action/spec.ts';
 import { defineCommand } from '../action/spec.ts';
-import { validateSetName } from '../catalog/ids.ts';
+import { Catalog } from '../catalog/catalog.ts';
+import { clockSkewMs, validateSetName } from '../catalog/ids.ts';
 import { UserError } from '../errors.ts';
 import { splitList } from '../pipeline/encryption.ts';
 import { formatBytes } from '../pipeline/progress.ts';
-import { isTimeZone } from '../retention/calendar.ts';
-import { hasKeepRule, type RetentionPolicy } from '../retention/plan.ts';
+import {
+  type BucketRule,
+  bucketRules,
+  type CalendarDuration,
+  isTimeZone,
+  isZeroDuration,
+} from '../retention/calendar.ts';
+import { hasKeepRule, type RetentionPolicy, withinRules } from '../retention/plan.ts';
 import { prune } from '../retention/prune.ts';
 import { type CommonOptions, parseStorage, parseTimeout, storageInput, timeoutInput } from './common.ts';
 
@@ -17,12 +24,76 @@ interface Options extends CommonOptions {
 }
 
 const countRules = ['last', 'hourly', 'daily', 'weekly', 'monthly', 'yearly'] as const;
+const bucketWords: Record<BucketRule, string> = {
+  hourly: 'hour',
+  daily: 'day',
+  weekly: 'ISO week',
+  monthly: 'month',
+  yearly: 'year',
+};
 
+/** A keep-<rule> count: -1 (unlimited) or a whole number; 0, as in restic, is not a rule. */
 function parseCount(name: string, value: string | undefined): number | undefined {
   const v = value?.trim().toLowerCase();
   if (!v) return undefined;
   if (v === 'unlimited' || v === 'all' || v === '-1') return -1;
-  return parseInteger(name, v, { min: 0, max: 1_000_000 });
+  const n = parseInteger(name, v, { min: 0, max: 1_000_000 });
+  return n === 0 ? undefined : n;
+}
+
+const withinAccepted =
+  "restic's units: whole numbers of y (years), m (months), d (days) and h (hours), alone or combined like 2y5m7d3h";
+
+/**
+ * A keep-within* duration exactly as restic's forget takes it: `y`, `m` (months, not
+ * minutes), `d`, `h`, each at most once, combined like `2y5m7d3h`. Zero (`0d`) is not a rule,
+ * as in restic.
+ */
+export function parseWithin(name: string, value: string | undefined): CalendarDuration | undefined {
+  const v = value?.trim();
+  if (!v) return undefined;
+  const refuse = (why: string) =>
+    new UserError(`${name}: '${value}' is not accepted${why}; accepted: ${withinAccepted}`);
+  if (v !== v.toLowerCase()) throw refuse(' (units are lowercase, as in restic: m is months)');
+  const parts = [...v.matchAll(/(\d+)([a-z]*)/g)];
+  if (parts.map((p) => p[0]).join('') !== v) {
+    throw refuse(
+      /\d\.\d/.test(v) ? ' (whole numbers only: 36h, not 1.5d)' : /\s/.test(v) ? ' (no spaces)' : '',
+    );
+  }
+  const d: CalendarDuration = { years: 0, months: 0, days: 0, hours: 0 };
+  const fields = { y: 'years', m: 'months', d: 'days', h: 'hours' } as const;
+  const seen = new Set<string>();
+  for (const [, digits, unit] of parts) {
+    const field = Object.hasOwn(fields, unit!) ? fields[unit as keyof typeof fields] : undefined;
+    if (!field) {
+      const hint: Record<string, string> = {
+        '': ' (a number needs a unit)',
+        w: ' (restic has no weeks: write 7d for 1w)',
+        min: ' (restic has no minutes, and m is months)',
+        s: ' (restic has no seconds)',
+        mo: ' (months are m)',
+      };
+      throw refuse(Object.hasOwn(hint, unit!) ? hint[unit!]! : ` ('${unit}' is not a unit)`);
+    }
+    if (seen.has(unit!)) throw refuse(` (${unit} is given twice)`);
+    seen.add(unit!);
+    const n = Number(digits);
+    if (n > 1_000_000) throw refuse(` (${digits} is more than 1000000)`);
+    d[field] = n;
+  }
+  return isZeroDuration(d) ? undefined : d;
+}
+
+/**
+ * keep-tag as restic's --keep-tag: each line (or each value) is a tag list, its tags comma
+ * separated, and a backup is kept when it has every tag of at least one list.
+ */
+export function parseTagLists(value: string | undefined): string[][] {
+  return (value ?? '')
+    .split(/\r?\n/)
+    .map((line) => splitList(line))
+    .filter((list) => list.length > 0);
 }
 
 /** `auto` is a dry run in pull requests, a real run elsewhere. */
@@ -53,7 +124,10 @@ export const pruneRetentionCommand = defineCommand<Options>({
       description: "The set to prune; several separated by commas; '*' for every set (each on its own).",
       required: true,
     },
-    { name: 'keep-last', description: 'Keep the N newest backups (unlimited: -1).' },
+    {
+      name: 'keep-last',
+      description: 'Keep the N newest backups (unlimited: -1; 0, as in restic, is no rule).',
+    },
     {
       name: 'keep-hourly',
       description: 'Keep the newest backup of each of the N most recent hours that have one.',
@@ -76,7 +150,17 @@ export const pruneRetentionCommand = defineCommand<Options>({
     },
     {
       name: 'keep-within',
-      description: 'Keep every backup newer than the newest backup minus this duration, e.g. 14d.',
+      description:
+        "Keep every backup newer than the newest backup minus this duration, in restic's units: y, m (months), d, h, e.g. 14d or 2y5m7d3h.",
+    },
+    ...bucketRules.map((rule) => ({
+      name: `keep-within-${rule}`,
+      description: `Keep the newest backup of each ${bucketWords[rule]} among the backups newer than the newest minus this duration (restic's units: y, m = months, d, h).`,
+    })),
+    {
+      name: 'keep-tag',
+      description:
+        "Keep (pin) backups that have every tag of a tag list, as restic's --keep-tag: tags comma separated (foo,bar: both), one list per line (any of the lines); capacity never deletes them.",
     },
     {
       name: 'keep-tagged',
@@ -84,7 +168,8 @@ export const pruneRetentionCommand = defineCommand<Options>({
     },
     {
       name: 'timezone',
-      description: 'The IANA time zone hours, days, weeks, months and years are counted in.',
+      description:
+        'The IANA time zone hours, days, weeks, months and years are counted in (and keep-within* calendar durations).',
       default: 'UTC',
     },
     {
@@ -128,7 +213,6 @@ export const pruneRetentionCommand = defineCommand<Options>({
     const counts = Object.fromEntries(
       countRules.map((rule) => [rule, c.field(() => parseCount(`keep-${rule}`, read(`keep-${rule}`)))]),
     );
-    const within = read('keep-within');
     const timezone = read('timezone')?.trim() || 'UTC';
     const maxTotal = c.field(() => parseSize('max-total-size', read('max-total-size')));
     const percent = c.field(() =>
@@ -137,8 +221,15 @@ export const pruneRetentionCommand = defineCommand<Options>({
     const quota = c.field(() => parseSize('quota', read('quota')));
     const policy: RetentionPolicy = {
       ...counts,
-      withinSeconds: within?.trim() ? c.field(() => parseDuration('keep-within', within)) : undefined,
+      within: c.field(() => parseWithin('keep-within', read('keep-within'))),
+      ...Object.fromEntries(
+        bucketRules.map((rule) => [
+          withinRules[rule],
+          c.field(() => parseWithin(`keep-within-${rule}`, read(`keep-within-${rule}`))),
+        ]),
+      ),
       tags: splitList(read('keep-tagged')),
+      tagLists: parseTagLists(read('keep-tag')),
       timezone,
       keepVerified:
         c.field(() =>
@@ -164,7 +255,7 @@ export const pruneRetentionCommand = defineCommand<Options>({
         policy.maxTotalBytes = Math.floor((quota * percent) / 100);
       if (!hasKeepRule(policy)) {
         throw new UserError(
-          'keep-last: the policy keeps nothing by rule; give at least one of keep-last, keep-hourly, keep-daily, keep-weekly, keep-monthly, keep-yearly, keep-within or keep-tagged (an empty policy would delete everything)',
+          'keep-last: the policy keeps nothing by rule; give at least one of keep-last, keep-hourly, keep-daily, keep-weekly, keep-monthly, keep-yearly, keep-within, keep-within-hourly/daily/weekly/monthly/yearly, keep-tag or keep-tagged, with a count or duration other than 0 (an empty policy would delete everything)',
         );
       }
     });
@@ -181,6 +272,17 @@ export const pruneRetentionCommand = defineCommand<Options>({
   },
   async execute(options, { logger, signal }) {
     await options.storage.check();
+    if (options.sets !== '*') {
+      // A set name that matches nothing is a typo: pruning it would quietly do nothing while
+      // the real set grows.
+      const known = await new Catalog(options.storage).listSets();
+      const unknown = options.sets.filter((s) => !known.includes(s));
+      if (unknown.length) {
+        throw new UserError(
+          `set: ${unknown.map((s) => `'${s}'`).join(', ')} ${unknown.length > 1 ? 'are not sets' : 'is not a set'} in ${options.storage.url}; ${known.length ? `sets here: ${known.join(', ')}` : 'the storage holds no sets'}`,
+        );
+      }
+    }
     const report = await prune({
       storage: options.storage,
       sets: options.sets,
@@ -203,7 +305,7 @@ export const pruneRetentionCommand = defineCommand<Options>({
             : report.dryRun
               ? 'would delete'
               : 'deleted',
-          b.keep ? b.reasons.join(', ') : (b.deleteReason ?? ''),
+          `${b.keep ? b.reasons.join(', ') : (b.deleteReason ?? '')}${b.aheadOfClock ? '; dated ahead of the clock' : ''}`,
           formatBytes(b.bytes),
         ]);
       }
@@ -221,6 +323,12 @@ export const pruneRetentionCommand = defineCommand<Options>({
       `${report.dryRun ? 'Dry run: nothing was deleted. ' : ''}${report.dryRun ? 'Would free' : 'Freed'} ${formatBytes(report.freedBytes)}.`,
     ];
     for (const s of report.sets) {
+      const ahead = s.plan.backups.filter((b) => b.aheadOfClock);
+      if (ahead.length) {
+        const line = `${s.set}: ${ahead.map((b) => b.id).join(', ')} ${ahead.length > 1 ? 'are' : 'is'} dated ahead of this machine's clock by more than ${clockSkewMs / 60_000} minutes (a runner's clock was ahead): not taken as the newest backup, which is ${s.plan.backups.find((b) => !b.aheadOfClock)?.id ?? 'none'}; keep-within counts back from ${s.plan.latest}`;
+        logger.warn(line);
+        notes.push(line);
+      }
       if (s.plan.capacity && !s.plan.capacity.met) {
         notes.push(
           `${s.set}: the limit of ${formatBytes(s.plan.capacity.limitBytes)} cannot be met: the backups the safety rules keep take ${formatBytes(s.plan.keptBytes)}.`,

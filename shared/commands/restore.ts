@@ -10,18 +10,23 @@ import {
   parseInteger,
   requireInput,
 } from '../action/inputs.ts';
-import type { CommandResult } from '../action/spec.ts';
+import type { CommandContext, CommandResult } from '../action/spec.ts';
 import { defineCommand } from '../action/spec.ts';
 import { Catalog } from '../catalog/catalog.ts';
 import { validateBackupRef } from '../catalog/ids.ts';
 import type { Manifest } from '../catalog/manifest.ts';
 import { type EbsRestoreOptions, restoreEbs } from '../ebs/restore.ts';
 import { UserError } from '../errors.ts';
-import { restoreFiles } from '../files/restore.ts';
+import { type FilesLeftovers, removeFilesLeftovers, restoreFiles } from '../files/restore.ts';
 import { KubeClient } from '../k8s/client.ts';
 import { type ExistingPolicy, type K8sRestoreOptions, restoreK8s, veleroBackupName } from '../k8s/restore.ts';
 import { connectionInputs, describeTarget, type MysqlTarget, parseConnection } from '../mysql/connection.ts';
-import { type IfExists, restoreMysql } from '../mysql/restore.ts';
+import {
+  type IfExists,
+  removeStagingLeftovers,
+  restoreMysql,
+  type StagingLeftovers,
+} from '../mysql/restore.ts';
 import type { DecryptionKeys } from '../pipeline/encryption.ts';
 import { splitList } from '../pipeline/encryption.ts';
 import type { Logger } from '../pipeline/progress.ts';
@@ -307,7 +312,7 @@ export const restoreCommand = defineCommand<Options>({
     c.finish();
     return options;
   },
-  async execute(options, { logger, signal }) {
+  async execute(options, { logger, signal, leftovers }) {
     const started = Date.now();
     if (options.k8s.veleroFile) {
       logger.info(
@@ -322,13 +327,14 @@ export const restoreCommand = defineCommand<Options>({
         signal,
       );
     }
-    await options.storage.check();
+    await options.storage.check('read');
     const manifest = await new Catalog(options.storage).resolve(options.set, options.backup);
     const uri = backupUri(options.storage, manifest.set, manifest.id);
     logger.info(
       `${options.dryRun ? 'dry run: checking' : 'restoring'} ${uri} (${manifest.kind}, finished ${manifest.finishedAt})`,
     );
-    if (manifest.kind === 'mysql') return restoreMysqlBackup(options, manifest, uri, started, logger, signal);
+    if (manifest.kind === 'mysql')
+      return restoreMysqlBackup(options, manifest, uri, started, { logger, signal, leftovers });
     if (manifest.kind === 'ebs') return restoreEbsBackup(options, manifest, uri, started, logger, signal);
     if (manifest.kind === 'k8s') return restoreK8sBackup(options, manifest, uri, started, logger, signal);
     if (manifest.kind !== 'files') {
@@ -337,7 +343,14 @@ export const restoreCommand = defineCommand<Options>({
       );
     }
     const target = requireInput('target', options.target, 'the folder to restore the files into');
-    const result = await restoreFiles({ ...options, manifest, target, logger, signal });
+    const result = await restoreFiles({
+      ...options,
+      manifest,
+      target,
+      logger,
+      signal,
+      onLeftovers: (state) => leftovers?.(state),
+    });
     const seconds = (Date.now() - started) / 1000;
     const verb = options.dryRun ? 'checked (dry run, nothing written)' : `restored into ${result.target}`;
     logger.info(`${verb}: ${result.facts.files} files, ${formatBytes(result.facts.bytes)}, sha256 verified`);
@@ -368,6 +381,18 @@ export const restoreCommand = defineCommand<Options>({
       },
     };
   },
+  /**
+   * The `post:` step of a killed restore: a files restore's staging folder is removed (or a
+   * swap it was killed in finished or undone); a MySQL restore's staging databases dropped.
+   */
+  async cleanup(state, read, logger) {
+    const left = state as FilesLeftovers | StagingLeftovers;
+    if (left.type === 'files-staging') return removeFilesLeftovers(left, logger);
+    if (left.type === 'mysql-staging') return removeStagingLeftovers(left, parseConnection(read), logger);
+    throw new UserError(
+      `post: the main step left state this version does not know: ${JSON.stringify(state)}`,
+    );
+  },
 });
 
 async function restoreMysqlBackup(
@@ -375,8 +400,7 @@ async function restoreMysqlBackup(
   manifest: Manifest,
   uri: string,
   started: number,
-  logger: Logger,
-  signal: AbortSignal,
+  { logger, signal, leftovers }: CommandContext,
 ): Promise<CommandResult> {
   const result = await restoreMysql({
     storage: options.storage,
@@ -391,6 +415,7 @@ async function restoreMysqlBackup(
     logger,
     signal,
     progressIntervalMs: options.progressIntervalMs,
+    onLeftovers: (state) => leftovers?.(state),
   });
   const seconds = (Date.now() - started) / 1000;
   const server = describeTarget(options.mysql);

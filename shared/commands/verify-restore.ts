@@ -220,8 +220,9 @@ export const verifyRestoreCommand = defineCommand<Options>({
     const uri = backupUri(options.storage, manifest.set, manifest.id);
     const outcome = await verifyByKind(options, manifest, uri, { logger, signal, leftovers });
     const limits = { maxAgeSeconds: options.maxAgeSeconds, maxRestoreSeconds: options.maxRestoreSeconds };
-    const report = newReport(manifest, uri, { ...outcome, limits }, new Date());
-    return finish(options, catalog, manifest, report, logger);
+    const { stopped, ...found } = outcome;
+    const report = newReport(manifest, uri, { ...found, limits }, new Date());
+    return finish(options, catalog, manifest, report, logger, stopped);
   },
   async cleanup(state, read, logger) {
     if ((state as K8sLeftovers).type === 'namespaces') {
@@ -246,7 +247,7 @@ async function verifyByKind(
   manifest: Manifest,
   uri: string,
   { logger, signal, leftovers }: CommandContext,
-): Promise<VerifyOutcome> {
+): Promise<VerifyOutcome & { stopped?: Error }> {
   const onLeftovers = (state: unknown) => leftovers?.(state);
   switch (manifest.kind) {
     case 'ebs':
@@ -304,13 +305,18 @@ async function verifyByKind(
   }
 }
 
-/** Writes the report file and the catalog record, logs each check, and fails on a failed check. */
+/**
+ * Writes the report file and the catalog record, logs each check, and fails on a failed check.
+ * A run that was stopped (`stopped`: the timeout, an interrupt) still writes its report, then
+ * throws the reason, recording nothing in the catalog (it proved nothing either way).
+ */
 async function finish(
   options: Options,
   catalog: Catalog,
   manifest: Manifest,
   report: VerifyReport,
   logger: Logger,
+  stopped?: Error,
 ): Promise<CommandResult> {
   const reportFile = path.resolve(
     options.reportFile ?? path.join(options.workDir, `lifeboat-verify-${manifest.set}-${manifest.id}.json`),
@@ -318,6 +324,11 @@ async function finish(
   await fs.mkdir(path.dirname(reportFile), { recursive: true });
   await fs.writeFile(reportFile, `${JSON.stringify(report, null, 2)}\n`);
   for (const check of report.checks) logger.info(`${check.status.padEnd(7)} ${check.name}: ${check.detail}`);
+  if (stopped) {
+    // The step fails as the timeout or interrupt says (its exit status too); the report stays.
+    logger.warn(`verify-restore was stopped; the report of how far it got: ${reportFile}`);
+    throw stopped;
+  }
   if (options.record) {
     const key = await catalog.recordVerification(verificationRecord(report));
     logger.info(`recorded in the catalog: ${key}`);

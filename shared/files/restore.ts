@@ -5,8 +5,8 @@ import type { Readable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import * as tar from 'tar-stream';
 import type { Manifest } from '../catalog/manifest.ts';
-import { UserError } from '../errors.ts';
-import { IntegrityError, readArtifact } from '../pipeline/artifact.ts';
+import { messageOf, UserError } from '../errors.ts';
+import { IntegrityError, openArtifact, UndecodableArtifactError } from '../pipeline/artifact.ts';
 import type { DecryptionKeys } from '../pipeline/encryption.ts';
 import type { Logger } from '../pipeline/progress.ts';
 import type { Storage } from '../storage/storage.ts';
@@ -24,6 +24,18 @@ export interface FilesRestoreOptions {
   logger: Logger;
   signal?: AbortSignal;
   progressIntervalMs?: number;
+  /**
+   * Told the staging folder once it exists, and undefined once it is gone: what the action's
+   * `post:` step removes (or, killed mid-swap, puts right) should this process die first.
+   */
+  onLeftovers?: (leftovers: FilesLeftovers | undefined) => void;
+}
+
+/** A files restore's staging folder beside its target, for the `post:` step of a killed one. */
+export interface FilesLeftovers {
+  type: 'files-staging';
+  target: string;
+  staging: string;
 }
 
 export interface FilesRestoreResult {
@@ -65,27 +77,39 @@ export async function restoreFiles(options: FilesRestoreOptions): Promise<FilesR
   if (manifest.kind !== 'files' || !artifact)
     throw new UserError(`backup: '${manifest.id}' is a ${manifest.kind} backup, not a files backup`);
   const target = path.resolve(options.target);
+  // A restore of this target killed during its swap is finished or undone first.
+  await repairSwap(target, { dryRun: options.dryRun, logger: options.logger });
   await checkTarget(target, options.overwrite);
 
   const parent = path.dirname(target);
   let staging: string | undefined;
   if (!options.dryRun) {
     await fs.mkdir(parent, { recursive: true });
-    staging = await fs.mkdtemp(path.join(parent, `.${path.basename(target)}.lifeboat-restore-`));
+    staging = await fs.mkdtemp(path.join(parent, `.${path.basename(target)}.${stagingMark}`));
+    options.onLeftovers?.({ type: 'files-staging', target, staging });
   }
+  const key = `${manifest.set}/${manifest.id}/${artifact.name}`;
+  const read = await openArtifact({
+    storage: options.storage,
+    key,
+    artifact,
+    keys: options.keys,
+    logger: options.logger,
+    label: 'downloaded',
+    progressIntervalMs: options.progressIntervalMs,
+    signal: options.signal,
+  }).catch(async (error) => {
+    if (staging) await removeStaging(staging, options);
+    throw error;
+  });
   try {
-    const plain = await readArtifact({
-      storage: options.storage,
-      key: `${manifest.set}/${manifest.id}/${artifact.name}`,
-      artifact,
-      keys: options.keys,
-      logger: options.logger,
-      label: 'downloaded',
-      progressIntervalMs: options.progressIntervalMs,
-      signal: options.signal,
-    });
     const into = staging ? new Staging(staging, options.preserveOwner ?? false) : undefined;
-    const facts = await extractArchive(plain, into, options);
+    let facts: FilesFacts;
+    try {
+      facts = await extractArchive(read.stream, into, options);
+    } catch (error) {
+      throw await judged(error, read, key, options);
+    }
     const expected = manifest.facts as unknown as FilesFacts;
     for (const key of ['files', 'directories', 'symlinks', 'bytes'] as const) {
       if (facts[key] !== expected[key]) {
@@ -95,11 +119,47 @@ export async function restoreFiles(options: FilesRestoreOptions): Promise<FilesR
       }
     }
     if (staging) await swapIn(staging, target);
+    options.onLeftovers?.(undefined);
     return { target, dryRun: options.dryRun, facts };
   } catch (error) {
-    if (staging) await fs.rm(staging, { recursive: true, force: true });
+    read.close();
+    if (staging) await removeStaging(staging, options);
     throw error;
   }
+}
+
+/** Removes the staging folder of a failed restore (and says so no more to the post: step). */
+async function removeStaging(staging: string, options: FilesRestoreOptions): Promise<void> {
+  await fs.rm(staging, { recursive: true, force: true });
+  options.onLeftovers?.(undefined);
+}
+
+/**
+ * A failure of the read before the archive's end (an entry refused, a disk full, a tar
+ * header that does not parse), judged by the stored bytes: when they are damaged, that is
+ * what the failure says. Their sha256 is finished by reading the rest of them, not decoded.
+ */
+async function judged(
+  error: unknown,
+  read: { verdict(): Promise<IntegrityError | undefined>; close(): void },
+  key: string,
+  options: FilesRestoreOptions,
+): Promise<unknown> {
+  if (
+    options.signal?.aborted ||
+    error instanceof IntegrityError ||
+    error instanceof UndecodableArtifactError ||
+    (error instanceof UserError && /^age-identity:|^backup: the artifact/.test(error.message))
+  ) {
+    return error;
+  }
+  options.logger.info(
+    `${key}: the restore stopped (${messageOf(error)}); reading the rest of the stored artifact to finish its sha256 before saying why`,
+  );
+  const damage = await read.verdict().catch(() => undefined);
+  return damage
+    ? new IntegrityError(`${damage.message}; what it decoded to failed first (${messageOf(error)})`)
+    : error;
 }
 
 /**
@@ -328,14 +388,31 @@ class Staging {
   }
 }
 
-/** Moves the finished staging folder to the target; an existing target is replaced only now. */
+/** What a restore names its staging folder beside the target: `.<target>.lifeboat-restore-<suffix>`. */
+const stagingMark = 'lifeboat-restore-';
+/** What the swap names the target's previous contents: `.<target>.lifeboat-previous-<suffix>`. */
+const previousMark = 'lifeboat-previous-';
+
+/** The previous contents' path of a swap: beside the target, with its staging folder's suffix. */
+function previousOf(staging: string, target: string): string {
+  const suffix = path.basename(staging).slice(`.${path.basename(target)}.${stagingMark}`.length);
+  return path.join(path.dirname(target), `.${path.basename(target)}.${previousMark}${suffix}`);
+}
+
+/**
+ * Moves the finished staging folder to the target; an existing target is replaced only now,
+ * in two renames (Node has no renameat2(RENAME_EXCHANGE)): the target to
+ * `.<name>.lifeboat-previous-<suffix>`, then the staging folder to the target. Killed
+ * between them, no target is there: the two names, which share the suffix, say what happened,
+ * and repairSwap (the next restore, the post: step) puts the previous contents back.
+ */
 async function swapIn(staging: string, target: string): Promise<void> {
   const existing = await fs.lstat(target).catch(() => undefined);
   if (!existing || (await fs.readdir(target)).length === 0) {
     await rename(staging, target);
     return;
   }
-  const previous = `${staging.replace(/lifeboat-restore-/, 'lifeboat-previous-')}`;
+  const previous = previousOf(staging, target);
   await rename(target, previous);
   try {
     await rename(staging, target);
@@ -344,6 +421,68 @@ async function swapIn(staging: string, target: string): Promise<void> {
     throw error;
   }
   await fs.rm(previous, { recursive: true, force: true });
+}
+
+/**
+ * Finishes or undoes what an earlier restore of `target` left when it was killed during its
+ * swap, from the names beside the target (see swapIn):
+ * - the previous contents there and no target (killed between the two renames): they are put
+ *   back at the target, and the restored copy that never got in is removed;
+ * - the previous contents and the target, but no staging folder (killed after the new copy
+ *   was moved in): the swap had finished, and the previous contents are removed;
+ * - all three: which should be the target cannot be told, so nothing is touched and the
+ *   restore is refused, naming the paths.
+ * A staging folder alone (a restore stopped before its swap) is reported, not removed: a
+ * restore running now may be using it. With `dryRun` nothing is changed, only reported.
+ */
+export async function repairSwap(
+  target: string,
+  options: { dryRun?: boolean; logger: Logger; own?: string },
+): Promise<void> {
+  const parent = path.dirname(target);
+  const name = path.basename(target);
+  const stagingPrefix = `.${name}.${stagingMark}`;
+  const previousPrefix = `.${name}.${previousMark}`;
+  const entries = await fs.readdir(parent).catch(() => [] as string[]);
+  const staged = new Set(entries.filter((e) => e.startsWith(stagingPrefix)));
+  const would = options.dryRun ? 'dry run, nothing changed: a restore would' : '';
+  for (const entry of entries.filter((e) => e.startsWith(previousPrefix))) {
+    const suffix = entry.slice(previousPrefix.length);
+    const previous = path.join(parent, entry);
+    const staging = path.join(parent, `${stagingPrefix}${suffix}`);
+    const hasStaging = staged.delete(`${stagingPrefix}${suffix}`);
+    const hasTarget = (await fs.lstat(target).catch(() => undefined)) !== undefined;
+    if (!hasTarget) {
+      const what = `an earlier restore of ${target} was stopped between the two renames of its swap (its previous contents were moved to ${previous}${hasStaging ? `, the restored copy ${staging} was not moved in yet` : ''})`;
+      if (options.dryRun) {
+        options.logger.warn(`target: ${what}; ${would} put the previous contents back at ${target}`);
+        continue;
+      }
+      await rename(previous, target);
+      if (hasStaging) await fs.rm(staging, { recursive: true, force: true });
+      options.logger.warn(
+        `target: ${what}: the previous contents are put back at ${target}${hasStaging ? ` and ${staging} is removed` : ''}`,
+      );
+    } else if (!hasStaging) {
+      const what = `an earlier restore of ${target} was stopped after its swap, before it removed the previous contents at ${previous}`;
+      if (options.dryRun) {
+        options.logger.warn(`target: ${what}; ${would} remove them`);
+        continue;
+      }
+      await fs.rm(previous, { recursive: true, force: true });
+      options.logger.warn(`target: ${what}: they are removed`);
+    } else {
+      throw new UserError(
+        `target: ${target} is there, and so are ${previous} (its contents before an earlier restore) and ${staging} (a restored copy) from that restore, stopped during its swap; which should be the target cannot be told: keep the one you want at ${target}, remove the other two, and run the restore again`,
+      );
+    }
+  }
+  for (const entry of staged) {
+    if (options.own && path.join(parent, entry) === options.own) continue;
+    options.logger.warn(
+      `target: ${path.join(parent, entry)} is left from an earlier restore of ${target} that stopped before its swap (or from one running now); nothing uses it once no restore of ${target} runs: then remove it`,
+    );
+  }
 }
 
 async function rename(from: string, to: string): Promise<void> {
@@ -357,5 +496,25 @@ async function rename(from: string, to: string): Promise<void> {
       );
     }
     throw error;
+  }
+}
+
+/**
+ * The `post:` step of a killed restore: finishes or undoes a swap it was killed in (see
+ * repairSwap), then removes its staging folder if the kill came before the swap.
+ */
+export async function removeFilesLeftovers(leftovers: FilesLeftovers, logger: Logger): Promise<void> {
+  const target = path.resolve(leftovers.target);
+  const staging = path.resolve(leftovers.staging);
+  const prefix = `.${path.basename(target)}.${stagingMark}`;
+  if (path.dirname(staging) !== path.dirname(target) || !path.basename(staging).startsWith(prefix)) {
+    throw new UserError(`post: ${staging} is not a staging folder of ${target}; left alone`);
+  }
+  await repairSwap(target, { logger, own: staging });
+  if (await fs.lstat(staging).catch(() => undefined)) {
+    await fs.rm(staging, { recursive: true, force: true });
+    logger.info(
+      `removed the staging folder ${staging} of the restore of ${target}, which was stopped before its swap`,
+    );
   }
 }

@@ -51,7 +51,11 @@ export const connectionInputs = (role: string): InputSpec[] => [
   { name: 'ssl-ca', description: 'A PEM file of the certificate authority for verify-ca / verify-identity.' },
 ];
 
-/** Parses the connection inputs; a URL and separate fields may not be mixed. */
+/**
+ * Parses the connection inputs; a URL and separate fields may not be mixed. (An action passes
+ * every input its action.yml defaults, so host, port and user count as given when they differ
+ * from their defaults.)
+ */
 export function parseConnection(read: InputReader): MysqlTarget {
   const mode = (read('ssl-mode')?.trim().toLowerCase() || 'preferred') as SslMode;
   if (!sslModes.includes(mode)) {
@@ -63,7 +67,28 @@ export function parseConnection(read: InputReader): MysqlTarget {
   }
   const ssl = { mode, ca };
   const url = read('mysql-url')?.trim();
-  if (url) return { ...parseMysqlUrl(url), ssl };
+  if (url) {
+    // The separate inputs a mysql-url replaces, with the default each reads as.
+    const urlReplaces: [name: string, fallback: string | undefined][] = [
+      ['host', '127.0.0.1'],
+      ['port', '3306'],
+      ['socket', undefined],
+      ['user', 'root'],
+      ['password', undefined],
+    ];
+    const also = urlReplaces
+      .filter(([name, fallback]) => {
+        const value = name === 'password' ? read(name) : read(name)?.trim();
+        return value !== undefined && value !== '' && value !== fallback;
+      })
+      .map(([name]) => name);
+    if (also.length) {
+      throw new UserError(
+        `mysql-url: give either mysql-url or ${urlReplaces.map(([n]) => n).join(', ')}, not both (also given: ${also.join(', ')})`,
+      );
+    }
+    return { ...parseMysqlUrl(url), ssl };
+  }
   const socket = read('socket')?.trim() || undefined;
   return {
     host: socket ? undefined : read('host')?.trim() || '127.0.0.1',
@@ -90,12 +115,24 @@ function parseMysqlUrl(text: string): Omit<MysqlTarget, 'ssl'> {
   if (!url.hostname) throw bad('no host');
   if (url.pathname && url.pathname !== '/')
     throw bad('give databases in the databases input, not in the URL');
+  if (url.search || url.hash || /[?#]/.test(text))
+    throw bad(
+      'options in the URL (?… or #…) are not read: use the ssl-mode and ssl-ca inputs (a ? or # in the password is written %3F or %23)',
+    );
   const port = url.port ? Number(url.port) : 3306;
+  if (!Number.isInteger(port) || port < 1 || port > 65535) throw bad('the port is not from 1 to 65535');
+  const decode = (part: string, which: string) => {
+    try {
+      return decodeURIComponent(part);
+    } catch {
+      throw bad(`the ${which} has a malformed % escape (write a % itself as %25)`);
+    }
+  };
   return {
     host: url.hostname.replace(/^\[|\]$/g, ''),
     port,
-    user: decodeURIComponent(url.username) || 'root',
-    password: url.password ? decodeURIComponent(url.password) : undefined,
+    user: decode(url.username, 'user') || 'root',
+    password: url.password ? decode(url.password, 'password') : undefined,
   };
 }
 

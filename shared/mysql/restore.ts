@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import type { Connection } from 'mysql2/promise';
 import type { Manifest } from '../catalog/manifest.ts';
-import { UserError } from '../errors.ts';
-import { readArtifact } from '../pipeline/artifact.ts';
+import { messageOf, UserError } from '../errors.ts';
+import { IntegrityError, openArtifact, UndecodableArtifactError } from '../pipeline/artifact.ts';
 import type { DecryptionKeys } from '../pipeline/encryption.ts';
 import type { Logger } from '../pipeline/progress.ts';
 import type { Storage } from '../storage/storage.ts';
@@ -16,7 +16,7 @@ import {
   writeOptionFile,
 } from './connection.ts';
 import { type DatabaseFacts, DumpFacts, mysqlFacts } from './facts.ts';
-import { type ClientCommand, Loader } from './loader.ts';
+import { type ClientCommand, ClientStalledError, Loader } from './loader.ts';
 import { UnsafeDumpError } from './sql-lexer.ts';
 import {
   DumpFormatError,
@@ -48,7 +48,24 @@ export interface MysqlRestoreOptions {
   logger: Logger;
   signal?: AbortSignal;
   progressIntervalMs?: number;
+  /**
+   * Told the staging databases before any is created, and undefined once none is left: what
+   * the action's `post:` step drops should this process be killed first.
+   */
+  onLeftovers?: (leftovers: StagingLeftovers | undefined) => void;
 }
+
+/** Staging databases a restore made on the target server, for the `post:` step of a killed one. */
+export interface StagingLeftovers {
+  type: 'mysql-staging';
+  /** Each staging database, the target it becomes, and whether it replaces an existing database. */
+  databases: { stage: string; target: string; replaces: boolean }[];
+  /** Set once the swap began: a replaced target may be dropped already, its new tables still staged. */
+  swapping?: boolean;
+}
+
+/** Names restore gives its staging databases (nothing else is ever dropped as one). */
+export const stagingName = /^lbstage_[0-9a-f]{6}_\d+$/;
 
 export interface RestoredDatabase {
   source: string;
@@ -91,20 +108,33 @@ export async function restoreMysql(options: MysqlRestoreOptions): Promise<MysqlR
     (() => {
       throw new UserError('host: give the server to restore into');
     })();
+  options.signal?.throwIfAborted();
   const conn = await connect(target).catch((error) => {
     throw connectionError(error, target);
   });
+  const admin = new Admin(conn, target, options.signal);
   const planned: Planned[] = [];
   const skipped: RestoredDatabase[] = [];
   let optionFile: ClientOptionFile | undefined;
   let staged = false;
-  let swapping = false;
-  const replaced: string[] = [];
+  const swap: SwapState = { started: false, replaced: [] };
+  /** Every stored byte was read and matched the manifest: a failure from here on is not the backup's. */
+  let readToEnd = false;
+  const record = (databases: Planned[]) =>
+    options.onLeftovers?.(
+      databases.length
+        ? {
+            type: 'mysql-staging',
+            databases: databases.map((p) => ({ stage: p.stage, target: p.target, replaces: p.exists })),
+            ...(swap.started ? { swapping: true } : {}),
+          }
+        : undefined,
+    );
   try {
     const suffix = randomBytes(3).toString('hex');
     for (const [i, db] of selected.entries()) {
       const targetName = options.rename.get(db.name) ?? db.name;
-      const content = await databaseContent(conn, targetName);
+      const content = await databaseContent(admin, targetName);
       if (content !== undefined && content > 0) {
         if (options.ifExists === 'skip') {
           logger.info(
@@ -127,7 +157,7 @@ export async function restoreMysql(options: MysqlRestoreOptions): Promise<MysqlR
       });
     }
     if (planned.length === 0) return summarize([], skipped, 0);
-    const [serverRow] = (await conn.query('SELECT VERSION() AS v'))[0] as { v: string }[];
+    const [serverRow] = (await admin.query('SELECT VERSION() AS v'))[0] as { v: string }[];
     const serverFlavour = /mariadb/i.test(String(serverRow?.v)) ? 'mariadb' : 'mysql';
     if (serverFlavour !== facts.server.flavour) {
       logger.warn(
@@ -136,23 +166,31 @@ export async function restoreMysql(options: MysqlRestoreOptions): Promise<MysqlR
     }
     const programs = await clientPrograms(serverFlavour);
     optionFile = await writeOptionFile(target, programs.flavour);
+    // Recorded before the first exists, so that a killed step's post: finds every one.
+    record(planned);
     staged = true;
     for (const p of planned) {
-      await conn.query(`CREATE DATABASE ${quoteIdentifier(p.stage)} ${safeOptions(p.facts.options)}`);
+      await admin.query(`CREATE DATABASE ${quoteIdentifier(p.stage)} ${safeOptions(p.facts.options)}`);
     }
     const client: ClientCommand = {
       program: programs.client,
       args: [...optionFile.args, ...programs.sandboxArgs],
       optionFd: optionFile.fd,
     };
-    const loaded = await load(options, planned, client);
+    const loaded = await load(options, planned, client, admin);
+    readToEnd = true;
     checkCounts(
       planned.map((p) => p.facts),
       loaded.counted,
     );
-    swapping = true;
-    const objects = await swap(conn, planned, client, loaded.objectScript, logger, replaced);
+    // The last point where a timeout stops the restore: the swap, a few quick statements
+    // on data already proven, runs to its end.
+    options.signal?.throwIfAborted();
+    swap.started = true;
+    record(planned);
+    const objects = await swapIn(conn, planned, client, loaded.objectScript, logger, swap);
     staged = false;
+    record([]);
     const restored = planned.map((p) => ({
       source: p.facts.name,
       target: p.target,
@@ -163,20 +201,176 @@ export async function restoreMysql(options: MysqlRestoreOptions): Promise<MysqlR
     logger.info(`created ${objects} view(s), routine(s), trigger(s) and event(s)`);
     return summarize(restored, skipped, loaded.bytes);
   } catch (error) {
+    if (readToEnd && error instanceof Error) markIntact(error);
     if (staged) {
-      for (const p of planned)
-        await conn.query(`DROP DATABASE IF EXISTS ${quoteIdentifier(p.stage)}`).catch(() => {});
-      logger.info(
-        !swapping
-          ? 'the target databases were not changed: the staging databases are dropped'
-          : `the restore failed while swapping databases in (${replaced.length ? `already replaced: ${replaced.join(', ')}` : 'none replaced yet'}); the staging databases are dropped`,
-      );
+      // A target dropped for the swap whose new tables are not in it yet keeps its stage: it
+      // holds the only copy now.
+      const keep = swap.halfway;
+      const drop = planned.filter((p) => p !== keep);
+      const left = await dropStaging(admin, drop, logger);
+      record(planned.filter((p) => left.includes(p.stage)));
+      const notDropped = left.length
+        ? `; could not drop ${left.join(', ')} (the post: step of the action retries, or DROP DATABASE them by hand)`
+        : '';
+      if (!swap.started) {
+        logger.info(`the target databases were not changed: the staging databases are dropped${notDropped}`);
+      } else {
+        logger.info(
+          `the restore failed while swapping databases in (${swap.replaced.length ? `already replaced: ${swap.replaced.join(', ')}` : 'none replaced yet'}); the staging databases are dropped${notDropped}`,
+        );
+      }
+      if (keep) {
+        throw markIntact(
+          new UserError(
+            `the restore failed while swapping ${keep.target} in, after the old ${keep.target} was dropped: its restored tables are kept in the staging database ${keep.stage} on ${describeTarget(target)} (move them with RENAME TABLE ${quoteIdentifier(keep.stage)}.<table> TO ${quoteIdentifier(keep.target)}.<table>, or restore again); the failure: ${messageOf(error)}`,
+          ),
+        );
+      }
     }
     throw error;
   } finally {
     await optionFile?.dispose();
-    await conn.end().catch(() => {});
+    await admin.close();
   }
+}
+
+/** Where the swap is: what it replaced, and a target it dropped whose new tables are not moved in yet. */
+interface SwapState {
+  started: boolean;
+  replaced: string[];
+  halfway?: Planned;
+}
+
+/** How long one statement of the cleanup may wait (a lock, say) before it is given up. */
+const cleanupStatementMs = 15_000;
+
+/**
+ * Drops the staging databases that exist, each statement bounded in time (a lock held by
+ * someone else does not hold the cleanup); returns those that are still there.
+ */
+async function dropStaging(admin: Admin, planned: Planned[], logger: Logger): Promise<string[]> {
+  if (!planned.length) return [];
+  let existing: Set<string>;
+  try {
+    const [rows] = await admin.bounded(
+      `SELECT SCHEMA_NAME AS s FROM information_schema.SCHEMATA WHERE SCHEMA_NAME IN (${planned.map(() => '?').join(', ')})`,
+      cleanupStatementMs,
+      planned.map((p) => p.stage),
+    );
+    existing = new Set((rows as { s: string }[]).map((r) => String(r.s)));
+  } catch (error) {
+    logger.warn(`could not list the staging databases: ${messageOf(error)}`);
+    existing = new Set(planned.map((p) => p.stage));
+  }
+  const left: string[] = [];
+  for (const p of planned.filter((x) => existing.has(x.stage))) {
+    try {
+      await admin.bounded(`DROP DATABASE IF EXISTS ${quoteIdentifier(p.stage)}`, cleanupStatementMs);
+    } catch (error) {
+      logger.warn(`could not drop the staging database ${p.stage}: ${messageOf(error)}`);
+      left.push(p.stage);
+    }
+  }
+  return left;
+}
+
+/**
+ * The restore's own connection to the server. Its statements stop when the signal aborts
+ * (the server is told to KILL them, so that none runs on after the restore gave up), and
+ * it stops the loaders' connections on the server.
+ */
+class Admin {
+  readonly conn: Connection;
+  readonly target: MysqlTarget;
+  readonly signal: AbortSignal | undefined;
+
+  constructor(conn: Connection, target: MysqlTarget, signal?: AbortSignal) {
+    this.conn = conn;
+    this.target = target;
+    this.signal = signal;
+  }
+
+  /** A statement that the signal stops. */
+  query(sql: string, values?: unknown[]): Promise<[unknown, unknown]> {
+    return this.run(sql, values, this.signal, undefined);
+  }
+
+  /** A statement of the cleanup: it runs after the signal aborted, but for at most `ms`. */
+  bounded(sql: string, ms: number, values?: unknown[]): Promise<[unknown, unknown]> {
+    return this.run(sql, values, undefined, ms);
+  }
+
+  private async run(
+    sql: string,
+    values: unknown[] | undefined,
+    signal: AbortSignal | undefined,
+    ms: number | undefined,
+  ): Promise<[unknown, unknown]> {
+    signal?.throwIfAborted();
+    const running = this.conn.query(sql, values) as Promise<[unknown, unknown]>;
+    running.catch(() => {});
+    let stop: (error: Error) => void = () => {};
+    const stopped = new Promise<never>((_, reject) => {
+      stop = reject;
+    });
+    const onAbort = () => stop(signal?.reason instanceof Error ? signal.reason : new Error('aborted'));
+    signal?.addEventListener('abort', onAbort, { once: true });
+    const timer =
+      ms === undefined
+        ? undefined
+        : setTimeout(() => stop(new UserError(`the server did not answer within ${ms / 1000} s`)), ms);
+    try {
+      return await Promise.race([running, stopped]);
+    } catch (error) {
+      if (!(await settled(running, 0))) {
+        await this.kill([this.conn.threadId], 'QUERY');
+        if (!(await settled(running, 5_000))) this.conn.destroy();
+      }
+      throw error;
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+      clearTimeout(timer);
+    }
+  }
+
+  /** KILLs statements (QUERY) or connections on the server, from a connection of its own. */
+  async kill(ids: (number | undefined)[], what: 'QUERY' | 'CONNECTION'): Promise<void> {
+    const known = ids.filter((id): id is number => typeof id === 'number');
+    if (!known.length) return;
+    const side = await within(connect(this.target), 15_000).catch(() => undefined);
+    if (!side) return;
+    try {
+      for (const id of known) await within(side.query(`KILL ${what} ${id}`), 5_000).catch(() => {});
+    } finally {
+      await within(side.end(), 5_000).catch(() => side.destroy());
+    }
+  }
+
+  async close(): Promise<void> {
+    await within(this.conn.end(), 5_000).catch(() => this.conn.destroy());
+  }
+}
+
+/** A promise, or a failure once `ms` have passed. */
+function within<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    promise,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no answer within ${ms / 1000} s`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+/** Whether a promise settles (either way) within `ms`. */
+function settled(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  return within(
+    promise.then(
+      () => true,
+      () => true,
+    ),
+    ms,
+  ).catch(() => false);
 }
 
 function summarize(
@@ -222,7 +416,7 @@ export function selectDatabases(
 }
 
 /** Tables, views and routines in a database; undefined when it does not exist. */
-async function databaseContent(conn: Connection, name: string): Promise<number | undefined> {
+async function databaseContent(conn: Admin, name: string): Promise<number | undefined> {
   const [schemas] = await conn.query('SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?', [
     name,
   ]);
@@ -255,10 +449,11 @@ async function load(
   options: MysqlRestoreOptions,
   planned: Planned[],
   client: ClientCommand,
+  admin: Admin,
 ): Promise<Loaded> {
   const loaders = Array.from(
     { length: Math.max(1, options.parallel) },
-    (_, i) => new Loader(client, `loader ${i + 1}`),
+    (_, i) => new Loader(client, `loader ${i + 1}`, { signal: options.signal }),
   );
   const byName = new Map(planned.map((p) => [p.facts.name, p]));
   const objectScript: string[] = [];
@@ -352,20 +547,38 @@ async function load(
     },
   };
 
+  let stopped: Promise<void> | undefined;
+  /** Stops every loader, here and on the server (a statement there does not stop with its client). */
+  const stop = () => {
+    stopped ??= (async () => {
+      const ids = loaders.map((l) => l.connectionId);
+      for (const l of loaders) l.kill();
+      await admin.kill(ids, 'CONNECTION');
+      await settled(Promise.all(loaders.map((l) => l.gone())), 10_000);
+    })();
+    return stopped;
+  };
+  let read: { counted: DumpFacts; bytes: number };
   try {
-    const read = await readDump(options, 'restored', handler);
+    read = await readDump(options, 'restored', handler, {
+      failure: () => loaders.find((l) => l.failed)?.failed,
+      stop,
+    });
+  } catch (error) {
+    await stop();
+    throw options.signal?.aborted ? (options.signal.reason ?? error) : error;
+  }
+  try {
     await barrier();
     await Promise.all(loaders.map((l) => l.end()));
-    return { ...read, objectScript };
   } catch (error) {
-    // A loader's own failure (an SQL error) explains more than what it caused upstream.
     const failed = loaders.find((l) => l.failed)?.failed;
-    for (const l of loaders) l.kill();
-    await Promise.all(loaders.map((l) => l.gone()));
-    throw failed && !(error instanceof Error && error.name === 'IntegrityError')
-      ? restoreFailure(failed)
-      : error;
+    await stop();
+    if (options.signal?.aborted) throw options.signal.reason ?? error;
+    // Every stored byte was read and matched: what failed now is the server's.
+    throw markIntact(restoreFailure(failed ?? (error as Error)));
   }
+  return { ...read, objectScript };
 }
 
 type DumpHandler = Pick<StatementHandler, 'statement' | 'dataStart' | 'dataPiece'>;
@@ -373,11 +586,20 @@ type DumpHandler = Pick<StatementHandler, 'statement' | 'dataStart' | 'dataPiece
 /**
  * Streams the backup's SQL (sha256 checked, decrypted, decompressed) through a handler,
  * counting what it holds on the way: the databases, tables and rows of the dump itself.
+ * Whatever stops the read before the stored bytes were all checked (the SQL refused, a
+ * server error, a client that stalled), the rest of the stored bytes is read to finish the
+ * sha256 first: damaged bytes are then what the failure says, whatever they decoded to.
  */
 async function readDump(
   options: MysqlRestoreOptions,
   label: string,
   handler?: DumpHandler,
+  loading?: {
+    /** The loaders' own failure, which explains more than what it caused upstream. */
+    failure: () => Error | undefined;
+    /** Stops the loaders, before the rest of the stored bytes is read. */
+    stop: () => Promise<void>;
+  },
 ): Promise<{ counted: DumpFacts; bytes: number }> {
   const counted = new DumpFacts();
   const inBackup = new Set(mysqlFacts(options.manifest).databases.map((d) => d.name));
@@ -402,9 +624,10 @@ async function readDump(
   });
   const { manifest } = options;
   const artifact = manifest.artifacts[0]!;
-  const plain = await readArtifact({
+  const key = `${manifest.set}/${manifest.id}/${artifact.name}`;
+  const read = await openArtifact({
     storage: options.storage,
-    key: `${manifest.set}/${manifest.id}/${artifact.name}`,
+    key,
     artifact,
     keys: options.keys,
     logger: options.logger,
@@ -412,17 +635,81 @@ async function readDump(
     progressIntervalMs: options.progressIntervalMs,
     signal: options.signal,
   });
-  for await (const chunk of plain) await reader.push(chunk as Buffer);
-  await reader.end();
+  try {
+    for await (const chunk of read.stream) await reader.push(chunk as Buffer);
+    await reader.end();
+  } catch (error) {
+    const loaderFailure = loading?.failure();
+    const failure = (loaderFailure ?? error) as Error;
+    if (
+      options.signal?.aborted ||
+      error instanceof IntegrityError ||
+      error instanceof UndecodableArtifactError ||
+      isDecryptionRefusal(error)
+    ) {
+      read.close();
+      throw error;
+    }
+    await loading?.stop();
+    options.logger.info(
+      `${key}: the restore stopped (${messageOf(failure)}); reading the rest of the stored artifact to finish its sha256 before saying why`,
+    );
+    const said = loaderFailure ? restoreFailure(loaderFailure) : failure;
+    const damage = await read.verdict().catch((unread) => {
+      if (options.signal?.aborted) throw unread;
+      throw new UserError(
+        `${messageOf(said)}; and the rest of ${key} could not be read to check its sha256: ${messageOf(unread)}`,
+      );
+    });
+    if (damage) throw new IntegrityError(`${damage.message}; ${whatDamageCaused(failure)}`);
+    throw markIntact(said);
+  }
   if (!counted.completed) {
-    throw new DumpFormatError(
-      `the SQL of ${artifact.name} lacks the dumper's closing "-- Dump completed" line: the dump is incomplete`,
+    throw markIntact(
+      new DumpFormatError(
+        `the SQL of ${artifact.name} lacks the dumper's closing "-- Dump completed" line: the dump is incomplete`,
+      ),
     );
   }
   return { counted, bytes: reader.offset };
 }
 
+/** Failures thrown after the stored bytes were read to the end and matched the manifest. */
+const checkedIntact = new WeakSet<Error>();
+
+function markIntact<E extends Error>(error: E): E {
+  checkedIntact.add(error);
+  return error;
+}
+
+/**
+ * Whether the restore read every stored byte and found them to match the manifest before it
+ * failed with this error (the report's sha256 row then passed).
+ */
+export function storedBytesMatched(error: unknown): boolean {
+  return error instanceof Error && checkedIntact.has(error);
+}
+
+/** A refusal to decrypt (no key, the wrong key): nothing about the stored bytes is known. */
+function isDecryptionRefusal(error: unknown): boolean {
+  return (
+    error instanceof UserError &&
+    (/^age-identity:/.test(error.message) || error.name === 'UnencryptedArtifactError')
+  );
+}
+
+/** What damaged bytes made fail first, said without blaming what failed. */
+function whatDamageCaused(failure: unknown): string {
+  const message = messageOf(failure);
+  if (failure instanceof ClientStalledError)
+    return `the SQL it decoded to left the client stalled first (${message})`;
+  if (failure instanceof DumpFormatError) return `the SQL it decoded to was refused first (${message})`;
+  if (failure instanceof UserError) return `the SQL it decoded to failed first on the server (${message})`;
+  return `reading it failed first (${message})`;
+}
+
 function restoreFailure(error: Error): Error {
+  if (error instanceof ClientStalledError || error.message.startsWith('restore failed')) return error;
   return new UserError(`restore failed on the target server: ${error.message}`);
 }
 
@@ -477,14 +764,16 @@ function checkCounts(selected: DatabaseFacts[], counted: DumpFacts): void {
 /**
  * Swaps the staged databases in: (re)creates each target, moves every staged table into it
  * in one RENAME TABLE, then creates views, routines, triggers and events from the dump.
+ * `state.halfway` names a database whose old target is dropped and whose new tables are not
+ * in it yet: should a statement fail then, its staging database holds the only copy.
  */
-async function swap(
+async function swapIn(
   conn: Connection,
   planned: Planned[],
   client: ClientCommand,
   objectScript: string[],
   logger: Logger,
-  replaced: string[],
+  state: SwapState,
 ): Promise<number> {
   for (const p of planned) {
     const [tables] = await conn.query(
@@ -495,6 +784,7 @@ async function swap(
     if (p.exists) {
       logger.info(`replacing the database ${p.target}`);
       await conn.query(`DROP DATABASE ${quoteIdentifier(p.target)}`);
+      state.halfway = p;
     }
     await conn.query(`CREATE DATABASE ${quoteIdentifier(p.target)} ${safeOptions(p.facts.options)}`);
     if (names.length) {
@@ -504,8 +794,9 @@ async function swap(
       );
       await conn.query(`RENAME TABLE ${moves.join(', ')}`);
     }
+    state.halfway = undefined;
     await conn.query(`DROP DATABASE ${quoteIdentifier(p.stage)}`);
-    replaced.push(p.target);
+    state.replaced.push(p.target);
     logger.info(
       `restored ${p.facts.name}${p.target !== p.facts.name ? ` as ${p.target}` : ''}: ${names.length} tables`,
     );
@@ -550,4 +841,54 @@ async function dryRun(options: MysqlRestoreOptions, selected: DatabaseFacts[]): 
     [],
     bytes,
   );
+}
+
+/**
+ * The `post:` step of a killed restore: drops the staging databases it made, except one
+ * whose target the swap had already dropped: that one holds the only copy of the restored
+ * tables, so it is kept and the step fails, naming it.
+ */
+export async function removeStagingLeftovers(
+  leftovers: StagingLeftovers,
+  target: MysqlTarget,
+  logger: Logger,
+): Promise<void> {
+  const conn = await connect(target);
+  const kept: string[] = [];
+  const tables = async (db: string): Promise<number | undefined> => {
+    const [schemas] = await conn.query('SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?', [
+      db,
+    ]);
+    if ((schemas as unknown[]).length === 0) return undefined;
+    const [rows] = await conn.query(
+      'SELECT COUNT(*) AS n FROM information_schema.TABLES WHERE TABLE_SCHEMA = ?',
+      [db],
+    );
+    return Number((rows as { n: number }[])[0]!.n);
+  };
+  try {
+    for (const { stage, target: name, replaces } of leftovers.databases) {
+      if (!stagingName.test(stage)) {
+        logger.warn(`post: '${stage}' is not a name restore gives a staging database; left alone`);
+        continue;
+      }
+      const staged = await tables(stage);
+      if (staged === undefined) continue;
+      if (leftovers.swapping && replaces && staged > 0 && !(await tables(name))) {
+        kept.push(
+          `${stage} (the restored tables of ${name}, which the swap had dropped: move them with RENAME TABLE ${quoteIdentifier(stage)}.<table> TO ${quoteIdentifier(name)}.<table>, or restore again)`,
+        );
+        continue;
+      }
+      await conn.query(`DROP DATABASE IF EXISTS ${quoteIdentifier(stage)}`);
+      logger.info(`dropped the staging database ${stage} on ${describeTarget(target)}`);
+    }
+  } finally {
+    await within(conn.end(), 5_000).catch(() => conn.destroy());
+  }
+  if (kept.length) {
+    throw new UserError(
+      `the restore was killed during its swap; kept on ${describeTarget(target)}: ${kept.join('; ')}`,
+    );
+  }
 }

@@ -3,7 +3,7 @@ import type { Manifest } from '../catalog/manifest.ts';
 import { messageOf, UserError } from '../errors.ts';
 import { runHook } from '../hooks.ts';
 import { AgeDecryptError } from '../pipeline/age-stream.ts';
-import { IntegrityError, UnencryptedArtifactError } from '../pipeline/artifact.ts';
+import { IntegrityError, UndecodableArtifactError, UnencryptedArtifactError } from '../pipeline/artifact.ts';
 import type { DecryptionKeys } from '../pipeline/encryption.ts';
 import type { Logger } from '../pipeline/progress.ts';
 import { formatBytes } from '../pipeline/progress.ts';
@@ -25,6 +25,7 @@ import {
   type MysqlRestoreResult,
   restoreMysql,
   selectDatabases,
+  storedBytesMatched,
 } from './restore.ts';
 import { DumpFormatError, quoteIdentifier } from './sql-stream.ts';
 
@@ -57,6 +58,8 @@ export interface MysqlVerifyOutcome {
   timings: Record<string, number>;
   tables: number;
   rows: number;
+  /** Why the run was stopped before its end (the timeout, an interrupt); its checks say how far it got. */
+  stopped?: Error;
 }
 
 /**
@@ -79,21 +82,42 @@ export async function verifyMysql(options: MysqlVerifyOptions): Promise<MysqlVer
   };
   let elapsed = clock();
   logger.info(`starting the ${options.environment} environment`);
-  const env = await openEnvironment({
-    type: options.environment,
-    databases: selected.map((d) => d.name),
-    external: options.external,
-    workDir: options.workDir,
-    image: options.image,
-    backupServer: facts.server,
-    onLeftovers: options.onLeftovers,
-    logger,
-    signal: options.signal,
-  });
+  let env: MysqlEnvironment;
+  try {
+    env = await openEnvironment({
+      type: options.environment,
+      databases: selected.map((d) => d.name),
+      external: options.external,
+      workDir: options.workDir,
+      image: options.image,
+      backupServer: facts.server,
+      onLeftovers: options.onLeftovers,
+      logger,
+      signal: options.signal,
+    });
+  } catch (error) {
+    if (!options.signal?.aborted) throw error;
+    // Stopped while it started: what had started is removed by the start itself.
+    const stopped = options.signal.reason instanceof Error ? options.signal.reason : (error as Error);
+    timings.environment = elapsed();
+    return {
+      checks: [
+        failed('stopped', messageOf(stopped)),
+        skipped('restore', 'not run: the run was stopped while the environment started'),
+      ],
+      restoreSeconds: null,
+      environment: { type: options.environment, removed: true },
+      timings,
+      tables: selected.reduce((n, d) => n + Object.keys(d.tables).length, 0),
+      rows: selected.reduce((n, d) => n + Object.values(d.tables).reduce((a, b) => a + b, 0), 0),
+      stopped,
+    };
+  }
   timings.environment = elapsed();
   logger.info(`environment ready in ${timings.environment.toFixed(1)} s: ${env.type}, ${env.server}`);
   const checks: CheckRow[] = [];
   let restoreSeconds: number | null = null;
+  let stopped: Error | undefined;
   try {
     const refusal = incompatibility(facts.server, env.server);
     if (refusal) throw new UserError(`environment: ${refusal}`);
@@ -105,6 +129,21 @@ export async function verifyMysql(options: MysqlVerifyOptions): Promise<MysqlVer
     if (restored) await checkRestored(options, env, selected, checks);
     else for (const name of laterChecks(options)) checks.push(skipped(name, 'not run: the restore failed'));
     timings.checks = elapsed();
+  } catch (error) {
+    // Stopped (the timeout, an interrupt): the environment still goes, and the report says
+    // how far the run got.
+    if (!options.signal?.aborted) throw error;
+    stopped = options.signal.reason instanceof Error ? options.signal.reason : (error as Error);
+    restoreSeconds = null;
+    const done = new Set(checks.map((c) => c.name));
+    checks.push(failed('stopped', messageOf(stopped)));
+    for (const name of [
+      'restore',
+      ...selected.flatMap((d) => [`rows: ${d.name}`, `objects: ${d.name}`]),
+      ...laterChecks(options),
+    ]) {
+      if (!done.has(name)) checks.push(skipped(name, 'not run: the run was stopped'));
+    }
   } finally {
     elapsed = clock();
     await env
@@ -122,6 +161,7 @@ export async function verifyMysql(options: MysqlVerifyOptions): Promise<MysqlVer
     timings,
     tables: selected.reduce((n, d) => n + Object.keys(d.tables).length, 0),
     rows: selected.reduce((n, d) => n + Object.values(d.tables).reduce((a, b) => a + b, 0), 0),
+    ...(stopped ? { stopped } : {}),
   };
 }
 
@@ -162,6 +202,17 @@ async function restoreInto(
       logger: options.logger,
       signal: options.signal,
       progressIntervalMs: options.progressIntervalMs,
+      // On a server of the user's, the staging databases are left behind too if the step dies.
+      onLeftovers:
+        env.leftovers.type === 'databases'
+          ? (staging) => {
+              const base = env.leftovers as Extract<Leftovers, { type: 'databases' }>;
+              options.onLeftovers?.({
+                type: 'databases',
+                databases: [...base.databases, ...(staging?.databases.map((d) => d.stage) ?? [])],
+              });
+            }
+          : undefined,
     });
     checks.push(
       passed(
@@ -187,6 +238,12 @@ async function restoreInto(
     if (options.signal?.aborted) throw error;
     const why = messageOf(error);
     const notRead = 'not read to the end: the read stopped at an earlier failure';
+    // The restore reads the rest of the stored bytes before it fails for anything else.
+    const matched = storedBytesMatched(error) || error instanceof UndecodableArtifactError;
+    const shaRow = () =>
+      matched
+        ? passed(sha, `${formatBytes(artifact.bytes)} match the manifest's size and sha256`)
+        : skipped(sha, notRead);
     if (error instanceof IntegrityError) {
       checks.push(failed(sha, why));
       if (encrypted) checks.push(skipped(decrypt, 'not trusted: the stored bytes are damaged'));
@@ -215,12 +272,16 @@ async function restoreInto(
         skipped('restore', 'stopped before anything was swapped in: the data does not match the manifest'),
       );
       return undefined;
+    } else if (error instanceof UndecodableArtifactError) {
+      checks.push(shaRow());
+      if (encrypted) checks.push(failed(decrypt, why));
+      checks.push(encrypted ? skipped(parse, 'not run: nothing could be decoded') : failed(parse, why));
     } else if (error instanceof DumpFormatError) {
-      checks.push(skipped(sha, notRead));
-      if (encrypted) checks.push(skipped(decrypt, notRead));
+      checks.push(shaRow());
+      if (encrypted) checks.push(matched ? passed(decrypt, 'age: decrypted') : skipped(decrypt, notRead));
       checks.push(failed(parse, why));
     } else if (error instanceof UserError) {
-      checks.push(skipped(sha, notRead));
+      checks.push(shaRow());
       checks.push(failed('restore', why));
     } else {
       throw error;

@@ -5,7 +5,7 @@ import { UserError } from '../errors.ts';
 import type { Storage } from '../storage/storage.ts';
 import { chunkBytes } from './buffers.ts';
 import { type Compression, compressionSuffix, compressStream, decompressStream } from './compression.ts';
-import { Counter, Digest } from './digest.ts';
+import { Counter, Digest, DigestTap } from './digest.ts';
 import { type DecryptionKeys, decryptStream, type EncryptionKeys, encryptStream } from './encryption.ts';
 import { type Logger, startProgress } from './progress.ts';
 
@@ -115,16 +115,56 @@ function refuseDowngrade(options: ReadArtifactOptions): void {
   );
 }
 
+/** A read of an artifact: its plaintext, and the stored bytes' own verdict. */
+export interface ArtifactRead {
+  /**
+   * The plaintext, streamed: it ends only after the stored bytes matched the manifest's size
+   * and sha256; on a mismatch it fails instead of ending.
+   */
+  stream: Readable;
+  /**
+   * For a consumer that failed before the stream ended (the SQL was refused, a server said
+   * no): reads the rest of the stored bytes, without decoding them, to finish their sha256.
+   * Resolves to the IntegrityError that says the stored bytes are damaged, or undefined when
+   * they match the manifest. Fails with the storage's error, or the signal's.
+   */
+  verdict(): Promise<IntegrityError | undefined>;
+  /** Stops reading the stored bytes; call it when no verdict is wanted. */
+  close(): void;
+}
+
+/**
+ * The stored bytes are intact (their size and sha256 match the manifest), but they do not
+ * decode: the backup was written broken, or its manifest names the wrong compression.
+ */
+export class UndecodableArtifactError extends UserError {
+  override name = 'UndecodableArtifactError';
+}
+
 /**
  * The plaintext of an artifact, streamed: storage → sha256 → decrypt → decompress. The
  * returned stream ends only after the stored bytes matched the manifest's size and sha256;
  * on a mismatch it fails instead of ending, so a consumer that waits for the end never
  * takes damaged data as complete. An artifact that is not encrypted is refused, before
  * anything is read, when keys are given (UnencryptedArtifactError), unless
- * `keys.allowUnencrypted`.
+ * `keys.allowUnencrypted`. A consumer that stops early releases the stored object.
  */
 export async function readArtifact(options: ReadArtifactOptions): Promise<Readable> {
-  const { artifact } = options;
+  const read = await openArtifact(options);
+  read.stream.once('close', () => {
+    if (!read.stream.readableEnded) read.close();
+  });
+  return read.stream;
+}
+
+/**
+ * readArtifact, with the verdict of the stored bytes for a consumer that fails before the
+ * end: the message then comes from the sha256 of the stored bytes whenever they are damaged,
+ * not from what damaged bytes decoded to. A decoder that fails (zstd, gzip, an age chunk) is
+ * judged the same way before the stream fails. Call `verdict()` or `close()` when done.
+ */
+export async function openArtifact(options: ReadArtifactOptions): Promise<ArtifactRead> {
+  const { artifact, signal, key } = options;
   const stages: NodeJS.ReadWriteStream[] = [];
   refuseDowngrade(options);
   if (artifact.encryption) {
@@ -136,32 +176,96 @@ export async function readArtifact(options: ReadArtifactOptions): Promise<Readab
     }
     stages.push(decryptStream(keys));
   }
-  const raw = await options.storage.get(options.key, options.signal);
-  const stored = new Digest();
-  const gate = new IntegrityGate(stored, artifact, options.key);
-  const progress = startProgress(options.logger, options.label, () => stored.bytes, {
+  const raw = await options.storage.get(key, signal);
+  const head = new PassThrough({ highWaterMark: chunkBytes });
+  const tap = new DigestTap(head);
+  const progress = startProgress(options.logger, options.label, () => tap.bytes, {
     total: artifact.bytes,
     intervalMs: options.progressIntervalMs,
   });
+  // Every stored byte through the sha256, to the end: what decides whether they are damaged.
+  const stored = pipeline(raw, tap, { signal });
+  let storedFailure: unknown;
+  stored
+    .catch((error) => {
+      storedFailure = error;
+      head.destroy(error);
+    })
+    .finally(() => progress.stop());
+  const judge = async (): Promise<IntegrityError | undefined> => {
+    await stored;
+    return storedProblem(tap, artifact, key);
+  };
+  let judged: Promise<IntegrityError | undefined> | undefined;
+  /** Detaches the decoders and finishes the sha256 of what is left. */
+  const verdict = () => {
+    judged ??= (() => {
+      tap.detach();
+      head.destroy();
+      return judge();
+    })();
+    return judged;
+  };
+  let released = false;
+  const gate = new IntegrityGate(tap, judge, artifact, key);
   // The consumer's stream stays outside the pipeline: a failing pipeline destroys its own
   // streams with the raw error, and the consumer should hear what it means instead.
   const out = new PassThrough({ highWaterMark: chunkBytes });
   gate.pipe(out);
-  pipeline(
-    [raw, stored, ...stages, decompressStream(artifact.compression), gate] as NodeJS.ReadWriteStream[],
-    {
-      signal: options.signal,
+  pipeline([head, ...stages, decompressStream(artifact.compression), gate] as NodeJS.ReadWriteStream[], {
+    signal,
+  }).catch(async (error) => {
+    gate.unpipe(out);
+    if (released || judged || out.destroyed) return;
+    out.destroy(signal?.aborted ? error : await explainFailure(error));
+  });
+
+  /** A decoder's failure, judged by the stored bytes: damaged, intact but undecodable, or as it is. */
+  async function explainFailure(error: unknown): Promise<Error> {
+    if (error instanceof IntegrityError || error instanceof UserError) return error;
+    if (storedFailure !== undefined) return gate.explain(storedFailure);
+    const message = (error as Error).message;
+    if (tap.sha256 === undefined) {
+      options.logger.info(
+        `${key}: decoding stopped after ${tap.bytes} of ${artifact.bytes} stored bytes (${message}); reading the rest to finish the sha256`,
+      );
+    }
+    try {
+      const damage = await verdict();
+      if (damage) return new IntegrityError(`${damage.message} (decoding it failed first: ${message})`);
+      return new UndecodableArtifactError(
+        `${key}: the stored bytes match the manifest's size and sha256, but they do not decode (${artifact.compression}${artifact.encryption ? ', age' : ''}): ${message}`,
+      );
+    } catch (failure) {
+      return gate.explain(failure);
+    }
+  }
+
+  return {
+    stream: out,
+    verdict,
+    close() {
+      released = true;
+      tap.detach();
+      head.destroy();
+      raw.destroy();
     },
-  )
-    .catch((error) => {
-      gate.unpipe(out);
-      // A damaged stream usually fails in decryption or decompression before the hash is
-      // complete; say that the stored bytes are damaged when they are.
-      const damaged = stored.bytes !== artifact.bytes || gate.failedDigest();
-      out.destroy(damaged && !options.signal?.aborted ? gate.explain(error) : error);
-    })
-    .finally(() => progress.stop());
-  return out;
+  };
+}
+
+/** What is wrong with the stored bytes once all have passed: their size or sha256; undefined when they match. */
+function storedProblem(tap: DigestTap, artifact: Artifact, key: string): IntegrityError | undefined {
+  if (tap.bytes !== artifact.bytes) {
+    return new IntegrityError(
+      `${key}: stored artifact has ${tap.bytes} bytes, the manifest records ${artifact.bytes}: it is truncated or damaged`,
+    );
+  }
+  if (tap.sha256 !== artifact.sha256) {
+    return new IntegrityError(
+      `${key}: sha256 ${tap.sha256} does not match the manifest's ${artifact.sha256}: the stored artifact is damaged`,
+    );
+  }
+  return undefined;
 }
 
 /**
@@ -171,14 +275,21 @@ export async function readArtifact(options: ReadArtifactOptions): Promise<Readab
  * ignores what follows, so the plaintext count is what proves nothing was left unread.)
  */
 class IntegrityGate extends Transform {
-  private readonly digest: Digest;
+  private readonly tap: DigestTap;
+  private readonly judge: () => Promise<IntegrityError | undefined>;
   private readonly artifact: Artifact;
   private readonly key: string;
   private plainBytes = 0;
 
-  constructor(digest: Digest, artifact: Artifact, key: string) {
+  constructor(
+    tap: DigestTap,
+    judge: () => Promise<IntegrityError | undefined>,
+    artifact: Artifact,
+    key: string,
+  ) {
     super();
-    this.digest = digest;
+    this.tap = tap;
+    this.judge = judge;
     this.artifact = artifact;
     this.key = key;
   }
@@ -189,41 +300,29 @@ class IntegrityGate extends Transform {
   }
 
   override _flush(callback: TransformCallback): void {
-    this.digest.done.then(
-      () => {
-        const problem = this.problem();
-        callback(problem ? new IntegrityError(problem) : null);
+    this.judge().then(
+      (problem) => {
+        if (problem) return callback(problem);
+        const { contentBytes } = this.artifact;
+        if (this.plainBytes !== contentBytes) {
+          return callback(
+            new IntegrityError(
+              `${this.key}: decoded ${this.plainBytes} bytes, the manifest records ${contentBytes}: the artifact does not decode completely`,
+            ),
+          );
+        }
+        callback(null);
       },
       (error) => callback(this.explain(error)),
     );
   }
 
-  /** Whether every stored byte was hashed and the sha256 differs from the manifest's. */
-  failedDigest(): boolean {
-    return this.digest.bytes === this.artifact.bytes && this.digest.sha256SoFar() !== this.artifact.sha256;
-  }
-
-  private problem(): string | undefined {
-    const { bytes, sha256, contentBytes } = this.artifact;
-    if (this.digest.bytes !== bytes) {
-      return `${this.key}: stored artifact has ${this.digest.bytes} bytes, the manifest records ${bytes}: it is truncated or damaged`;
-    }
-    if (this.digest.sha256 !== sha256) {
-      return `${this.key}: sha256 ${this.digest.sha256} does not match the manifest's ${sha256}: the stored artifact is damaged`;
-    }
-    if (this.plainBytes !== contentBytes) {
-      return `${this.key}: decoded ${this.plainBytes} bytes, the manifest records ${contentBytes}: the artifact does not decode completely`;
-    }
-    return undefined;
-  }
-
+  /** A failure to read the stored bytes, said as what it means for the backup. */
   explain(error: unknown): Error {
     if (error instanceof IntegrityError || error instanceof UserError) return error;
     const { bytes } = this.artifact;
     const detail =
-      this.digest.bytes < bytes
-        ? `truncated or damaged (read ${this.digest.bytes} of ${bytes} bytes)`
-        : 'damaged';
+      this.tap.bytes < bytes ? `truncated or damaged (read ${this.tap.bytes} of ${bytes} bytes)` : 'damaged';
     return new IntegrityError(`${this.key}: the stored artifact is ${detail}: ${(error as Error).message}`);
   }
 }

@@ -31,12 +31,24 @@ export function splitList(value: string | undefined): string[] {
     .filter(Boolean);
 }
 
+/**
+ * Parses recipients, each checked as age-encryption will take it (bech32 checksum, type and
+ * key length), so that a mistyped key is a bad input before any work starts, not a failure
+ * part-way through the backup.
+ */
 export function parseRecipients(value: string | undefined, input = 'age-recipients'): string[] {
   const recipients = splitList(value);
+  const accepted = 'public keys starting with age1 (from age-keygen -y), comma or newline separated';
   for (const r of recipients) {
+    const shown = r.length > 16 ? `${r.slice(0, 12)}…` : r;
     if (!recipientPattern.test(r)) {
+      throw new UserError(`${input}: '${shown}' is not an age recipient; accepted: ${accepted}`);
+    }
+    try {
+      new Encrypter().addRecipient(r);
+    } catch {
       throw new UserError(
-        `${input}: '${r.slice(0, 12)}…' is not an age recipient; accepted: public keys starting with age1 (from age-keygen -y)`,
+        `${input}: '${shown}' is not a valid age recipient (its checksum or length is wrong: a character mistyped, missing or extra?); accepted: ${accepted}`,
       );
     }
   }

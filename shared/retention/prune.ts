@@ -4,7 +4,7 @@ import { deleteSnapshots, type SnapshotDeletion, type SnapshotRef, snapshotsOf }
 import { ebsFacts } from '../ebs/snapshot.ts';
 import type { Logger } from '../pipeline/progress.ts';
 import { formatBytes } from '../pipeline/progress.ts';
-import { forEachLimit, type Storage } from '../storage/storage.ts';
+import { forEachLimit, type IncompleteUpload, type Storage, StorageError } from '../storage/storage.ts';
 import {
   type BackupFacts,
   type OrphanFacts,
@@ -35,6 +35,12 @@ export interface SetPrune {
   lockedObjects: string[];
   /** EBS backups: snapshots deleted (in every region), and those EC2 kept (in use by an AMI, locked). */
   snapshots: SnapshotDeletion;
+  /**
+   * Uploads a killed run left and nothing lists as objects (a folder storage's temporary
+   * files, S3 multipart uploads): those older than the orphan grace are removed (in a dry
+   * run: would be), with their bytes where the provider says.
+   */
+  incomplete: { removed: string[]; kept: number; bytes: number };
 }
 
 export interface PruneReport {
@@ -48,8 +54,31 @@ function timeOf(entry: BackupEntry): Date {
   return parseBackupId(entry.id)?.time ?? entry.modified;
 }
 
+/**
+ * The unfinished uploads of a set. Without the permission to list them (a prune role from
+ * before S3 multipart uploads were listed), or on a server that does not implement the
+ * listing, prune goes on without them and says so.
+ */
+async function incompleteOf(storage: Storage, set: string, logger: Logger): Promise<IncompleteUpload[]> {
+  try {
+    return await storage.listIncomplete(`${set}/`);
+  } catch (error) {
+    if (!(error instanceof StorageError) || (error.code !== 'denied' && error.code !== 'invalid'))
+      throw error;
+    logger.warn(
+      `${set}: unfinished uploads were not listed (${error.message}); on S3 grant prune s3:ListBucketMultipartUploads and s3:AbortMultipartUpload, and keep an AbortIncompleteMultipartUpload lifecycle rule`,
+    );
+    return [];
+  }
+}
+
 /** What the planner needs of a set, with as few reads as the policy allows. */
-async function gather(catalog: Catalog, set: string, policy: RetentionPolicy) {
+async function gather(
+  catalog: Catalog,
+  set: string,
+  policy: RetentionPolicy,
+  incomplete: IncompleteUpload[],
+) {
   const entries = await catalog.listBackups(set);
   const committed = entries.filter((e) => e.committed);
   const facts: BackupFacts[] = committed.map((e) => ({
@@ -58,7 +87,7 @@ async function gather(catalog: Catalog, set: string, policy: RetentionPolicy) {
     bytes: e.bytes,
     tags: [],
   }));
-  if (policy.tags.length > 0) {
+  if (policy.tags.length > 0 || (policy.tagLists?.length ?? 0) > 0) {
     // Tags live in the manifests: read them only when the policy keeps by tag.
     await forEachLimit(facts, 16, async (fact) => {
       fact.tags = (await catalog.readManifest(set, fact.id)).tags;
@@ -73,9 +102,16 @@ async function gather(catalog: Catalog, set: string, policy: RetentionPolicy) {
     facts[index]!.verified = verification?.passed;
     if (verification?.passed) found++;
   }
+  // An unfinished backup is as young as its newest write, a temporary file or an upload part
+  // included, and holds their bytes too.
   const orphans: OrphanFacts[] = entries
     .filter((e) => !e.committed)
-    .map((e) => ({ id: e.id, modified: e.modified, bytes: e.bytes }));
+    .map((e) => {
+      const own = incomplete.filter((u) => u.key.startsWith(`${set}/${e.id}/`));
+      const newest = Math.max(e.modified.getTime(), ...own.map((u) => u.started.getTime()));
+      const bytes = own.reduce((n, u) => n + (u.bytes ?? 0), e.bytes);
+      return { id: e.id, modified: new Date(newest), bytes };
+    });
   return { entries: new Map(entries.map((e) => [e.id, e])), facts, orphans };
 }
 
@@ -102,8 +138,27 @@ export async function prune(options: PruneOptions): Promise<PruneReport> {
   const report: PruneReport = { dryRun: options.dryRun, sets: [], freedBytes: 0 };
   for (const set of sets) {
     options.signal?.throwIfAborted();
-    const { entries, facts, orphans } = await gather(catalog, set, options.policy);
+    const incomplete = await incompleteOf(options.storage, set, options.logger);
+    const { entries, facts, orphans } = await gather(catalog, set, options.policy, incomplete);
     const plan = planRetention(facts, orphans, options.policy, now);
+    // Past the grace an unfinished upload is dead: its run was killed or lost its connection.
+    const graceMs = options.policy.orphanGraceSeconds * 1000;
+    const deadUploads = incomplete.filter((u) => now.getTime() - u.started.getTime() > graceMs);
+    const inDoomedOrphan = (u: IncompleteUpload) =>
+      plan.orphans.some((o) => o.delete && u.key.startsWith(`${set}/${o.id}/`));
+    // Bytes of uploads in doomed unfinished backups are in the plan already.
+    const deadBytes = deadUploads.filter((u) => !inDoomedOrphan(u)).reduce((n, u) => n + (u.bytes ?? 0), 0);
+    if (deadUploads.length) {
+      options.logger.info(
+        `${set}: ${options.dryRun ? 'would remove' : 'removing'} ${deadUploads.length} unfinished upload(s) older than the orphan grace${deadUploads.some((u) => u.bytes !== undefined) ? ` (${formatBytes(deadUploads.reduce((n, u) => n + (u.bytes ?? 0), 0))})` : ''}: ${deadUploads
+          .slice(0, 5)
+          .map((u) => u.key)
+          .join(', ')}${deadUploads.length > 5 ? ', …' : ''}`,
+      );
+    }
+    // Removed first: a folder storage can then remove the unfinished folders they were in.
+    if (!options.dryRun && deadUploads.length) await options.storage.removeIncomplete(deadUploads);
+    options.signal?.throwIfAborted();
     const doomed = plan.backups.filter((b) => !b.keep).map((b) => entries.get(b.id)!);
     const doomedOrphans = plan.orphans.filter((o) => o.delete).map((o) => entries.get(o.id)!);
     const kept = plan.backups.length - doomed.length;
@@ -155,8 +210,13 @@ export async function prune(options: PruneOptions): Promise<PruneReport> {
       keptByLock: [...keptByLock],
       lockedObjects,
       snapshots,
+      incomplete: {
+        removed: options.dryRun ? [] : deadUploads.map((u) => u.key),
+        kept: incomplete.length - deadUploads.length,
+        bytes: deadBytes,
+      },
     });
-    report.freedBytes += plan.freedBytes;
+    report.freedBytes += plan.freedBytes + deadBytes;
   }
   return report;
 }

@@ -1,8 +1,31 @@
+import type { Agent } from 'node:http';
 import type { Readable } from 'node:stream';
 import { DefaultAzureCredential } from '@azure/identity';
-import { BlobServiceClient, type ContainerClient, StorageSharedKeyCredential } from '@azure/storage-blob';
-import { type PartPlan, uploadInParts } from './parts.ts';
-import { type DeleteResult, joinKey, type ObjectInfo, type Storage, StorageError } from './storage.ts';
+import {
+  BlobServiceClient,
+  type ContainerClient,
+  newPipeline,
+  type RequestPolicyFactory,
+  StorageSharedKeyCredential,
+} from '@azure/storage-blob';
+import {
+  defaultIdleTimeoutMs,
+  idleAgents,
+  isStalled,
+  proxyConfigured,
+  stallOf,
+  translatingErrors,
+} from './idle.ts';
+import type { StorageTuning } from './open.ts';
+import { type PartPlan, SinkFailure, uploadInParts } from './parts.ts';
+import {
+  type DeleteResult,
+  type IncompleteUpload,
+  joinKey,
+  type ObjectInfo,
+  type Storage,
+  StorageError,
+} from './storage.ts';
 
 const MiB = 1024 * 1024;
 const maxBlocks = 50_000;
@@ -12,11 +35,37 @@ const blockPlan: PartPlan = {
   tooLarge: `the artifact is larger than Azure's ${maxBlocks}-block limit allows (about 1.2 TiB)`,
 };
 
+/**
+ * Retries: four tries, 1 s then 3 s apart (the SDK's default waits 4 s, then 12 s, so an
+ * unreachable endpoint took 16 s to report); `timeout=` asks the service to give up on one
+ * try after 60 s.
+ */
+const retryOptions = { maxTries: 4, retryDelayInMs: 1000, maxRetryDelayInMs: 8000, tryTimeoutInMs: 60_000 };
+
+/** A request policy that sends every request through `agent` (connections with a no-progress timeout). */
+function agentPolicy(agents: { http: Agent; https: Agent }): RequestPolicyFactory {
+  return {
+    create: (next) => ({
+      sendRequest(request) {
+        request.agent ??= request.url.startsWith('https:') ? agents.https : agents.http;
+        return next.sendRequest(request);
+      },
+    }),
+  };
+}
+
 /** The blob service client, from the standard Azure variables. */
-function serviceClient(url: string, env: NodeJS.ProcessEnv): BlobServiceClient {
+function serviceClient(url: string, env: NodeJS.ProcessEnv, idleMs: number): BlobServiceClient {
+  const withTimeouts = (endpoint: string, credential: BlobServiceClient['credential']) => {
+    const pipeline = newPipeline(credential, { retryOptions });
+    // Behind a proxy the SDK's proxy agent is kept (and with it the server-side timeout only).
+    if (!proxyConfigured(env)) pipeline.factories.unshift(agentPolicy(idleAgents(idleMs)));
+    return new BlobServiceClient(endpoint, pipeline);
+  };
   if (env.AZURE_STORAGE_CONNECTION_STRING) {
+    let parsed: BlobServiceClient;
     try {
-      return BlobServiceClient.fromConnectionString(env.AZURE_STORAGE_CONNECTION_STRING);
+      parsed = BlobServiceClient.fromConnectionString(env.AZURE_STORAGE_CONNECTION_STRING);
     } catch (error) {
       throw new StorageError(
         'credentials',
@@ -24,6 +73,7 @@ function serviceClient(url: string, env: NodeJS.ProcessEnv): BlobServiceClient {
         { cause: error },
       );
     }
+    return withTimeouts(parsed.url, parsed.credential);
   }
   const account = env.AZURE_STORAGE_ACCOUNT;
   if (!account) {
@@ -36,7 +86,7 @@ function serviceClient(url: string, env: NodeJS.ProcessEnv): BlobServiceClient {
   const credential = env.AZURE_STORAGE_KEY
     ? new StorageSharedKeyCredential(account, env.AZURE_STORAGE_KEY)
     : new DefaultAzureCredential();
-  return new BlobServiceClient(endpoint, credential);
+  return withTimeouts(endpoint, credential);
 }
 
 /**
@@ -50,9 +100,11 @@ export class AzureStorage implements Storage {
   private readonly env: NodeJS.ProcessEnv;
   private client?: ContainerClient;
   private readonly pageSize: number;
+  private readonly idleMs: number;
 
-  constructor(url: string, container: string, prefix: string, env = process.env, pageSize = 5000) {
-    this.pageSize = pageSize;
+  constructor(url: string, container: string, prefix: string, env = process.env, tuning: StorageTuning = {}) {
+    this.pageSize = tuning.pageSize ?? 5000;
+    this.idleMs = tuning.idleTimeoutMs ?? defaultIdleTimeoutMs;
     this.url = url;
     this.prefix = prefix;
     this.containerName = container;
@@ -60,7 +112,7 @@ export class AzureStorage implements Storage {
   }
 
   private get container(): ContainerClient {
-    this.client ??= serviceClient(this.url, this.env).getContainerClient(this.containerName);
+    this.client ??= serviceClient(this.url, this.env, this.idleMs).getContainerClient(this.containerName);
     return this.client;
   }
 
@@ -109,8 +161,11 @@ export class AzureStorage implements Storage {
         blockPlan,
       );
     } catch (error) {
-      if (signal?.aborted || !(error as { statusCode?: unknown }).statusCode) throw error;
-      this.fail(error, key);
+      if (signal?.aborted) throw signal.reason ?? error;
+      if (!(error instanceof SinkFailure)) throw error; // the source failed, not Azure
+      const translated = azureError(error.cause, this.url, key, this.containerName);
+      body.destroy(translated);
+      throw translated;
     }
   }
 
@@ -129,7 +184,17 @@ export class AzureStorage implements Storage {
       .getBlobClient(this.key(key))
       .download(0, undefined, { abortSignal: signal, maxRetryRequests: 5 })
       .catch((error) => this.fail(error, key));
-    return response.readableStreamBody as Readable;
+    const body = response.readableStreamBody as Readable;
+    return translatingErrors(body, (e) => {
+      if (e instanceof StorageError) return e;
+      // The SDK reports a connection dropped half-way as a bare abort of its source stream.
+      const error = stallOf((body as { source?: unknown }).source) ?? e;
+      return new StorageError(
+        isStalled(error) ? 'timeout' : 'unreachable',
+        `storage ${this.url}: the download of '${key}' broke off: ${(error as Error)?.message ?? error}; check the network and retry`,
+        { cause: error },
+      );
+    });
   }
 
   async head(key: string): Promise<ObjectInfo | undefined> {
@@ -205,6 +270,16 @@ export class AzureStorage implements Storage {
     }
     return { locked };
   }
+
+  /**
+   * Blocks that were staged and never committed cannot be listed without a blob and are not
+   * billed for long: Azure discards them 7 days after staging. Nothing to list.
+   */
+  async listIncomplete(): Promise<IncompleteUpload[]> {
+    return [];
+  }
+
+  async removeIncomplete(): Promise<void> {}
 }
 
 export function azureError(error: unknown, url: string, what: string, container: string): StorageError {
@@ -249,7 +324,14 @@ export function azureError(error: unknown, url: string, what: string, container:
       { cause: error },
     );
   }
-  if (/^(ECONNREFUSED|ENOTFOUND|EAI_AGAIN|ECONNRESET|ETIMEDOUT|REQUEST_SEND_ERROR)$/.test(code)) {
+  if (isStalled(error)) {
+    return new StorageError(
+      'timeout',
+      `${where}: ${what}: Azure Blob Storage stopped answering (${detail}), also on every retry; check the network and the endpoint, then retry`,
+      { cause: error },
+    );
+  }
+  if (/^(ECONNREFUSED|ENOTFOUND|EAI_AGAIN|ECONNRESET|ETIMEDOUT|EPIPE|REQUEST_SEND_ERROR)$/.test(code)) {
     return new StorageError(
       'unreachable',
       `${where}: cannot reach Azure Blob Storage (${code}); check the endpoint and the network`,

@@ -4,15 +4,35 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { fileSystemProblem } from '../errors.ts';
 import { chunkBytes } from '../pipeline/buffers.ts';
-import { type DeleteResult, type ObjectInfo, type Storage, StorageError } from './storage.ts';
+import {
+  type DeleteResult,
+  type IncompleteUpload,
+  type ObjectInfo,
+  type Storage,
+  type StorageAccess,
+  StorageError,
+  type StorageErrorCode,
+} from './storage.ts';
 
-const partial = '.lifeboat-partial-';
+/** The name prefix of the temporary file an object is written to before it is renamed into place. */
+export const partialPrefix = '.lifeboat-partial-';
+
+const storageCodes: Record<string, StorageErrorCode> = {
+  ENOSPC: 'full',
+  EDQUOT: 'full',
+  EACCES: 'denied',
+  EPERM: 'denied',
+  EROFS: 'read-only',
+};
 
 /**
  * A local folder (the default `./backups`). Every object is written to a hidden temporary
  * file and renamed into place, so a reader never sees half an object; `ifAbsent` uses
- * link(2), which fails atomically when the name exists.
+ * link(2), which fails atomically when the name exists. A full disk, a folder this user may
+ * not write and a read-only file system are StorageErrors naming the path and the fix.
+ * Temporary files a killed run left are not objects: `listIncomplete` finds them for prune.
  */
 export class FsStorage implements Storage {
   readonly url: string;
@@ -23,17 +43,68 @@ export class FsStorage implements Storage {
     this.root = root;
   }
 
-  async check(): Promise<void> {
-    try {
-      await fs.mkdir(this.root, { recursive: true });
-      await fs.access(this.root, fs.constants.W_OK | fs.constants.R_OK);
-    } catch (error) {
+  /**
+   * Translates a file-system error the user can fix into a StorageError that names the path
+   * and the fix; `doing` is a verb phrase ("writing", "reading the folder"). Others pass.
+   */
+  private fail(error: unknown, file: string, doing: string, reading = false): never {
+    if (error instanceof StorageError) throw error;
+    const known = fileSystemProblem(error);
+    const code = known && storageCodes[known.code];
+    if (known && code) {
+      const fix =
+        code === 'full'
+          ? 'free space on that disk (prune-retention removes old backups) or point storage at a larger one'
+          : reading && code === 'denied'
+            ? 'run Lifeboat as a user that may read the storage folder, or fix its owner and mode (chown, chmod)'
+            : known.fix;
       throw new StorageError(
-        'denied',
-        `storage ${this.url}: cannot use the folder ${this.root}: ${(error as Error).message}`,
+        code,
+        `storage ${this.url}: ${known.problem} ${doing} ${file} (${known.code}); ${fix}`,
+        {
+          cause: error,
+        },
+      );
+    }
+    if ((error as NodeJS.ErrnoException).code === 'ENOTDIR') {
+      throw new StorageError(
+        'invalid',
+        `storage ${this.url}: a part of ${file} is a file, not a folder (ENOTDIR); fix the storage input`,
         { cause: error },
       );
     }
+    throw error;
+  }
+
+  async check(access: StorageAccess = 'write'): Promise<void> {
+    if (access === 'read') {
+      const stat = await fs.stat(this.root).catch((error: NodeJS.ErrnoException) => {
+        if (error.code === 'ENOENT') {
+          throw new StorageError(
+            'no-bucket',
+            `storage ${this.url}: the folder ${this.root} does not exist; check the storage input (list and restore never create a folder; a backup does)`,
+            { cause: error },
+          );
+        }
+        this.fail(error, this.root, 'reading the folder', true);
+      });
+      if (!stat.isDirectory()) {
+        throw new StorageError(
+          'invalid',
+          `storage ${this.url}: ${this.root} is not a folder; fix the storage input`,
+        );
+      }
+      await fs
+        .access(this.root, fs.constants.R_OK | fs.constants.X_OK)
+        .catch((error) => this.fail(error, this.root, 'reading the folder', true));
+      return;
+    }
+    await fs
+      .mkdir(this.root, { recursive: true })
+      .catch((error) => this.fail(error, this.root, 'creating the folder'));
+    await fs
+      .access(this.root, fs.constants.W_OK | fs.constants.R_OK | fs.constants.X_OK)
+      .catch((error) => this.fail(error, this.root, 'writing the folder'));
   }
 
   private file(key: string): string {
@@ -44,45 +115,68 @@ export class FsStorage implements Storage {
     return path.join(this.root, ...normal.split('/'));
   }
 
-  private async writeTemp(file: string, write: (temp: string) => Promise<void>): Promise<string> {
-    await fs.mkdir(path.dirname(file), { recursive: true });
-    const temp = path.join(path.dirname(file), `${partial}${randomBytes(6).toString('hex')}`);
+  /** The temporary file beside `file`, its folder created. */
+  private async temp(file: string): Promise<string> {
+    const dir = path.dirname(file);
+    await fs.mkdir(dir, { recursive: true }).catch((error) => this.fail(error, dir, 'creating the folder'));
+    return path.join(dir, `${partialPrefix}${randomBytes(6).toString('hex')}`);
+  }
+
+  /**
+   * Streams `body` into a temporary file and renames it into place. A write that fails (a
+   * full disk) removes the temporary file and fails `body` with the same StorageError, so
+   * that whatever feeds it reports the storage's words, not a bare ENOSPC.
+   */
+  async putStream(key: string, body: Readable, signal?: AbortSignal): Promise<void> {
+    const file = this.file(key);
     try {
-      await write(temp);
-      return temp;
+      const temp = await this.temp(file);
+      const out = createWriteStream(temp, { flags: 'wx' });
+      let writeError: unknown;
+      out.once('error', (error) => {
+        writeError = error;
+      });
+      try {
+        await pipeline(body.iterator({ destroyOnReturn: false }), out, { signal });
+      } catch (error) {
+        await fs.rm(temp, { force: true }).catch(() => {});
+        // Only the file's own errors are the storage's; a source that broke says so itself.
+        if (error === writeError) this.fail(error, temp, 'writing');
+        throw error;
+      }
+      await fs.rename(temp, file).catch((error) => this.fail(error, file, 'renaming into place'));
     } catch (error) {
-      await fs.rm(temp, { force: true });
+      if (error instanceof StorageError) body.destroy(error);
       throw error;
     }
   }
 
-  async putStream(key: string, body: Readable, signal?: AbortSignal): Promise<void> {
-    const file = this.file(key);
-    const temp = await this.writeTemp(file, (t) =>
-      pipeline(body, createWriteStream(t, { flags: 'wx' }), { signal }),
-    );
-    await fs.rename(temp, file);
-  }
-
   async putBytes(key: string, body: Uint8Array, options: { ifAbsent?: boolean } = {}): Promise<void> {
     const file = this.file(key);
-    const temp = await this.writeTemp(file, async (t) => {
-      const handle = await fs.open(t, 'wx');
+    const temp = await this.temp(file);
+    try {
+      const handle = await fs.open(temp, 'wx');
       try {
         await handle.writeFile(body);
         await handle.sync();
       } finally {
         await handle.close();
       }
-    });
-    if (!options.ifAbsent) return fs.rename(temp, file);
+    } catch (error) {
+      await fs.rm(temp, { force: true }).catch(() => {});
+      this.fail(error, temp, 'writing');
+    }
+    if (!options.ifAbsent) {
+      await fs.rename(temp, file).catch((error) => this.fail(error, file, 'renaming into place'));
+      return;
+    }
     try {
       await fs.link(temp, file);
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'EEXIST') {
         throw new StorageError('exists', `storage ${this.url}: '${key}' already exists`, { cause: error });
       }
-      throw error;
+      this.fail(error, file, 'writing');
     } finally {
       await fs.rm(temp, { force: true });
     }
@@ -94,35 +188,44 @@ export class FsStorage implements Storage {
       if (error.code === 'ENOENT' || error.code === 'EISDIR') {
         throw new StorageError('not-found', `storage ${this.url}: '${key}' does not exist`, { cause: error });
       }
-      throw error;
+      this.fail(error, file, 'reading', true);
     });
     return handle.createReadStream({ highWaterMark: chunkBytes });
   }
 
   async head(key: string): Promise<ObjectInfo | undefined> {
-    const stat = await fs.stat(this.file(key)).catch(() => undefined);
+    const file = this.file(key);
+    const stat = await fs.stat(file).catch((error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOENT' || error.code === 'ENOTDIR') return undefined;
+      this.fail(error, file, 'reading', true);
+    });
     return stat?.isFile() ? { key, size: stat.size, modified: stat.mtime } : undefined;
   }
 
   async *list(prefix: string): AsyncIterable<ObjectInfo> {
     // Walk only the folder that holds the prefix, in sorted order like the object stores.
-    const slash = prefix.lastIndexOf('/');
-    const base = slash < 0 ? '' : prefix.slice(0, slash + 1);
-    yield* this.walk(base, prefix);
+    yield* this.walk(baseOf(prefix), prefix, false);
   }
 
-  private async *walk(dir: string, prefix: string): AsyncIterable<ObjectInfo> {
-    const entries = await fs.readdir(this.file(dir || '.'), { withFileTypes: true }).catch((error) => {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
-      throw error;
+  /** Objects (`partials` false) or temporary files of unfinished writes (`partials` true). */
+  private async *walk(dir: string, prefix: string, partials: boolean): AsyncIterable<ObjectInfo> {
+    const folder = this.file(dir || '.');
+    const entries = await fs.readdir(folder, { withFileTypes: true }).catch((error) => {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') return [];
+      this.fail(error, folder, 'reading the folder', true);
     });
     entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     for (const entry of entries) {
-      if (entry.name.startsWith(partial)) continue;
       const key = `${dir}${entry.name}`;
       if (entry.isDirectory()) {
-        if (`${key}/`.startsWith(prefix) || prefix.startsWith(`${key}/`)) yield* this.walk(`${key}/`, prefix);
-      } else if (entry.isFile() && key.startsWith(prefix)) {
+        if (`${key}/`.startsWith(prefix) || prefix.startsWith(`${key}/`))
+          yield* this.walk(`${key}/`, prefix, partials);
+      } else if (
+        entry.isFile() &&
+        key.startsWith(prefix) &&
+        entry.name.startsWith(partialPrefix) === partials
+      ) {
         const stat = await fs.stat(this.file(key)).catch(() => undefined);
         if (stat) yield { key, size: stat.size, modified: stat.mtime };
       }
@@ -130,7 +233,12 @@ export class FsStorage implements Storage {
   }
 
   async listDirs(prefix: string): Promise<string[]> {
-    const entries = await fs.readdir(this.file(prefix || '.'), { withFileTypes: true }).catch(() => []);
+    const folder = this.file(prefix || '.');
+    const entries = await fs.readdir(folder, { withFileTypes: true }).catch((error) => {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') return [];
+      this.fail(error, folder, 'reading the folder', true);
+    });
     return entries
       .filter((e) => e.isDirectory())
       .map((e) => `${prefix}${e.name}/`)
@@ -142,16 +250,22 @@ export class FsStorage implements Storage {
     const dirs = new Set<string>();
     const locked: string[] = [];
     for (const key of keys) {
+      const file = this.file(key);
       try {
-        await fs.unlink(this.file(key));
+        await fs.unlink(file);
       } catch (error) {
         const code = (error as NodeJS.ErrnoException).code;
         if (code === 'EPERM') locked.push(key);
-        else if (code !== 'ENOENT') throw error;
+        else if (code !== 'ENOENT') this.fail(error, file, 'deleting');
       }
-      dirs.add(path.dirname(this.file(key)));
+      dirs.add(path.dirname(file));
     }
-    // Remove folders left empty, up to the storage root, so deleted backups leave no trace.
+    await this.removeEmptyFolders(dirs);
+    return { locked };
+  }
+
+  /** Removes folders left empty, up to the storage root, so deleted backups leave no trace. */
+  private async removeEmptyFolders(dirs: Iterable<string>): Promise<void> {
     for (let dir of [...dirs].sort((a, b) => b.length - a.length)) {
       while (dir.startsWith(this.root) && dir !== this.root) {
         try {
@@ -162,6 +276,35 @@ export class FsStorage implements Storage {
         dir = path.dirname(dir);
       }
     }
-    return { locked };
   }
+
+  /** The temporary files of writes that never finished, dated by their last write. */
+  async listIncomplete(prefix: string): Promise<IncompleteUpload[]> {
+    const found: IncompleteUpload[] = [];
+    for await (const item of this.walk(baseOf(prefix), prefix, true)) {
+      found.push({ key: item.key, started: item.modified, bytes: item.size });
+    }
+    return found;
+  }
+
+  async removeIncomplete(uploads: IncompleteUpload[]): Promise<void> {
+    const dirs = new Set<string>();
+    for (const upload of uploads) {
+      if (!path.posix.basename(upload.key).startsWith(partialPrefix)) {
+        throw new Error(`removeIncomplete: '${upload.key}' is not a temporary file of this storage`);
+      }
+      const file = this.file(upload.key);
+      await fs.unlink(file).catch((error: NodeJS.ErrnoException) => {
+        if (error.code !== 'ENOENT') this.fail(error, file, 'deleting');
+      });
+      dirs.add(path.dirname(file));
+    }
+    await this.removeEmptyFolders(dirs);
+  }
+}
+
+/** The folder part of a key prefix ('set/2026-' → 'set/'). */
+function baseOf(prefix: string): string {
+  const slash = prefix.lastIndexOf('/');
+  return slash < 0 ? '' : prefix.slice(0, slash + 1);
 }

@@ -1,9 +1,18 @@
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { Storage as GcsClient, type StorageOptions } from '@google-cloud/storage';
+import {
+  Storage as GcsClient,
+  IdempotencyStrategy,
+  RETRYABLE_ERR_FN_DEFAULT,
+  type StorageOptions,
+} from '@google-cloud/storage';
+import * as teenyAgents from 'teeny-request/build/src/agents.js';
+import { defaultIdleTimeoutMs, idleAgents, isStalled, proxyConfigured, translatingErrors } from './idle.ts';
+import type { StorageTuning } from './open.ts';
 import {
   type DeleteResult,
   forEachLimit,
+  type IncompleteUpload,
   joinKey,
   type ObjectInfo,
   type Storage,
@@ -11,31 +20,93 @@ import {
 } from './storage.ts';
 
 /**
+ * The JSON API requests (metadata, list, delete, small uploads, downloads) go through
+ * teeny-request, whose `timeout` option node-fetch 3 ignores: no request ever timed out. It
+ * takes its keep-alive agents from a pool of its own, keyed by protocol; putting agents with
+ * the no-progress timeout there gives those requests one (for the whole process: the last
+ * storage opened sets it).
+ */
+function useIdleAgentsForJsonApi(agents: ReturnType<typeof idleAgents>): void {
+  const pool = (teenyAgents as { pool?: unknown }).pool;
+  if (!(pool instanceof Map)) return;
+  pool.set('http:forever', agents.http);
+  pool.set('https:forever', agents.https);
+}
+
+/** Whether an error is of the data request of a resumable upload (`upload_id=` in its URL). */
+function isStreamedUpload(error: unknown): boolean {
+  const url = (error as { config?: { url?: unknown } } | undefined)?.config?.url;
+  return /[?&]upload_id=/.test(String(url ?? ''));
+}
+
+/** Connection failures that no retry within seconds will cure: the endpoint is not there. */
+const unreachableCodes = /^(ECONNREFUSED|ENOTFOUND|EHOSTUNREACH|ENETUNREACH)$/;
+
+/**
  * Google Cloud Storage. Credentials come from Application Default Credentials (what
  * google-github-actions/auth sets up); `STORAGE_EMULATOR_HOST` points it at an emulator.
  * Streams go up as one resumable upload each, checked against the MD5 that GCS computes
  * (hashed natively: the client's crc32c is JavaScript and cost 25 MB and 15% speed);
- * `ifAbsent` is a generation-0 precondition.
+ * `ifAbsent` is a generation-0 precondition. Requests time out after 30 s without progress
+ * and are retried (up to four times, at most 8 s apart); `check` tries once first, so an
+ * unreachable endpoint is reported at once, not after half a minute of retries. A streamed
+ * upload is one request and cannot be retried: a stalled one fails (a StorageError) after
+ * the same 30 s, its resumable session left to expire (GCS drops it after a week).
  */
 export class GcsStorage implements Storage {
   readonly url: string;
   private readonly prefix: string;
   private readonly bucketName: string;
   private readonly bucket: ReturnType<GcsClient['bucket']>;
+  /** The same bucket through a client that does not retry, for `check`. */
+  private readonly probe: ReturnType<GcsClient['bucket']>;
   private readonly pageSize: number;
 
-  constructor(url: string, bucket: string, prefix: string, env = process.env, pageSize = 1000) {
-    this.pageSize = pageSize;
+  constructor(url: string, bucket: string, prefix: string, env = process.env, tuning: StorageTuning = {}) {
+    this.pageSize = tuning.pageSize ?? 1000;
     this.url = url;
     this.prefix = prefix;
     this.bucketName = bucket;
-    const options: StorageOptions = { retryOptions: { autoRetry: true, maxRetries: 4 } };
+    const idleMs = tuning.idleTimeoutMs ?? defaultIdleTimeoutMs;
+    const options: StorageOptions = {
+      retryOptions: {
+        autoRetry: true,
+        maxRetries: 4,
+        retryDelayMultiplier: 2,
+        maxRetryDelay: 8,
+        totalTimeout: 300,
+        // Lifeboat's writes are safe to repeat (the same bytes to the same name; create-only
+        // ones carry their precondition). With the default (RetryConditional) one save without
+        // a precondition turned retries off for every later request of the client.
+        idempotencyStrategy: IdempotencyStrategy.RetryAlways,
+        // A connection dropped for making no progress is worth another try, like a reset.
+        // Not the streamed upload (one request, its bytes not kept): a retry cannot resend them.
+        retryableErrorFn: (error) =>
+          !isStreamedUpload(error) && (RETRYABLE_ERR_FN_DEFAULT(error) || isStalled(error)),
+      },
+    };
     const emulator = env.STORAGE_EMULATOR_HOST;
     if (emulator) {
       options.apiEndpoint = /^https?:\/\//.test(emulator) ? emulator : `http://${emulator}`;
       options.projectId = env.GOOGLE_CLOUD_PROJECT || 'lifeboat-emulator';
     }
-    this.bucket = new GcsClient(options).bucket(bucket);
+    const client = new GcsClient(options);
+    // Resumable uploads go through another HTTP stack (gaxios), with no timeout of their own:
+    // their connections get the no-progress timeout from the agent.
+    const agents = idleAgents(idleMs);
+    useIdleAgentsForJsonApi(agents);
+    const agent = options.apiEndpoint?.startsWith('http:') ? agents.http : agents.https;
+    // Behind a proxy gaxios makes its own proxy agent, which ours would replace.
+    if (!proxyConfigured(env))
+      client.interceptors.push({
+        request: (reqOpts) => {
+          (reqOpts as { agent?: unknown }).agent ??= agent;
+          return reqOpts as Parameters<NonNullable<GcsClient['interceptors'][number]['request']>>[0] &
+            ReturnType<NonNullable<GcsClient['interceptors'][number]['request']>>;
+        },
+      });
+    this.bucket = client.bucket(bucket);
+    this.probe = new GcsClient({ ...options, retryOptions: { autoRetry: false } }).bucket(bucket);
   }
 
   private key(key: string): string {
@@ -47,18 +118,34 @@ export class GcsStorage implements Storage {
   }
 
   async check(): Promise<void> {
-    const [exists] = await this.bucket
+    const what = `bucket ${this.bucketName}`;
+    // One try first: an endpoint that refuses connections or does not resolve is reported at
+    // once (the client would retry it for half a minute); other failures get the retries.
+    const [exists] = await this.probe
       .exists()
-      .catch((error) => this.fail(error, `bucket ${this.bucketName}`));
+      .catch((error) => {
+        if (unreachableCodes.test(String((error as { code?: unknown }).code))) this.fail(error, what);
+        return this.bucket.exists();
+      })
+      .catch((error) => this.fail(error, what));
     if (!exists) this.fail({ code: 404, message: 'bucket not found' }, `bucket ${this.bucketName}`);
   }
 
   async putStream(key: string, body: Readable, signal?: AbortSignal): Promise<void> {
     const target = this.bucket.file(this.key(key)).createWriteStream({ resumable: true, validation: 'md5' });
-    await pipeline(body, target, { signal }).catch((error) => {
-      if (signal?.aborted || !(error as { code?: unknown }).code) throw error;
-      this.fail(error, key);
+    let uploadError: unknown;
+    target.once('error', (error) => {
+      uploadError = error;
     });
+    try {
+      await pipeline(body.iterator({ destroyOnReturn: false }), target, { signal });
+    } catch (error) {
+      if (signal?.aborted) throw signal.reason ?? error;
+      if (error !== uploadError) throw error; // the source failed, not GCS
+      const translated = gcsError(error, this.url, key, this.bucketName);
+      body.destroy(translated);
+      throw translated;
+    }
   }
 
   async putBytes(key: string, body: Uint8Array, options: { ifAbsent?: boolean } = {}): Promise<void> {
@@ -75,7 +162,15 @@ export class GcsStorage implements Storage {
   async get(key: string): Promise<Readable> {
     const file = this.bucket.file(this.key(key));
     await file.getMetadata().catch((error) => this.fail(error, key));
-    return file.createReadStream({ validation: false });
+    return translatingErrors(file.createReadStream({ validation: false }), (e) =>
+      e instanceof StorageError
+        ? e
+        : new StorageError(
+            isStalled(e) || /timeout/i.test((e as Error)?.message ?? '') ? 'timeout' : 'unreachable',
+            `storage ${this.url}: the download of '${key}' broke off: ${(e as Error)?.message ?? e}; check the network and retry`,
+            { cause: e },
+          ),
+    );
   }
 
   async head(key: string): Promise<ObjectInfo | undefined> {
@@ -142,6 +237,16 @@ export class GcsStorage implements Storage {
     });
     return { locked };
   }
+
+  /**
+   * A resumable upload that was never finished leaves no object and no listable trace: GCS
+   * drops the session after a week. Nothing to list.
+   */
+  async listIncomplete(): Promise<IncompleteUpload[]> {
+    return [];
+  }
+
+  async removeIncomplete(): Promise<void> {}
 }
 
 export function gcsError(error: unknown, url: string, what: string, bucket: string): StorageError {
@@ -180,7 +285,17 @@ export function gcsError(error: unknown, url: string, what: string, bucket: stri
       { cause: error },
     );
   }
-  if (typeof code === 'string' && /^(ECONNREFUSED|ENOTFOUND|EAI_AGAIN|ECONNRESET|ETIMEDOUT)$/.test(code)) {
+  if (isStalled(error) || (error as { type?: string }).type === 'request-timeout') {
+    return new StorageError(
+      'timeout',
+      `${where}: ${what}: Google Cloud Storage stopped answering (${detail}); check the network, then retry`,
+      { cause: error },
+    );
+  }
+  if (
+    typeof code === 'string' &&
+    /^(ECONNREFUSED|ENOTFOUND|EAI_AGAIN|ECONNRESET|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|EPIPE)$/.test(code)
+  ) {
     return new StorageError(
       'unreachable',
       `${where}: cannot reach Google Cloud Storage (${code}); check STORAGE_EMULATOR_HOST and the network`,

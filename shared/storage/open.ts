@@ -1,10 +1,15 @@
 import type { Readable } from 'node:stream';
-import type { DeleteResult, ObjectInfo, Storage } from './storage.ts';
+import type { DeleteResult, IncompleteUpload, ObjectInfo, Storage, StorageAccess } from './storage.ts';
 import { parseStorageUrl, type StorageLocation } from './url.ts';
 
 export interface StorageTuning {
   /** Objects per list page (the providers' maximum by default); tests lower it to cross pages. */
   pageSize?: number;
+  /**
+   * How long a request may make no progress before its connection is dropped and the request
+   * retried (30 s by default); tests lower it to prove stalls cost seconds.
+   */
+  idleTimeoutMs?: number;
 }
 
 /**
@@ -33,15 +38,15 @@ async function load(
     }
     case 's3': {
       const { S3Storage } = await import('./s3.ts');
-      return new S3Storage(location.url, location.bucket, location.prefix, env, tuning.pageSize);
+      return new S3Storage(location.url, location.bucket, location.prefix, env, tuning);
     }
     case 'gcs': {
       const { GcsStorage } = await import('./gcs.ts');
-      return new GcsStorage(location.url, location.bucket, location.prefix, env, tuning.pageSize);
+      return new GcsStorage(location.url, location.bucket, location.prefix, env, tuning);
     }
     case 'azure': {
       const { AzureStorage } = await import('./azure.ts');
-      return new AzureStorage(location.url, location.bucket, location.prefix, env, tuning.pageSize);
+      return new AzureStorage(location.url, location.bucket, location.prefix, env, tuning);
     }
   }
 }
@@ -61,8 +66,8 @@ class LazyStorage implements Storage {
     return this.loaded;
   }
 
-  async check(): Promise<void> {
-    return (await this.provider()).check();
+  async check(access?: StorageAccess): Promise<void> {
+    return (await this.provider()).check(access);
   }
   async putStream(key: string, body: Readable, signal?: AbortSignal): Promise<void> {
     return (await this.provider()).putStream(key, body, signal);
@@ -84,5 +89,11 @@ class LazyStorage implements Storage {
   }
   async delete(keys: string[]): Promise<DeleteResult> {
     return (await this.provider()).delete(keys);
+  }
+  async listIncomplete(prefix: string): Promise<IncompleteUpload[]> {
+    return (await this.provider()).listIncomplete(prefix);
+  }
+  async removeIncomplete(uploads: IncompleteUpload[]): Promise<void> {
+    return (await this.provider()).removeIncomplete(uploads);
   }
 }

@@ -43,10 +43,22 @@ class BufferPool {
   }
 }
 
+/** A failure of the storage (a part, the single request, the commit), not of the source stream. */
+export class SinkFailure extends Error {
+  override name = 'SinkFailure';
+  constructor(cause: unknown) {
+    super((cause as Error)?.message ?? String(cause), { cause });
+  }
+}
+
 /**
  * Streams `body` into parts of the planned sizes, copying it into pooled buffers, with up to
  * four parts in flight (fewer as parts grow). An object that fits in the first part goes up
- * in one request. On any failure the sink aborts and the first error is rethrown.
+ * in one request. On any failure (a part, the commit, the source, an abort) every part in
+ * flight is waited for and the sink aborts before the first error is rethrown; a storage
+ * failure comes back as a SinkFailure (its cause the provider's error). `body` is not
+ * destroyed here: the provider fails it with its own translated error, so that what feeds it
+ * reports the storage's words and the upload is aborted before anything else is told.
  */
 export async function uploadInParts<Receipt>(
   body: Readable,
@@ -74,7 +86,7 @@ export async function uploadInParts<Receipt>(
         pool.give(data);
       })
       .catch((error) => {
-        failure ??= error;
+        failure ??= new SinkFailure(error);
       });
     inFlight.add(sending);
     void sending.finally(() => inFlight.delete(sending));
@@ -84,9 +96,16 @@ export async function uploadInParts<Receipt>(
     buffer = pool.take(size);
     filled = 0;
   };
+  const storage = async (step: () => Promise<void>) => {
+    try {
+      await step();
+    } catch (error) {
+      throw new SinkFailure(error);
+    }
+  };
 
   try {
-    for await (const chunk of body as AsyncIterable<Buffer>) {
+    for await (const chunk of body.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
       for (let offset = 0; offset < chunk.length; ) {
         const copied = chunk.copy(buffer, filled, offset);
         filled += copied;
@@ -94,11 +113,11 @@ export async function uploadInParts<Receipt>(
         if (filled === buffer.length) await sendPart();
       }
     }
-    if (!started) return await sink.single(buffer.subarray(0, filled));
+    if (!started) return await storage(() => sink.single(buffer.subarray(0, filled)));
     if (filled > 0) await sendPart();
     await Promise.all(inFlight);
     if (failure) throw failure;
-    await sink.complete(receipts);
+    await storage(() => sink.complete(receipts));
   } catch (error) {
     await Promise.allSettled(inFlight);
     if (started) await sink.abort().catch(() => {});

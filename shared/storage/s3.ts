@@ -1,16 +1,28 @@
 import type { Readable } from 'node:stream';
 import {
+  AbortMultipartUploadCommand,
   DeleteObjectsCommand,
   GetObjectCommand,
   HeadBucketCommand,
   HeadObjectCommand,
+  ListMultipartUploadsCommand,
   ListObjectsV2Command,
   PutObjectCommand,
   S3Client,
   type S3ClientConfig,
 } from '@aws-sdk/client-s3';
+import { defaultIdleTimeoutMs, idleAgents, isStalled, translatingErrors } from './idle.ts';
+import type { StorageTuning } from './open.ts';
+import { SinkFailure } from './parts.ts';
 import { uploadToS3 } from './s3-upload.ts';
-import { type DeleteResult, joinKey, type ObjectInfo, type Storage, StorageError } from './storage.ts';
+import {
+  type DeleteResult,
+  type IncompleteUpload,
+  joinKey,
+  type ObjectInfo,
+  type Storage,
+  StorageError,
+} from './storage.ts';
 
 /** The endpoint for S3-compatible servers, from the standard variables. */
 export function s3Endpoint(env = process.env): string | undefined {
@@ -22,7 +34,10 @@ export function s3Endpoint(env = process.env): string | undefined {
  * chain (environment, profile, web identity / OIDC, instance role). With a custom endpoint
  * the client uses path-style addressing and sends checksums only where an operation
  * requires one: many S3-compatible servers store the SDK's streamed checksum framing
- * inside the object.
+ * inside the object. Every request has a no-progress timeout (30 s: the connection is
+ * dropped and the request retried, four attempts in all), so a stalled connection costs
+ * seconds; a failed upload aborts its multipart upload, and prune aborts those a killed
+ * run left.
  */
 export class S3Storage implements Storage {
   readonly url: string;
@@ -33,16 +48,25 @@ export class S3Storage implements Storage {
   /** Whether the SDK adds checksums where S3 supports them (real AWS; not custom endpoints). */
   private readonly checksums: boolean;
 
-  constructor(url: string, bucket: string, prefix: string, env = process.env, pageSize = 1000) {
-    this.pageSize = pageSize;
+  constructor(url: string, bucket: string, prefix: string, env = process.env, tuning: StorageTuning = {}) {
+    this.pageSize = tuning.pageSize ?? 1000;
     this.url = url;
     this.bucket = bucket;
     this.prefix = prefix;
     const endpoint = s3Endpoint(env);
     this.checksums = !endpoint;
+    const idleMs = tuning.idleTimeoutMs ?? defaultIdleTimeoutMs;
+    const agents = idleAgents(idleMs);
     const config: S3ClientConfig = {
       region: env.AWS_REGION || env.AWS_DEFAULT_REGION || 'us-east-1',
       maxAttempts: 4,
+      // No-progress timeouts on every connection (see idle.ts); none on the whole request,
+      // since a part on a slow link may rightly take minutes.
+      requestHandler: {
+        connectionTimeout: Math.min(10_000, idleMs),
+        httpAgent: agents.http,
+        httpsAgent: agents.https,
+      },
     };
     // Keys in the environment come first in the SDK's chain too; taking them from `env`
     // keeps a storage opened with an explicit environment from reading another one.
@@ -78,6 +102,11 @@ export class S3Storage implements Storage {
     }
   }
 
+  /**
+   * A failure of S3 (not of the source) is translated into a StorageError after the
+   * multipart upload was aborted, and fails `body` with it, so that the command reports the
+   * storage's words and exits 1.
+   */
   async putStream(key: string, body: Readable, signal?: AbortSignal): Promise<void> {
     try {
       await uploadToS3(
@@ -86,8 +115,10 @@ export class S3Storage implements Storage {
       );
     } catch (error) {
       if (signal?.aborted) throw signal.reason;
-      if (!(error as { $metadata?: unknown }).$metadata) throw error; // the source failed, not S3
-      this.fail(error, key);
+      if (!(error instanceof SinkFailure)) throw error; // the source failed, not S3
+      const translated = s3Error(error.cause, this.url, key, this.bucket);
+      body.destroy(translated);
+      throw translated;
     }
   }
 
@@ -115,7 +146,7 @@ export class S3Storage implements Storage {
           abortSignal: signal,
         },
       );
-      return result.Body as Readable;
+      return translatingErrors(result.Body as Readable, (e) => brokenDownload(e, this.url, key));
     } catch (error) {
       this.fail(error, key);
     }
@@ -220,6 +251,68 @@ export class S3Storage implements Storage {
     }
     return { locked };
   }
+
+  /** Multipart uploads under `prefix` that were never completed or aborted (ListMultipartUploads). */
+  async listIncomplete(prefix: string): Promise<IncompleteUpload[]> {
+    const strip = this.prefix ? joinKey(this.prefix, '').length : 0;
+    const found: IncompleteUpload[] = [];
+    let keyMarker: string | undefined;
+    let uploadIdMarker: string | undefined;
+    do {
+      const page = await this.client
+        .send(
+          new ListMultipartUploadsCommand({
+            Bucket: this.bucket,
+            Prefix: this.key(prefix),
+            KeyMarker: keyMarker,
+            UploadIdMarker: uploadIdMarker,
+            MaxUploads: this.pageSize,
+          }),
+        )
+        .catch((error) => this.fail(error, `list multipart uploads under ${prefix || '/'}`));
+      for (const upload of page.Uploads ?? []) {
+        if (!upload.Key || !upload.UploadId) continue;
+        found.push({
+          key: upload.Key.slice(strip),
+          id: upload.UploadId,
+          started: upload.Initiated ?? new Date(0),
+        });
+      }
+      const more = page.IsTruncated && (page.NextKeyMarker || page.NextUploadIdMarker);
+      keyMarker = more ? page.NextKeyMarker : undefined;
+      uploadIdMarker = more ? page.NextUploadIdMarker : undefined;
+    } while (keyMarker || uploadIdMarker);
+    return found;
+  }
+
+  async removeIncomplete(uploads: IncompleteUpload[]): Promise<void> {
+    for (const upload of uploads) {
+      if (!upload.id) continue;
+      try {
+        await this.client.send(
+          new AbortMultipartUploadCommand({
+            Bucket: this.bucket,
+            Key: this.key(upload.key),
+            UploadId: upload.id,
+          }),
+        );
+      } catch (error) {
+        if (errorName(error) === 'NoSuchUpload' || status(error) === 404) continue;
+        this.fail(error, `abort the multipart upload of ${upload.key}`);
+      }
+    }
+  }
+}
+
+/** A download that broke off part-way (a reset or a stalled connection). */
+export function brokenDownload(error: unknown, url: string, key: string): StorageError {
+  if (error instanceof StorageError) return error;
+  const detail = (error as Error)?.message ?? String(error);
+  return new StorageError(
+    isStalled(error) ? 'timeout' : 'unreachable',
+    `storage ${url}: the download of '${key}' broke off: ${detail}; check the network and retry`,
+    { cause: error },
+  );
 }
 
 function status(error: unknown): number | undefined {
@@ -267,16 +360,35 @@ export function s3Error(error: unknown, url: string, what: string, bucket: strin
   if (name === 'AccessDenied' || code === 403) {
     return new StorageError(
       'denied',
-      `${where}: access denied for ${what}; the minimal permissions are s3:PutObject, s3:GetObject, s3:DeleteObject, s3:AbortMultipartUpload, s3:ListMultipartUploadParts on the objects and s3:ListBucket on the bucket`,
+      `${where}: access denied for ${what}; the minimal permissions are s3:PutObject, s3:GetObject, s3:DeleteObject, s3:AbortMultipartUpload, s3:ListMultipartUploadParts on the objects and s3:ListBucket, s3:ListBucketMultipartUploads on the bucket`,
+      { cause: error },
+    );
+  }
+  if (isStalled(error)) {
+    return new StorageError(
+      'timeout',
+      `${where}: ${what}: the S3 endpoint stopped answering (${detail}), also on every retry; check the network and the endpoint's health, then retry`,
       { cause: error },
     );
   }
   const system = (error as NodeJS.ErrnoException).code;
-  if (system && /^(ECONNREFUSED|ENOTFOUND|EAI_AGAIN|ECONNRESET|ETIMEDOUT|EHOSTUNREACH)$/.test(system)) {
+  if (
+    system &&
+    /^(ECONNREFUSED|ENOTFOUND|EAI_AGAIN|ECONNRESET|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|EPIPE)$/.test(system)
+  ) {
     return new StorageError(
       'unreachable',
-      `${where}: cannot reach the S3 endpoint (${system}); check AWS_ENDPOINT_URL_S3 and the network`,
+      `${where}: cannot reach the S3 endpoint (${system}) for ${what}, also on every retry; check AWS_ENDPOINT_URL_S3 and the network`,
       { cause: error },
+    );
+  }
+  if (name === 'TimeoutError') {
+    return new StorageError(
+      'timeout',
+      `${where}: ${what}: the S3 endpoint timed out (${detail}); check the network`,
+      {
+        cause: error,
+      },
     );
   }
   return new StorageError(

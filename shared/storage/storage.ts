@@ -16,8 +16,13 @@ export interface ObjectInfo {
 export interface Storage {
   /** The storage URL as the user gave it, safe to print (no credentials). */
   readonly url: string;
-  /** Fails with a StorageError naming the problem when the bucket is missing or unreachable. */
-  check(): Promise<void>;
+  /**
+   * Fails with a StorageError naming the problem when the bucket is missing or unreachable.
+   * `write` (the default, for backups, prune and verification records) may create a folder
+   * storage and demands write access; `read` (list, restore) creates nothing, works on a
+   * read-only folder and refuses a folder that does not exist.
+   */
+  check(access?: StorageAccess): Promise<void>;
   putStream(key: string, body: Readable, signal?: AbortSignal): Promise<void>;
   putBytes(key: string, body: Uint8Array, options?: { ifAbsent?: boolean }): Promise<void>;
   get(key: string, signal?: AbortSignal): Promise<Readable>;
@@ -32,6 +37,28 @@ export interface Storage {
    * file) are returned instead of failing the call.
    */
   delete(keys: string[]): Promise<DeleteResult>;
+  /**
+   * Uploads under `prefix` that were started and never finished (a killed run): a folder
+   * storage's `.lifeboat-partial-*` files, S3 multipart uploads. None on Azure and GCS, whose
+   * uncommitted blocks and resumable sessions expire by themselves after a week.
+   */
+  listIncomplete(prefix: string): Promise<IncompleteUpload[]>;
+  /** Removes (aborts) the given incomplete uploads; one already gone is not an error. */
+  removeIncomplete(uploads: IncompleteUpload[]): Promise<void>;
+}
+
+export type StorageAccess = 'read' | 'write';
+
+/** An upload that was started and not finished: its space is used, and no object is visible. */
+export interface IncompleteUpload {
+  /** The key it would have become, or (folder storage) the temporary file's key. */
+  key: string;
+  /** When it started (S3) or was last written to (folder storage). */
+  started: Date;
+  /** Bytes it holds, where the provider says. */
+  bytes?: number;
+  /** The provider's id for it (S3 UploadId). */
+  id?: string;
 }
 
 export interface DeleteResult {
@@ -46,6 +73,9 @@ export type StorageErrorCode =
   | 'denied'
   | 'credentials'
   | 'unreachable'
+  | 'timeout'
+  | 'full'
+  | 'read-only'
   | 'invalid';
 
 /** A provider failure, translated into words a user can act on. */

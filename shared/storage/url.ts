@@ -9,12 +9,31 @@ export type StorageLocation =
 const accepted =
   'a folder path, file:///abs/path, s3://bucket/prefix, gs://bucket/prefix or azblob://container/prefix';
 
+/** A URL as it may be shown: the query (it may hold a token, such as an Azure SAS) cut off. */
+function withoutQuery(url: string): string {
+  return url.replace(/[?#].*$/s, (q) => `${q[0]}…`);
+}
+
 /** Parses the `storage` input into a provider and its location; relative paths resolve against `cwd`. */
 export function parseStorageUrl(input: string, cwd = process.cwd()): StorageLocation {
   const url = input.trim();
   if (!url) throw new UserError(`storage: empty; accepted: ${accepted}`);
   const scheme = /^([a-zA-Z][a-zA-Z0-9+.-]*):\/\//.exec(url)?.[1]?.toLowerCase();
   if (!scheme) return { provider: 'fs', url, root: path.resolve(cwd, url) };
+  // No bucket, container or host name has ':' or '@': there they start user info (a key and
+  // its secret, which may hold '/') or a port. Nothing of the URL is repeated then: the error
+  // line goes to logs that others read.
+  const authority = /^[^:]*:\/\/([^/?#]*)/.exec(url)?.[1] ?? '';
+  if (/[:@]/.test(authority)) {
+    throw new UserError(
+      `storage: the ${scheme}:// URL has user info or a port (not shown here: it may hold credentials); accepted: ${accepted}, with credentials and endpoints from the environment (AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL_S3, GOOGLE_APPLICATION_CREDENTIALS, AZURE_STORAGE_KEY …), never in the URL`,
+    );
+  }
+  if (/[?#]/.test(url)) {
+    throw new UserError(
+      `storage: '${withoutQuery(url)}' has a query or fragment (not shown here: it may hold a token); accepted: ${accepted}, with credentials and options from the environment, never in the URL`,
+    );
+  }
   if (scheme === 'file') {
     let root: string;
     try {
@@ -28,11 +47,6 @@ export function parseStorageUrl(input: string, cwd = process.cwd()): StorageLoca
   if (!provider)
     throw new UserError(`storage: unknown scheme '${scheme}://' in '${url}'; accepted: ${accepted}`);
   const rest = url.slice(scheme.length + 3);
-  if (/[?#]/.test(rest)) {
-    throw new UserError(
-      `storage: '${url}' has a query or fragment; credentials and options come from the environment, not the URL`,
-    );
-  }
   const slash = rest.indexOf('/');
   const bucket = slash < 0 ? rest : rest.slice(0, slash);
   const prefix = (slash < 0 ? '' : rest.slice(slash + 1)).replace(/^\/+|\/+$/g, '').replace(/\/{2,}/g, '/');

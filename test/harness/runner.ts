@@ -93,6 +93,7 @@ export async function runAction(
   fs.writeFileSync(summaryFile, '', { mode: 0o666 });
   fs.chmodSync(outputFile, 0o666);
   fs.chmodSync(summaryFile, 0o666);
+  fs.chmodSync(stateFile, 0o666);
   const inputEnv: Record<string, string> = {};
   for (const [input, spec] of Object.entries(action.inputs as Record<string, { default?: string }>)) {
     const value = inputs[input] ?? spec.default ?? '';

@@ -4,9 +4,12 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { generateIdentity } from 'age-encryption';
+import { makeReader, runCommand } from '../../shared/action/run.ts';
+import type { Command } from '../../shared/action/spec.ts';
 import { Catalog, inProgressName, manifestName } from '../../shared/catalog/catalog.ts';
 import type { Manifest } from '../../shared/catalog/manifest.ts';
 import { listCatalog } from '../../shared/commands/list.ts';
+import { restoreCommand } from '../../shared/commands/restore.ts';
 import { UserError } from '../../shared/errors.ts';
 import { backupFiles, type FilesBackupOptions } from '../../shared/files/backup.ts';
 import { restoreFiles } from '../../shared/files/restore.ts';
@@ -637,5 +640,247 @@ describe('on a cloud provider (Azurite)', () => {
       logger: silentLogger,
     });
     assert.deepEqual(await diffTrees(source, target), []);
+  });
+});
+
+describe('a restore killed during its swap leaves a target the next run puts right', () => {
+  // An overwrite swaps in two renames: the target to .<name>.lifeboat-previous-<suffix>, then
+  // the staging folder .<name>.lifeboat-restore-<suffix> to the target. Each test lays out
+  // what a SIGKILL at one point of that leaves, and runs the next restore (or the post: step).
+  let manifest: Manifest;
+  before(async () => {
+    manifest = await backup({ set: 'swap' });
+  });
+
+  const collect = () => {
+    const lines: string[] = [];
+    const logger: Logger = { info: (m) => lines.push(m), warn: (m) => lines.push(m) };
+    return { lines, logger };
+  };
+  /** A folder with one file, as a target's old contents or a half-written restored copy. */
+  const folder = async (dir: string, file: string, text: string) => {
+    await fs.mkdir(dir, { recursive: true });
+    await fs.writeFile(path.join(dir, file), text);
+  };
+  /** The target, its previous contents and its staging folder, with one shared suffix. */
+  const layout = async (name: string) => {
+    const parent = path.join(work, `swap-${name}`);
+    await fs.mkdir(parent);
+    const target = path.join(parent, 'live');
+    return {
+      parent,
+      target,
+      previous: path.join(parent, '.live.lifeboat-previous-k1ll3d'),
+      staging: path.join(parent, '.live.lifeboat-restore-k1ll3d'),
+    };
+  };
+  const restore = (target: string, logger: Logger, extra: { overwrite?: boolean; dryRun?: boolean } = {}) =>
+    restoreFiles({
+      storage,
+      manifest,
+      target,
+      overwrite: extra.overwrite ?? false,
+      dryRun: extra.dryRun ?? false,
+      logger,
+    });
+
+  test('killed between the two renames: the next restore first puts the previous contents back', async () => {
+    const at = await layout('between');
+    await folder(at.previous, 'precious.txt', 'old');
+    await folder(at.staging, 'new.txt', 'restored');
+    const { lines, logger } = collect();
+    // Without overwrite the old contents, back in place, are not replaced.
+    await assert.rejects(restore(at.target, logger), /target: '.*live' is not empty/);
+    assert.equal(await fs.readFile(path.join(at.target, 'precious.txt'), 'utf8'), 'old');
+    assert.deepEqual(await leftovers(at.parent), []);
+    assert.ok(
+      lines.some(
+        (l) =>
+          l.includes(
+            `was stopped between the two renames of its swap (its previous contents were moved to ${at.previous}`,
+          ) && l.includes(`the previous contents are put back at ${at.target} and ${at.staging} is removed`),
+      ),
+      lines.join('\n'),
+    );
+    await restore(at.target, logger, { overwrite: true });
+    assert.deepEqual(await diffTrees(source, at.target), []);
+    assert.deepEqual(await leftovers(at.parent), []);
+  });
+
+  test('killed after the second rename: the next run removes the previous contents; a dry run only says so', async () => {
+    const at = await layout('after');
+    await folder(at.target, 'new.txt', 'restored');
+    await folder(at.previous, 'precious.txt', 'old');
+    const dry = collect();
+    await restore(at.target, dry.logger, { overwrite: true, dryRun: true });
+    assert.ok(dry.lines.some((l) => l.includes(`dry run, nothing changed`) && l.includes(at.previous)));
+    assert.deepEqual(await leftovers(at.parent), ['.live.lifeboat-previous-k1ll3d']);
+    const { lines, logger } = collect();
+    await restore(at.target, logger, { overwrite: true });
+    assert.ok(
+      lines.some((l) =>
+        l.includes(`before it removed the previous contents at ${at.previous}: they are removed`),
+      ),
+    );
+    assert.deepEqual(await leftovers(at.parent), []);
+    assert.deepEqual(await diffTrees(source, at.target), []);
+  });
+
+  test('target, previous contents and staging folder all there: refused, naming them, nothing touched', async () => {
+    const at = await layout('all-three');
+    await folder(at.target, 'someone-else.txt', 'recreated');
+    await folder(at.previous, 'precious.txt', 'old');
+    await folder(at.staging, 'new.txt', 'restored');
+    await assert.rejects(
+      restore(at.target, silentLogger, { overwrite: true }),
+      (e: unknown) =>
+        e instanceof UserError &&
+        e.message.includes(`target: ${at.target} is there, and so are ${at.previous}`) &&
+        e.message.includes(`and ${at.staging} (a restored copy)`),
+    );
+    assert.deepEqual((await leftovers(at.parent)).sort(), [
+      '.live.lifeboat-previous-k1ll3d',
+      '.live.lifeboat-restore-k1ll3d',
+    ]);
+    assert.deepEqual(await fs.readdir(at.target), ['someone-else.txt']);
+  });
+
+  test('a staging folder alone (stopped before its swap) is reported, not removed', async () => {
+    const at = await layout('staging-only');
+    await folder(at.target, 'precious.txt', 'old');
+    await folder(at.staging, 'half.txt', 'half');
+    const { lines, logger } = collect();
+    await restore(at.target, logger, { overwrite: true });
+    assert.ok(lines.some((l) => l.includes(`${at.staging} is left from an earlier restore of ${at.target}`)));
+    assert.deepEqual(await leftovers(at.parent), ['.live.lifeboat-restore-k1ll3d']);
+    assert.deepEqual(await diffTrees(source, at.target), []);
+  });
+
+  test('an overwrite inside a folder whose own name looks like a staging folder', async () => {
+    const parent = await tempDir('restore');
+    assert.match(parent, /lifeboat-restore-/);
+    try {
+      const target = path.join(parent, 'live');
+      await folder(target, 'old.txt', 'old');
+      await restore(target, silentLogger, { overwrite: true });
+      assert.deepEqual(await diffTrees(source, target), []);
+      assert.deepEqual(await leftovers(parent), []);
+    } finally {
+      await fs.rm(parent, { recursive: true, force: true });
+    }
+  });
+
+  test('the post: step of a killed restore: it puts a half-done swap right, or removes the staging folder', async () => {
+    const command = restoreCommand as unknown as Command<never>;
+    const read = makeReader(command, (spec) => spec.default);
+    const between = await layout('post-between');
+    await folder(between.previous, 'precious.txt', 'old');
+    await folder(between.staging, 'new.txt', 'restored');
+    const { lines, logger } = collect();
+    await restoreCommand.cleanup!(
+      { type: 'files-staging', target: between.target, staging: between.staging },
+      read,
+      logger,
+    );
+    assert.equal(await fs.readFile(path.join(between.target, 'precious.txt'), 'utf8'), 'old');
+    assert.deepEqual(await leftovers(between.parent), []);
+    assert.ok(lines.some((l) => l.includes(`put back at ${between.target}`)));
+
+    const during = await layout('post-during');
+    await folder(during.target, 'precious.txt', 'old');
+    await folder(during.staging, 'half.txt', 'half');
+    await restoreCommand.cleanup!(
+      { type: 'files-staging', target: during.target, staging: during.staging },
+      read,
+      logger,
+    );
+    assert.deepEqual(await leftovers(during.parent), []);
+    assert.deepEqual(await fs.readdir(during.target), ['precious.txt']);
+
+    const elsewhere = path.join(work, 'not-a-staging-folder');
+    await folder(elsewhere, 'keep.txt', 'keep');
+    await assert.rejects(
+      restoreCommand.cleanup!(
+        { type: 'files-staging', target: during.target, staging: elsewhere },
+        read,
+        logger,
+      ),
+      /is not a staging folder of .*; left alone/,
+    );
+    assert.deepEqual(await fs.readdir(elsewhere), ['keep.txt']);
+  });
+
+  test('a restore records its staging folder for the post: step, and clears it when done', async () => {
+    const parent = path.join(work, 'swap-record');
+    await fs.mkdir(parent);
+    const target = path.join(parent, 'live');
+    const states: unknown[] = [];
+    const inputs: Record<string, string> = {
+      storage: path.join(work, 'backups'),
+      set: manifest.set,
+      backup: manifest.id,
+      target,
+      'progress-interval': '1h',
+    };
+    const command = restoreCommand as unknown as Command<never>;
+    await runCommand(
+      command,
+      makeReader(command, (spec) => inputs[spec.name] ?? spec.default),
+      silentLogger,
+      { leftovers: (state) => states.push(state) },
+    );
+    const first = states[0] as { type: string; target: string; staging: string };
+    assert.equal(first.type, 'files-staging');
+    assert.equal(first.target, target);
+    assert.match(path.basename(first.staging), /^\.live\.lifeboat-restore-/);
+    assert.equal(states.at(-1), undefined);
+    assert.deepEqual(await diffTrees(source, target), []);
+  });
+});
+
+describe('a damaged uncompressed archive is named as damage, not as a broken archive', () => {
+  test('a byte flipped in tar headers (name, size, checksum, magic) and at spread positions', async () => {
+    const manifest = await backup({ set: 'plain-tar', compression: 'none' });
+    const file = path.join(work, 'backups', manifest.set, manifest.id, manifest.artifacts[0]!.name);
+    const original = await fs.readFile(file);
+    const wrong: string[] = [];
+    // The first entry's header: its name, size, checksum and magic fields; then bytes spread over the rest.
+    const positions = [
+      0,
+      130,
+      150,
+      258,
+      ...Array.from({ length: 8 }, (_, k) => Math.floor(((k + 0.5) / 8) * original.length)),
+    ];
+    try {
+      for (const at of positions) {
+        await tamper(manifest, (b) => {
+          const c = Buffer.from(b);
+          c[at]! ^= 0x20;
+          return c;
+        });
+        const target = path.join(work, 'plain-tar-out');
+        const error = await restoreFiles({
+          storage,
+          manifest,
+          target,
+          overwrite: false,
+          dryRun: false,
+          logger: silentLogger,
+        }).then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        if (!(error instanceof IntegrityError) || !/sha256 [0-9a-f]{64} does not match/.test(error.message))
+          wrong.push(
+            `byte ${at}: ${error instanceof Error ? `${error.name}: ${error.message}` : 'restored'}`,
+          );
+        await fs.rm(target, { recursive: true, force: true });
+        if ((await leftovers(work)).length) wrong.push(`byte ${at}: left ${await leftovers(work)}`);
+      }
+    } finally {
+      await tamper(manifest, () => original);
+    }
+    assert.deepEqual(wrong, []);
   });
 });

@@ -7,7 +7,6 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import zlib from 'node:zlib';
 import * as tar from 'tar-stream';
@@ -17,10 +16,9 @@ import { backupK8s, type K8sFacts, type K8sFilters } from '../../shared/k8s/back
 import { KubeClient } from '../../shared/k8s/client.ts';
 import { restoredLabel, restoreK8s } from '../../shared/k8s/restore.ts';
 import { verifyK8s } from '../../shared/k8s/verify.ts';
-import { artifactName, writeArtifact } from '../../shared/pipeline/artifact.ts';
 import { openStorage } from '../../shared/storage/open.ts';
 import { type FakeKube, fakeKubeconfig, startFakeKube } from '../fakes/kube-apiserver.ts';
-import { testManifest } from '../harness/catalog.ts';
+import { allFilters, archiveEntries, describeHostileBackup } from '../harness/k8s-backups.ts';
 import { tempDir } from '../harness/servers.ts';
 
 let fake: FakeKube;
@@ -28,14 +26,6 @@ let work: string;
 let client: KubeClient;
 const warnings: string[] = [];
 const logger = { info() {}, warn: (m: string) => warnings.push(m) };
-
-const allFilters: K8sFilters = {
-  includeNamespaces: [],
-  excludeNamespaces: [],
-  includeResources: [],
-  excludeResources: [],
-  includeClusterResources: 'auto',
-};
 
 before(async () => {
   fake = await startFakeKube();
@@ -110,85 +100,7 @@ async function backup(set: string, filters: Partial<K8sFilters> = {}, extra: { p
 }
 
 /** The archive's entries, name → text. */
-async function entries(manifest: Manifest): Promise<Map<string, string>> {
-  const file = path.join(work, 'backups', manifest.set, manifest.id, manifest.artifacts[0]!.name);
-  const plain = zlib.zstdDecompressSync(await fs.readFile(file));
-  const out = new Map<string, string>();
-  const extract = tar.extract();
-  const done = new Promise<void>((resolve, reject) => {
-    extract.on('entry', (header, stream, next) => {
-      const chunks: Buffer[] = [];
-      stream.on('data', (c) => chunks.push(c as Buffer));
-      stream.on('end', () => {
-        out.set(header.name, Buffer.concat(chunks).toString('utf8'));
-        next();
-      });
-    });
-    extract.on('finish', resolve);
-    extract.on('error', reject);
-  });
-  Readable.from([plain]).pipe(extract);
-  await done;
-  return out;
-}
-
-/**
- * A k8s backup committed to the catalog with exactly these archive entries, as whoever owns
- * the bucket can write one: the artifact's size and sha256, the counts per resource and
- * namespace (from the paths) and the namespaces (from the Namespace entries) all match.
- */
-async function craftedBackup(set: string, files: [string, unknown][]): Promise<Manifest> {
-  const storage = openStorage(path.join(work, 'backups'));
-  const catalog = new Catalog(storage);
-  const pending = await catalog.begin(set, 'exclude-storage', new Date());
-  const pack = tar.pack();
-  for (const [name, body] of files)
-    pack.entry({ name }, typeof body === 'string' ? body : JSON.stringify(body));
-  pack.finalize();
-  const chunks: Buffer[] = [];
-  for await (const c of pack) chunks.push(c as Buffer);
-  const name = artifactName('resources.tar', 'zstd', false);
-  const artifact = await writeArtifact(
-    {
-      storage,
-      key: pending.key(name),
-      format: 'tar',
-      source: Readable.from([Buffer.concat(chunks)]),
-      compression: 'zstd',
-      logger,
-      label: 'archived',
-    },
-    name,
-  );
-  const counts: K8sFacts['counts'] = { byResource: {}, byNamespace: {}, total: 0 };
-  const namespaces: string[] = [];
-  for (const [entry] of files) {
-    const [top, resource, scope, ns] = entry.split('/');
-    if (top !== 'resources' || !resource) continue;
-    if (resource === 'namespaces') namespaces.push(path.basename(entry, '.json'));
-    const namespace = scope === 'namespaces' ? ns! : '';
-    counts.byResource[resource] = (counts.byResource[resource] ?? 0) + 1;
-    counts.byNamespace[namespace] = (counts.byNamespace[namespace] ?? 0) + 1;
-    counts.total++;
-  }
-  const facts: K8sFacts = {
-    cluster: { server: fake.url, version: 'v1.31.2-fake' },
-    filters: allFilters,
-    counts,
-    namespaces,
-    unavailableApis: [],
-  };
-  const manifest = testManifest({
-    id: pending.id,
-    set,
-    kind: 'k8s',
-    mode: 'exclude-storage',
-    artifacts: [artifact],
-    facts: facts as unknown as Record<string, unknown>,
-  });
-  await catalog.commit(pending, manifest);
-  return manifest;
-}
+const entries = (manifest: Manifest) => archiveEntries(path.join(work, 'backups'), manifest);
 
 describe('a whole-cluster backup', () => {
   let manifest: Manifest;
@@ -752,197 +664,14 @@ test('verify-restore of a full backup checks each volume snapshot in place', asy
   );
 });
 
-describe('a hostile backup: the archive path decides where each object goes', () => {
-  const namespace = (name: string) => ({ apiVersion: 'v1', kind: 'Namespace', metadata: { name } });
-  const configmap = (name: string, ns?: string) => ({
-    apiVersion: 'v1',
-    kind: 'ConfigMap',
-    metadata: { name, ...(ns ? { namespace: ns } : {}) },
-    data: { a: '1' },
-  });
-  const toClusterAdmin = (name: string) => ({
-    apiVersion: 'rbac.authorization.k8s.io/v1',
-    kind: 'ClusterRoleBinding',
-    metadata: { name, namespace: 'app' },
-    roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'cluster-admin' },
-    subjects: [{ kind: 'ServiceAccount', name: 'default', namespace: 'app' }],
-  });
-  const pwn = 'resources/clusterrolebindings.rbac.authorization.k8s.io/namespaces/app/pwn.json';
-  /** Filed under namespaces/app: a config map, one naming kube-system, a cluster-admin binding, … */
-  const hostile: [string, unknown][] = [
-    ['metadata/version', '1.1.0\n'],
-    ['resources/namespaces/cluster/app.json', namespace('app')],
-    [pwn, toClusterAdmin('pwn')],
-    ['resources/configmaps/namespaces/app/settings.json', configmap('settings', 'app')],
-    ['resources/configmaps/namespaces/app/planted.json', configmap('planted', 'kube-system')],
-    ['resources/configmaps/namespaces/app/sneaky.json', toClusterAdmin('sneaky')],
-    ['resources/configmaps/namespaces/app/renamed.json', configmap('kube-proxy', 'app')],
-    ['resources/configmaps/cluster/loose.json', configmap('loose', 'kube-system')],
-  ];
-  const refusals = (target: string) => [
-    `clusterrolebindings.rbac.authorization.k8s.io ${target}/pwn: refused ${pwn}: clusterrolebindings.rbac.authorization.k8s.io is cluster-scoped, but the path files it under namespaces/app/`,
-    `configmaps ${target}/sneaky: refused resources/configmaps/namespaces/app/sneaky.json: the object is a ClusterRoleBinding, but the path files it under configmaps (ConfigMap)`,
-    `configmaps ${target}/renamed: refused resources/configmaps/namespaces/app/renamed.json: metadata.name is 'kube-proxy', but the path names it 'renamed'`,
-    'configmaps /loose: refused resources/configmaps/cluster/loose.json: configmaps is namespaced, but the path files it under cluster/',
-  ];
-
-  async function restoreHostile(manifest: Manifest, extra: Partial<Parameters<typeof restoreK8s>[0]>) {
-    return restoreK8s({
-      storage: openStorage(path.join(work, 'backups')),
-      manifest,
-      client,
-      namespaceMapping: new Map(),
-      includeNamespaces: [],
-      excludeNamespaces: [],
-      includeResources: [],
-      excludeResources: [],
-      existing: 'skip',
-      dryRun: false,
-      crdWaitMs: 0,
-      logger,
-      ...extra,
-    });
-  }
-  const failures = (result: Awaited<ReturnType<typeof restoreK8s>>) =>
-    result.objects
-      .filter((o) => o.outcome === 'failed')
-      .map((o) => `${o.resource} ${o.namespace ?? ''}/${o.name}: ${o.reason}`);
-  /** Runs `run`; gives the objects it left in the cluster, by group/resource/namespace/name. */
-  async function leftBy<T>(run: () => Promise<T>): Promise<[T, string[]]> {
-    const before = new Set(fake.objects.keys());
-    const outcome = await run();
-    return [outcome, [...fake.objects.keys()].filter((k) => !before.has(k)).sort()];
-  }
-  /** What a bucket owner aimed at: kube-system's config maps and the cluster's role bindings, listed. */
-  async function assertNothingPlanted() {
-    const kubeSystem = await client.get<{ items: { metadata: { name: string } }[] }>(
-      '/api/v1/namespaces/kube-system/configmaps',
-    );
-    assert.deepEqual(
-      kubeSystem.items.map((c) => c.metadata.name),
-      [],
-    );
-    const bindings = await client.get<{ items: unknown[] }>(
-      '/apis/rbac.authorization.k8s.io/v1/clusterrolebindings',
-    );
-    assert.deepEqual(bindings.items, []);
-  }
-
-  test('the fake answers creates as kube-apiserver does: the URL decides the namespace', async () => {
-    const refused = async (url: string, body: unknown) => {
-      const error = await client.request('POST', url, body).then(
-        () => assert.fail(`POST ${url} was accepted`),
-        (e: unknown) => e as Error,
-      );
-      return error.message;
-    };
-    assert.equal(
-      await refused('/api/v1/namespaces/shop/configmaps', configmap('x', 'kube-system')),
-      'POST /api/v1/namespaces/shop/configmaps: 400 BadRequest: the namespace of the provided object does not match the namespace sent on the request',
-    );
-    assert.equal(
-      await refused('/api/v1/configmaps', configmap('x', 'kube-system')),
-      'POST /api/v1/configmaps: 405 MethodNotAllowed: the server does not allow this method on the requested resource',
-    );
-    assert.equal(
-      await refused(
-        '/apis/rbac.authorization.k8s.io/v1/namespaces/shop/clusterrolebindings',
-        toClusterAdmin('x'),
-      ),
-      'POST /apis/rbac.authorization.k8s.io/v1/namespaces/shop/clusterrolebindings: 404 NotFound: the server could not find the requested resource',
-    );
-  });
-
-  test('restore with include-namespaces: objects land in their path namespace, cluster-scoped kinds under namespaces/ are refused', async () => {
-    const manifest = await craftedBackup('hostile-include', hostile);
-    const [result, left] = await leftBy(() => restoreHostile(manifest, { includeNamespaces: ['app'] }));
-    assert.deepEqual(left, ['/configmaps/app/planted', '/configmaps/app/settings', '/namespaces//app']);
-    assert.equal(fake.objects.get('/configmaps/app/planted')!.metadata.namespace, 'app');
-    assert.deepEqual(failures(result), refusals('app'));
-    assert.equal(result.counts.failed, 4);
-    await assertNothingPlanted();
-  });
-
-  test('restore with namespace-mapping: every namespaced object goes to the mapped namespace of its path', async () => {
-    const manifest = await craftedBackup('hostile-mapping', hostile);
-    const [result, left] = await leftBy(() =>
-      restoreHostile(manifest, { namespaceMapping: new Map([['app', 'app-mapped']]) }),
-    );
-    assert.deepEqual(left, [
-      '/configmaps/app-mapped/planted',
-      '/configmaps/app-mapped/settings',
-      '/namespaces//app-mapped',
-    ]);
-    assert.deepEqual(failures(result), refusals('app-mapped'));
-    await assertNothingPlanted();
-  });
-
-  test('path components: a namespace or name that is empty, `..`, has a `/` or is no DNS-1123 name is refused', async () => {
-    const manifest = await craftedBackup('hostile-paths', [
-      ['resources/namespaces/cluster/app.json', namespace('app')],
-      ['resources/configmaps/namespaces/../evil.json', configmap('evil', 'app')],
-      ['resources/configmaps/namespaces//empty.json', configmap('empty', 'app')],
-      ['resources/configmaps/namespaces/Kube-System/upper.json', configmap('upper', 'app')],
-      ['resources/configmaps/namespaces/app/a/b.json', configmap('a/b', 'app')],
-      ['resources/configmaps/namespaces/app/...json', configmap('..', 'app')],
-      ['resources/configmaps/namespaces/app/Not_DNS.json', configmap('Not_DNS', 'app')],
-      // RBAC names are path segments on the server (system:…): valid.
-      [
-        'resources/roles.rbac.authorization.k8s.io/namespaces/app/system:leader-locking.json',
-        {
-          apiVersion: 'rbac.authorization.k8s.io/v1',
-          kind: 'Role',
-          metadata: { name: 'system:leader-locking', namespace: 'app' },
-          rules: [],
-        },
-      ],
-    ]);
-    const [result, left] = await leftBy(() =>
-      restoreHostile(manifest, { namespaceMapping: new Map([['app', 'app-paths']]) }),
-    );
-    assert.deepEqual(left, [
-      '/namespaces//app-paths',
-      'rbac.authorization.k8s.io/roles/app-paths/system:leader-locking',
-    ]);
-    const dns = '(a DNS-1123 label)';
-    assert.deepEqual(failures(result), [
-      `configmaps ../evil: refused resources/configmaps/namespaces/../evil.json: the namespace '..' is not a valid namespace name ${dns}`,
-      `configmaps /empty: refused resources/configmaps/namespaces//empty.json: the namespace '' is not a valid namespace name ${dns}`,
-      `configmaps Kube-System/upper: refused resources/configmaps/namespaces/Kube-System/upper.json: the namespace 'Kube-System' is not a valid namespace name ${dns}`,
-      "configmaps app-paths/a/b: refused resources/configmaps/namespaces/app/a/b.json: the name 'a/b' is not a valid configmaps name (a DNS-1123 subdomain)",
-      "configmaps app-paths/..: refused resources/configmaps/namespaces/app/...json: the name '..' is not a valid configmaps name (a DNS-1123 subdomain)",
-      "configmaps app-paths/Not_DNS: refused resources/configmaps/namespaces/app/Not_DNS.json: the name 'Not_DNS' is not a valid configmaps name (a DNS-1123 subdomain)",
-    ]);
-    await assertNothingPlanted();
-  });
-
-  test("verify-restore: only namespaced objects of the backup's namespaces, into the throwaway ones; nothing left behind", async () => {
-    const manifest = await craftedBackup('hostile-verify', [
-      ['resources/namespaces/cluster/app.json', namespace('app')],
-      [pwn, toClusterAdmin('pwn')],
-      ['resources/configmaps/namespaces/app/settings.json', configmap('settings', 'app')],
-      ['resources/configmaps/namespaces/app/planted.json', configmap('planted', 'kube-system')],
-      ['resources/configmaps/namespaces/kube-system/injected.json', configmap('injected', 'kube-system')],
-    ]);
-    const [outcome, left] = await leftBy(() =>
-      verifyK8s({
-        storage: openStorage(path.join(work, 'backups')),
-        manifest,
-        client,
-        readyTimeoutMs: 0,
-        logger,
-      }),
-    );
-    assert.deepEqual(left, [], 'nothing is left behind');
-    const [throwaway] = outcome.environment.namespaces as string[];
-    assert.match(throwaway!, /^app-lbv-[0-9a-f]{6}$/);
-    const restore = outcome.checks.find((c) => c.name === 'restore')!;
-    assert.equal(restore.status, 'failed');
-    assert.equal(
-      restore.detail,
-      `2 object(s) failed: clusterrolebindings.rbac.authorization.k8s.io pwn: refused ${pwn}: clusterrolebindings.rbac.authorization.k8s.io is cluster-scoped, but the path files it under namespaces/app/; configmaps injected: refused resources/configmaps/namespaces/kube-system/injected.json: the namespace kube-system is not one of the mapped namespaces`,
-    );
-    assert.ok(![...fake.objects.keys()].some((k) => k.includes('-lbv-')));
-    await assertNothingPlanted();
-  });
-});
+describeHostileBackup(
+  'a hostile backup: the archive path decides where each object goes',
+  'the fake',
+  () => ({
+    client,
+    backups: path.join(work, 'backups'),
+    cluster: { server: fake.url, version: 'v1.31.2-fake' },
+    logger,
+    objectKeys: async () => [...fake.objects.keys()],
+  }),
+);

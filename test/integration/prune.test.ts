@@ -207,6 +207,46 @@ for (const [name, start] of [
       );
     });
 
+    test("keep-tag keeps the backups that carry every tag of a list (restic's AND), read from their manifests", async () => {
+      const set = 'tagged';
+      const tagsOf = [['db', 'before-upgrade'], ['db'], ['before-upgrade'], [], ['audit']];
+      for (const [i, tags] of tagsOf.entries())
+        await backupFolder({
+          storage,
+          set,
+          source,
+          tags,
+          now: () => new Date(Date.UTC(2026, 10, 1 + i, 3, 15)),
+        });
+      const report = await prune({
+        storage,
+        sets: [set],
+        policy: {
+          tags: [],
+          tagLists: [['db', 'before-upgrade'], ['audit']],
+          timezone: 'UTC',
+          keepVerified: 0,
+          minKeep: 1,
+          orphanGraceSeconds: 86_400,
+        },
+        dryRun: false,
+        logger: silentLogger,
+        now: later,
+      });
+      const kept = report.sets[0]!.plan.backups.filter((b) => b.keep).map((b) => [
+        b.id,
+        b.reasons.sort().join('+'),
+      ]);
+      assert.deepEqual(kept, [
+        ['2026-11-05-0315-backup-full', 'min-keep+newest+tagged'],
+        ['2026-11-01-0315-backup-full', 'tagged'],
+      ]);
+      assert.deepEqual(
+        (await new Catalog(storage).listBackups(set)).map((b) => b.id),
+        kept.map(([id]) => id),
+      );
+    });
+
     test("set '*' prunes every set on its own", async () => {
       const all = await prune({
         storage,
@@ -216,13 +256,14 @@ for (const [name, start] of [
         logger: silentLogger,
         now: later,
       });
-      assert.deepEqual(all.sets.map((s) => s.set).sort(), ['crash', 'etc', 'verified']);
+      assert.deepEqual(all.sets.map((s) => s.set).sort(), ['crash', 'etc', 'tagged', 'verified']);
       const keptIn = Object.fromEntries(
         all.sets.map((s) => [s.set, s.plan.backups.filter((b) => b.keep).map((b) => b.id)]),
       );
       assert.deepEqual(keptIn, {
         crash: ['2026-11-10-1500-backup-full'],
         etc: ['2026-11-10-1500-backup-full'],
+        tagged: ['2026-11-05-0315-backup-full'],
         verified: ['2026-11-10-1500-backup-full', '2026-11-04-0315-backup-full'],
       });
     });

@@ -42,8 +42,19 @@ for (const [name, start] of storageServers) {
     });
     after(() => server.stop());
 
-    test('check passes on an existing bucket', async () => {
+    test('check passes on an existing bucket, for writing and for reading', async () => {
       await storage.check();
+      await storage.check('read');
+    });
+
+    test('a finished upload leaves nothing unfinished behind', async (t) => {
+      await storage.putStream('set/done/big.bin', generated(9 * 1024 * 1024, 8));
+      const listed = await storage.listIncomplete('set/').catch((error: unknown) => error);
+      if (listed instanceof StorageError && name === 's3rver') {
+        t.diagnostic(`${name} does not implement ListMultipartUploads: ${listed.message}`);
+        return;
+      }
+      assert.deepEqual(listed, []);
     });
 
     test('a 24 MiB stream goes up in parts and comes back byte for byte', async () => {

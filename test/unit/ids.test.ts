@@ -3,7 +3,9 @@ import { test } from 'node:test';
 import {
   backupIdWithSequence,
   baseBackupId,
+  clockSkewMs,
   compareIdsNewestFirst,
+  isAheadOfClock,
   parseBackupId,
   validateBackupRef,
   validateSetName,
@@ -57,4 +59,21 @@ test('set names and backup references are validated', () => {
     () => validateBackupRef('yesterday'),
     /backup: 'yesterday' is not a backup id; accepted: latest/,
   );
+});
+
+test('sequences are numbers: -11 is newer than -9 and -2, the bare id is the first', () => {
+  const base = '2026-11-21-0315-backup-full';
+  const ids = [base, ...Array.from({ length: 11 }, (_, i) => `${base}-${i + 2}`)];
+  const shuffled = [...ids].sort((a, b) => (a < b ? -1 : 1)); // string order: -10, -11, -12, -2, …
+  assert.deepEqual(shuffled.sort(compareIdsNewestFirst), [...ids].reverse());
+  assert.equal(compareIdsNewestFirst(`${base}-11`, `${base}-9`) < 0, true);
+  assert.equal(compareIdsNewestFirst('junk', 'junk'), 0);
+});
+
+test('a backup is ahead of the clock only beyond the allowed skew', () => {
+  const now = new Date('2026-11-21T03:15:30Z');
+  assert.equal(clockSkewMs, 5 * 60_000);
+  assert.equal(isAheadOfClock(new Date('2026-11-21T03:20:00Z'), now), false);
+  assert.equal(isAheadOfClock(new Date('2026-11-21T03:21:00Z'), now), true);
+  assert.equal(isAheadOfClock(new Date('2026-11-20T03:21:00Z'), now), false);
 });

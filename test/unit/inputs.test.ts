@@ -1,14 +1,22 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { generateIdentity } from 'age-encryption';
 import {
   InputCollector,
   InputErrors,
+  maxTimerSeconds,
   parseBoolean,
   parseDuration,
   parseInteger,
 } from '../../shared/action/inputs.ts';
+import { parseTimeout } from '../../shared/commands/common.ts';
 import { UserError } from '../../shared/errors.ts';
-import { parseIdentities, parseRecipients, splitList } from '../../shared/pipeline/encryption.ts';
+import {
+  parseIdentities,
+  parseRecipients,
+  recipientOf,
+  splitList,
+} from '../../shared/pipeline/encryption.ts';
 import { formatBytes, formatDuration } from '../../shared/pipeline/progress.ts';
 
 test('durations', () => {
@@ -58,6 +66,41 @@ test('lists, recipients and identities', () => {
   assert.deepEqual(parseRecipients(`${r}\n`), [r]);
   assert.throws(() => parseRecipients('ssh-ed25519 AAAA'), /age-recipients: .* is not an age recipient/);
   assert.throws(() => parseIdentities('not a key'), /age-identity: does not hold an age identity/);
+});
+
+test('a recipient that looks like one but is not (checksum, length) is refused at parse time', async () => {
+  const good = await recipientOf(await generateIdentity());
+  assert.deepEqual(parseRecipients(good), [good]);
+  const last = good.at(-1) === 'q' ? 'p' : 'q';
+  for (const bad of [
+    `${good.slice(0, -1)}${last}`, // one character mistyped: the checksum fails
+    good.slice(0, -1), // one missing
+    'age1qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqq',
+  ]) {
+    assert.throws(
+      () => parseRecipients(`${good}\n${bad}`),
+      (e: unknown) =>
+        e instanceof UserError &&
+        /^age-recipients: 'age1.{8}…' is not a valid age recipient \(its checksum or length is wrong/.test(
+          e.message,
+        ),
+      bad,
+    );
+  }
+});
+
+test('durations a timer waits for are refused above what a timer can hold (2^31-1 ms)', () => {
+  assert.equal(maxTimerSeconds, 2147483.647);
+  assert.equal(parseDuration('timeout', '24d', undefined, maxTimerSeconds), 24 * 86400);
+  assert.equal(parseDuration('timeout', '24d20h31m', undefined, maxTimerSeconds), 2147460);
+  assert.throws(
+    () => parseDuration('timeout', '24d20h32m', undefined, maxTimerSeconds),
+    /^UserError: timeout: '24d20h32m' is longer than a timer can wait; accepted: at most 24d20h31m$/,
+  );
+  const read = (value: string) => (name: string) => (name === 'timeout' ? value : undefined);
+  assert.equal(parseTimeout(read('6h'), '6h'), 21600);
+  assert.throws(() => parseTimeout(read('30d'), '6h'), /timeout: '30d' is longer than a timer can wait/);
+  assert.throws(() => parseTimeout(read('5w'), '6h'), /at most 24d20h31m/);
 });
 
 test('human figures', () => {

@@ -51,3 +51,45 @@ test('bad storage URLs are refused with what is accepted', () => {
     );
   }
 });
+
+test('credentials in a storage URL are refused without being repeated', () => {
+  const secrets = [
+    'AKIAIOSFODNN7EXAMPLE',
+    'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY',
+    'sv=2024',
+    'SIGNATURE123',
+  ];
+  const cases = [
+    's3://AKIAIOSFODNN7EXAMPLE:wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY@bucket/prefix',
+    's3://AKIAIOSFODNN7EXAMPLE@bucket/prefix',
+    'gs://AKIAIOSFODNN7EXAMPLE:SIGNATURE123@bucket',
+    'azblob://AKIAIOSFODNN7EXAMPLE:SIGNATURE123@container/x',
+    'https://AKIAIOSFODNN7EXAMPLE:SIGNATURE123@host/x',
+    'file://AKIAIOSFODNN7EXAMPLE:SIGNATURE123@/srv/x',
+    'azblob://container/x?sv=2024&sig=SIGNATURE123',
+    's3://bucket/x#SIGNATURE123',
+  ];
+  for (const input of cases) {
+    assert.throws(
+      () => parseStorageUrl(input),
+      (e: unknown) => {
+        assert.ok(e instanceof UserError, input);
+        assert.match(e.message, /^storage: /);
+        assert.match(e.message, /not shown here/);
+        for (const secret of secrets) assert.ok(!e.message.includes(secret), `${input}: ${e.message}`);
+        return true;
+      },
+    );
+  }
+});
+
+test('a file:// URL with a query or fragment is refused, not read as the folder before it', () => {
+  for (const input of ['file:///srv/backups?x=1', 'file:///srv/backups#old']) {
+    assert.throws(
+      () => parseStorageUrl(input),
+      (e: unknown) => e instanceof UserError && /has a query or fragment/.test(e.message),
+      input,
+    );
+  }
+  assert.equal((parseStorageUrl('file:///srv/backups') as { root: string }).root, '/srv/backups');
+});
