@@ -78,7 +78,11 @@ export const optOutLabels = ['lifeboat.io/exclude-from-backup', 'velero.io/exclu
 /** Velero's backup format version, written to metadata/version so Velero can read the archive. */
 export const veleroFormatVersion = '1.1.0';
 
-type KubeObject = { metadata?: { name?: string; namespace?: string; labels?: Record<string, string> } };
+type KubeObject = {
+  apiVersion?: string;
+  kind?: string;
+  metadata?: { name?: string; namespace?: string; labels?: Record<string, string> };
+};
 type KubeList = { items: KubeObject[]; metadata?: { continue?: string } };
 
 /** Whether a resource passes include-resources / exclude-resources (plain or qualified names). */
@@ -131,6 +135,15 @@ async function* listAll(
     token = page.metadata?.continue || undefined;
     if (!token) return;
   }
+}
+
+/**
+ * The object with its `apiVersion` and `kind` (first, as kubectl and Velero write them): a
+ * real kube-apiserver lists items of built-in types without them (kubernetes#3030), and an
+ * archived file without them cannot be applied with kubectl or read by Velero.
+ */
+function typed(obj: KubeObject, r: ApiResource): KubeObject {
+  return { apiVersion: r.group ? `${r.group}/${r.version}` : r.version, kind: r.kind, ...obj };
 }
 
 /**
@@ -251,7 +264,7 @@ export async function backupK8s(options: K8sBackupOptions): Promise<Manifest> {
           }
           await add(
             r.namespaced ? `${folder}/namespaces/${ns}/${name}.json` : `${folder}/cluster/${name}.json`,
-            JSON.stringify(obj),
+            JSON.stringify(typed(obj, r)),
           );
           const q = qualifiedName(r);
           counts.byResource[q] = (counts.byResource[q] ?? 0) + 1;
