@@ -151,15 +151,18 @@ export async function runCommand(
   // and, 7.5 s later, SIGTERM: the SIGTERM lets the cleanup go on. Only a second SIGINT (a
   // person pressing Ctrl-C again) exits at once, without waiting for the cleanup.
   let interrupted: Interrupted | undefined;
+  let firstSignal: NodeJS.Signals | undefined;
   const interrupt = (signal: NodeJS.Signals) => {
     if (interrupted) {
-      if (signal === 'SIGINT') {
+      // Two signals sent together may arrive in either order: only SIGINT after SIGINT is a person.
+      if (signal === 'SIGINT' && firstSignal === 'SIGINT') {
         logger.warn('a second SIGINT: exiting without waiting for the cleanup');
         process.exit(130);
       }
       logger.warn(`${signal} received: still removing what ${command.name} wrote`);
       return;
     }
+    firstSignal = signal;
     interrupted = new Interrupted(
       `${command.name} was interrupted (${signal}); it was stopped and what it wrote was removed`,
     );

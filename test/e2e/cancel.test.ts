@@ -96,7 +96,9 @@ test("GitHub's cancel (SIGINT, then SIGTERM) lets the cleanup finish: exit 130, 
     'the backup had started writing',
   );
   run.child.kill('SIGINT');
-  // SIGTERM while the cleanup is under way (GitHub's comes 7.5 s later; sooner is the harder case).
+  // SIGTERM while the cleanup is under way (GitHub's comes 7.5 s later; sooner is the harder
+  // case). A moment apart, so that they arrive in GitHub's order.
+  await new Promise((r) => setTimeout(r, 50));
   run.child.kill('SIGTERM');
   const code = await run.done;
   assert.deepEqual(await filesUnder(storage), [], 'the cleanup ran to the end');

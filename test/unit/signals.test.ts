@@ -101,3 +101,25 @@ test('after the command, the signal handlers are gone', async () => {
   );
   assert.equal(process.listenerCount('SIGTERM'), before);
 });
+
+test('SIGTERM then SIGINT (sent together, arriving the other way round): the cleanup still finishes', async (t) => {
+  const exit = mock.method(process, 'exit', () => undefined as never);
+  t.after(() => exit.mock.restore());
+  const log: string[] = [];
+  const command = slowCleanup(log);
+  const running = runCommand(
+    command,
+    makeReader(command, () => undefined),
+    logger(log),
+  );
+  await new Promise((resolve) => setImmediate(resolve));
+  process.emit('SIGTERM', 'SIGTERM');
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  process.emit('SIGINT', 'SIGINT');
+  await running.then(
+    () => assert.fail('an interrupted command fails'),
+    () => undefined,
+  );
+  assert.equal(exit.mock.callCount(), 0, 'the SIGINT after a SIGTERM did not exit');
+  assert.equal(log.at(-1), 'cleanup finished');
+});
