@@ -23,6 +23,3 @@ export function childEnvironment(extra: Record<string, string> = {}): NodeJS.Pro
   }
   return { ...env, ...extra };
 }
-
-/** The names `childEnvironment` leaves out, for the README and tests. */
-export const droppedVariables = dropped.map((p) => p.source);

@@ -24,7 +24,7 @@ import {
   startMysql,
   targetOf,
 } from '../harness/mysql.ts';
-import { baseEnv, repoRoot } from '../harness/runner.ts';
+import { baseEnv, parseOutputs, repoRoot } from '../harness/runner.ts';
 import { tempDir } from '../harness/servers.ts';
 
 let work: string;
@@ -35,20 +35,6 @@ before(async () => {
   storage = path.join(work, 'backups');
 });
 after(() => fs.rm(work, { recursive: true, force: true }));
-
-/** The `name<<delimiter … delimiter` blocks @actions/core writes to GITHUB_STATE. */
-function parseState(text: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  const lines = text.split('\n');
-  for (let i = 0; i < lines.length; i++) {
-    const m = /^([^<=]+)<<(.+)$/.exec(lines[i]!);
-    if (!m) continue;
-    const value: string[] = [];
-    for (i++; i < lines.length && lines[i] !== m[2]; i++) value.push(lines[i]!);
-    out[m[1]!] = value.join('\n');
-  }
-  return out;
-}
 
 /** INPUT_* for actions/restore: the action.yml defaults, then `inputs`. */
 async function inputEnv(inputs: Record<string, string>): Promise<Record<string, string>> {
@@ -83,7 +69,7 @@ async function killMidway(inputs: Record<string, string>, ready: () => Promise<b
   child.kill('SIGKILL');
   await exited;
   assert.ok(midway, `the restore was caught in the middle of its work: ${output}`);
-  return parseState(await fs.readFile(stateFile, 'utf8'));
+  return parseOutputs(await fs.readFile(stateFile, 'utf8'));
 }
 
 /** Runs actions/restore/post.js with the saved state, as the runner does after a killed step. */

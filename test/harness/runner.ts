@@ -58,7 +58,7 @@ function spawnNode(
 }
 
 /** Parses the `name<<delimiter … delimiter` blocks that @actions/core writes to GITHUB_OUTPUT. */
-function parseOutputs(text: string): Record<string, string> {
+export function parseOutputs(text: string): Record<string, string> {
   const outputs: Record<string, string> = {};
   const lines = text.split('\n');
   for (let i = 0; i < lines.length; i++) {
