@@ -96,6 +96,17 @@ export function parseBoolean(name: string, value: string | undefined, fallback: 
   throw new UserError(`${name}: '${value}' is not accepted; accepted: true or false`);
 }
 
+/** auto, true or false (and the other spellings parseBoolean takes); empty is auto. */
+export function parseAutoBoolean(name: string, value: string | undefined): 'auto' | boolean {
+  const v = value?.trim().toLowerCase();
+  if (!v || v === 'auto') return 'auto';
+  try {
+    return parseBoolean(name, value, false);
+  } catch {
+    throw new UserError(`${name}: '${value}' is not accepted; accepted: auto, true or false`);
+  }
+}
+
 const durationUnits: Record<string, number> = { ms: 0.001, s: 1, m: 60, h: 3600, d: 86400, w: 604800 };
 
 /** The longest a Node.js timer can wait (2^31-1 ms, 24.8 days); a longer one fires at once. */

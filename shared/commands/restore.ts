@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import {
   InputCollector,
+  parseAutoBoolean,
   parseBoolean,
   parseChoice,
   parseDuration,
@@ -236,6 +237,30 @@ export const restoreCommand = defineCommand<Options>({
       default: 'skip',
     },
     {
+      name: 'include-cluster-resources',
+      description:
+        'k8s backups: cluster-scoped objects. auto: all when no namespace filter is given, else only the CRDs and PVs the restored objects need; true: all; false: none.',
+      default: 'auto',
+    },
+    {
+      name: 'preserve-node-ports',
+      description:
+        'k8s backups: keep every node port of a Service (by default only those set explicitly are kept; the others are allocated anew).',
+      default: 'false',
+    },
+    {
+      name: 'recreate-crds',
+      description:
+        'k8s backups: with existing: recreate, also delete and re-create existing CRDs (which deletes every object of them in the whole cluster).',
+      default: 'false',
+    },
+    {
+      name: 'restore-pvs-without-snapshot',
+      description:
+        'k8s backups: restore PVs with reclaim policy Delete that have no snapshot (by default their PVCs get new volumes, so that the cluster never deletes the disk they name).',
+      default: 'false',
+    },
+    {
       name: 'report-file',
       description:
         'k8s backups: where to write the JSON report with a result per object (default: in RUNNER_TEMP).',
@@ -296,6 +321,16 @@ export const restoreCommand = defineCommand<Options>({
         includeResources: splitList(read('include-resources')),
         excludeResources: splitList(read('exclude-resources')),
         existing: c.field(() => parseChoice('existing', read('existing'), existingPolicies, 'skip')),
+        includeClusterResources: c.field(() =>
+          parseAutoBoolean('include-cluster-resources', read('include-cluster-resources')),
+        ),
+        preserveNodePorts: c.field(() =>
+          parseBoolean('preserve-node-ports', read('preserve-node-ports'), false),
+        ),
+        recreateCrds: c.field(() => parseBoolean('recreate-crds', read('recreate-crds'), false)),
+        restorePvsWithoutSnapshot: c.field(() =>
+          parseBoolean('restore-pvs-without-snapshot', read('restore-pvs-without-snapshot'), false),
+        ),
         reportFile: read('report-file')?.trim() || undefined,
         veleroFile: c.field(() => {
           const file = read('velero-backup')?.trim();
@@ -526,7 +561,7 @@ async function restoreK8sBackup(
     `${JSON.stringify({ backupId: id, set, server: client.server, dryRun: options.dryRun, ...result }, null, 2)}\n`,
   );
   const c = result.counts;
-  const line = `${c.created} created, ${c.updated} updated, ${c.recreated} recreated, ${c.skipped} skipped, ${c.failed} failed`;
+  const line = `${c.created} created, ${c.updated} updated, ${c.recreated} recreated, ${c.skipped} skipped, ${c.failed} failed${c.unvalidated ? `, ${c.unvalidated} not validated (dry run: their namespace or CRD does not exist yet)` : ''}`;
   logger.info(`${options.dryRun ? 'dry run (nothing stored): ' : ''}${line}; report ${report}`);
   const failures = result.objects.filter((o) => o.outcome === 'failed');
   return {

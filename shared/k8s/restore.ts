@@ -15,6 +15,17 @@ import type { Storage } from '../storage/storage.ts';
 import { type KubeClient, KubeError } from './client.ts';
 import { type ApiResource, collectionPath, discover, qualifiedName } from './discovery.ts';
 import { compareForRestore, restorePriority } from './order.ts';
+import {
+  controllerOf,
+  customResourceDefinitions,
+  type KubeObject,
+  keepLiveFields,
+  prepare,
+  restoredLabel,
+  skipReason,
+} from './restore-rules.ts';
+
+export { restoredLabel };
 
 export type ExistingPolicy = 'skip' | 'update' | 'recreate';
 
@@ -35,8 +46,22 @@ export interface K8sRestoreOptions {
   existing: ExistingPolicy;
   /** The server's own dry run (dryRun=All): everything is validated, nothing stored. */
   dryRun: boolean;
+  /**
+   * Cluster-scoped objects (namespaces aside). auto: all of them when no namespace filter is
+   * given, else only those the restored objects need — the CRDs of their custom resources,
+   * the PVs of their PVCs (Velero's auto); true: all; false: none.
+   */
+  includeClusterResources?: 'auto' | boolean;
+  /** Keep every node port of a Service (default: only those the user set explicitly). */
+  preserveNodePorts?: boolean;
+  /** existing: recreate may delete and re-create a CRD, and with it every instance cluster-wide. */
+  recreateCrds?: boolean;
+  /** Restore PVs with reclaim policy Delete that have no snapshot (default: their PVCs get new volumes). */
+  restorePvsWithoutSnapshot?: boolean;
   /** How long to wait for a restored CRD's resources to be served. */
   crdWaitMs?: number;
+  /** How long to retry a create the API server answers with 500 ServerTimeout (default 60 s). */
+  serverTimeoutRetryMs?: number;
   /**
    * verify-restore's throwaway namespaces: only the namespaces the mapping names are restored
    * (their Namespace objects renamed, their objects into the targets); cluster-scoped entries
@@ -48,7 +73,8 @@ export interface K8sRestoreOptions {
   progressIntervalMs?: number;
 }
 
-export type ObjectOutcome = 'created' | 'updated' | 'recreated' | 'skipped' | 'failed';
+/** `unvalidated`: a dry run could not send it (its namespace does not exist yet). */
+export type ObjectOutcome = 'created' | 'updated' | 'recreated' | 'unvalidated' | 'skipped' | 'failed';
 
 export interface ObjectResult {
   resource: string;
@@ -57,6 +83,8 @@ export interface ObjectResult {
   outcome: ObjectOutcome;
   /** Why it was skipped or failed. */
   reason?: string;
+  /** It had a controller in the backup (an owner with controller: true): controllers may replace it. */
+  controlled?: boolean;
 }
 
 export interface K8sRestoreResult {
@@ -68,29 +96,8 @@ export interface K8sRestoreResult {
   inBackup: Record<string, number>;
 }
 
-/** The label every restored object carries: the backup it came from. */
-export const restoredLabel = 'lifeboat.io/restored-from';
-
 const snapshotContents = 'volumesnapshotcontents.snapshot.storage.k8s.io';
 const volumeSnapshots = 'volumesnapshots.snapshot.storage.k8s.io';
-
-/** Resources never restored (as Velero): they belong to the cluster that ran them. */
-const neverRestored = new Set(['nodes', 'events', 'events.events.k8s.io']);
-
-type KubeObject = {
-  apiVersion?: string;
-  kind?: string;
-  metadata: Record<string, unknown> & {
-    name: string;
-    namespace?: string;
-    labels?: Record<string, string>;
-    annotations?: Record<string, string>;
-  };
-  spec?: Record<string, unknown>;
-  status?: Record<string, unknown>;
-  type?: string;
-  [k: string]: unknown;
-};
 
 /** A Velero backup's name: its tarball's file name without `.tar.gz`. */
 export function veleroBackupName(file: string): string {
@@ -121,6 +128,8 @@ const pathSegmentNamed = new Set([
   'clusterroles.rbac.authorization.k8s.io',
   'clusterrolebindings.rbac.authorization.k8s.io',
   'certificatesigningrequests.certificates.k8s.io',
+  // `<version>.<group>`: the core group's is `v1.`.
+  'apiservices.apiregistration.k8s.io',
 ]);
 
 /** Why an entry's namespace or name cannot be one (the server's own rules), or undefined. */
@@ -135,86 +144,6 @@ function pathProblem(at: { resource: string; namespace?: string; name: string })
         : [dnsSubdomain, 'a DNS-1123 subdomain'];
   if (!rule.test(at.name)) return `the name '${at.name}' is not a valid ${at.resource} name (${what})`;
   return undefined;
-}
-
-/** Why an object is not restored at all, or undefined. */
-function skipReason(resource: string, obj: KubeObject): string | undefined {
-  if (neverRestored.has(resource)) return `${resource} are never restored`;
-  const phase = obj.status?.phase;
-  if (resource === 'pods' && (phase === 'Succeeded' || phase === 'Failed'))
-    return `a finished pod (${phase})`;
-  const conditions = (obj.status?.conditions ?? []) as { type?: string; status?: string }[];
-  if (
-    resource === 'jobs.batch' &&
-    conditions.some((c) => (c.type === 'Complete' || c.type === 'Failed') && c.status === 'True')
-  )
-    return 'a finished job';
-  if (resource === 'secrets' && obj.type === 'kubernetes.io/service-account-token')
-    return 'a service-account token (the cluster makes a new one)';
-  return undefined;
-}
-
-/**
- * The object as it should be created: server-owned fields stripped (uid, resourceVersion,
- * generation, creationTimestamp, deletion fields, selfLink, managedFields, ownerReferences,
- * status), the per-kind fixes Velero applies, the restore label, and `metadata.namespace`
- * the archive path's namespace, mapped (none for a cluster-scoped object), whatever the
- * object says.
- */
-export function prepare(
-  resource: string,
-  source: KubeObject,
-  namespace: string | undefined,
-  mapping: Map<string, string>,
-  backupId: string,
-): KubeObject {
-  const obj = structuredClone(source);
-  const meta = obj.metadata;
-  for (const field of [
-    'uid',
-    'resourceVersion',
-    'generation',
-    'creationTimestamp',
-    'deletionTimestamp',
-    'deletionGracePeriodSeconds',
-    'selfLink',
-    'managedFields',
-    'ownerReferences',
-    'generateName',
-  ])
-    delete meta[field];
-  delete obj.status;
-  const mapNs = (ns: string | undefined) => (ns === undefined ? ns : (mapping.get(ns) ?? ns));
-  if (namespace === undefined) delete meta.namespace;
-  else meta.namespace = mapNs(namespace);
-  if (resource === 'namespaces') meta.name = mapNs(meta.name)!;
-  meta.labels = { ...(meta.labels ?? {}), [restoredLabel]: backupId };
-  const spec = obj.spec ?? {};
-  if (resource === 'services') {
-    if (spec.clusterIP !== 'None') {
-      delete spec.clusterIP;
-      delete spec.clusterIPs;
-    }
-    for (const port of (spec.ports ?? []) as Record<string, unknown>[]) delete port.nodePort;
-    delete spec.healthCheckNodePort;
-  }
-  if (resource === 'pods') delete spec.nodeName;
-  if (resource === 'persistentvolumeclaims' && meta.annotations) {
-    for (const a of ['pv.kubernetes.io/bind-completed', 'pv.kubernetes.io/bound-by-controller'])
-      delete meta.annotations[a];
-  }
-  if (resource === 'serviceaccounts') {
-    // Token secrets are made anew by the cluster; references to the old ones would dangle.
-    delete obj.secrets;
-  }
-  if (
-    resource === 'rolebindings.rbac.authorization.k8s.io' ||
-    resource === 'clusterrolebindings.rbac.authorization.k8s.io'
-  ) {
-    for (const subject of (obj.subjects ?? []) as { namespace?: string }[])
-      subject.namespace = mapNs(subject.namespace);
-  }
-  return obj;
 }
 
 /**
@@ -239,6 +168,7 @@ export async function restoreK8s(options: K8sRestoreOptions): Promise<K8sRestore
     created: 0,
     updated: 0,
     recreated: 0,
+    unvalidated: 0,
     skipped: 0,
     failed: 0,
   };
@@ -250,7 +180,7 @@ export async function restoreK8s(options: K8sRestoreOptions): Promise<K8sRestore
   const record = (r: ObjectResult) => {
     results.push(r);
     counts[r.outcome]++;
-    if (r.outcome !== 'skipped' && r.outcome !== 'failed')
+    if (r.outcome === 'created' || r.outcome === 'updated' || r.outcome === 'recreated')
       byResource[r.resource] = (byResource[r.resource] ?? 0) + 1;
     if (r.outcome === 'failed')
       logger.warn(`failed ${r.resource} ${r.namespace ? `${r.namespace}/` : ''}${r.name}: ${r.reason}`);
@@ -316,24 +246,79 @@ export async function restoreK8s(options: K8sRestoreOptions): Promise<K8sRestore
     const dry = options.dryRun ? '?dryRun=All' : '';
     const collection = collectionPath(r, target);
     const item = `${collection}/${encodeURIComponent(obj.metadata.name)}`;
+    const resource = qualifiedName(r);
     try {
-      await client.request('POST', `${collection}${dry}`, obj, options.signal);
+      await create(`${collection}${dry}`, obj);
       return 'created';
     } catch (error) {
-      if (!(error instanceof KubeError && error.code === 409 && error.reason === 'AlreadyExists'))
+      if (!(error instanceof KubeError)) throw error;
+      const exists =
+        (error.code === 409 && error.reason === 'AlreadyExists') ||
+        // The API server validates before it looks: a Service whose node port its own live
+        // copy holds is 422 "provided port is already allocated", not 409.
+        (error.code === 422 && (await found(item)));
+      if (!exists) {
+        if (error.code === 422 && /provided port is already allocated/.test(error.message))
+          throw new KubeError(
+            422,
+            error.reason,
+            `${error.message} (a node port the backup's Service sets is in use in this cluster)`,
+          );
         throw error;
+      }
     }
     if (options.existing === 'skip') throw new Skip('it exists (existing: skip)');
     if (options.existing === 'update') {
       const current = await client.get<KubeObject>(item, options.signal);
-      obj.metadata.resourceVersion = current.metadata.resourceVersion;
-      await client.request('PUT', `${item}${dry}`, obj, options.signal);
+      try {
+        await client.request('PUT', `${item}${dry}`, keepLiveFields(resource, obj, current), options.signal);
+      } catch (error) {
+        if (error instanceof KubeError && error.code === 422 && /immutable/.test(error.message))
+          throw new KubeError(
+            422,
+            error.reason,
+            `${error.message} (existing: recreate replaces the object instead)`,
+          );
+        throw error;
+      }
       return 'updated';
     }
+    if (resource === customResourceDefinitions && !options.recreateCrds)
+      throw new Skip(
+        'it exists, and existing: recreate of a CRD deletes every one of its objects in the whole cluster: left as it is (recreate-crds: true allows it)',
+      );
     await client.request('DELETE', `${item}${dry}`, undefined, options.signal);
     if (!options.dryRun) await waitGone(client, item, options.signal);
-    await client.request('POST', `${collection}${dry}`, obj, options.signal);
+    await create(`${collection}${dry}`, obj);
     return 'recreated';
+  };
+
+  const found = (item: string) =>
+    client.get(item, options.signal).then(
+      () => true,
+      (error) => {
+        if (error instanceof KubeError && error.code === 404) return false;
+        throw error;
+      },
+    );
+
+  /**
+   * POST, again while the API server answers 500 ServerTimeout (it asks to retry): a Pod
+   * created right after its namespace, before the token controller gave the namespace's
+   * service account a token, is refused so for a moment.
+   */
+  const create = async (url: string, obj: KubeObject) => {
+    const deadline = Date.now() + (options.serverTimeoutRetryMs ?? 60_000);
+    for (;;) {
+      try {
+        return await client.request('POST', url, obj, options.signal);
+      } catch (error) {
+        if (!(error instanceof KubeError && error.code === 500 && error.reason === 'ServerTimeout'))
+          throw error;
+        if (Date.now() > deadline) throw error;
+        await sleep(250, undefined, { signal: options.signal });
+      }
+    }
   };
 
   // The filters, compiled once: they are asked about every object.
@@ -346,13 +331,52 @@ export async function restoreK8s(options: K8sRestoreOptions): Promise<K8sRestore
   const contents = new Map<string, { driver: string; snapshotHandle: string; className?: string }>();
   /** `ns/pvc` → the restored VolumeSnapshot to provision it from. */
   const pvcSnapshots = new Map<string, string>();
-  const handle = async (entry: string, text: string) => {
+  /**
+   * Cluster-scoped objects (namespaces aside): all, none, or only those the restored objects
+   * need (auto with a namespace filter, as Velero's include-cluster-resources: auto).
+   */
+  const clusterScope: 'all' | 'needed' | 'none' =
+    options.includeClusterResources === true
+      ? 'all'
+      : options.includeClusterResources === false
+        ? 'none'
+        : options.includeNamespaces.length === 0 && options.excludeNamespaces.length === 0
+          ? 'all'
+          : 'needed';
+  type Held = { entry: string; text: string };
+  /** CRDs held back until a custom resource of theirs is restored (clusterScope needed), by resource name. */
+  const heldCrds = new Map<string, Held>();
+  /** Claimed PVs, held back until their claim (`ns/name` in the backup) is restored. */
+  const heldPvs = new Map<string, Held & { name: string; retain: boolean }>();
+  /** PVs not restored (reclaim policy Delete, no snapshot): their PVCs get new volumes. */
+  const reprovisioned = new Set<string>();
+
+  /** Restores the held PV of a claim, if any, before the claim. */
+  const releaseVolumeOf = async (claim: string, hasSnapshot: boolean) => {
+    const held = heldPvs.get(claim);
+    if (!held) return;
+    heldPvs.delete(claim);
+    if (hasSnapshot) {
+      record({
+        resource: 'persistentvolumes',
+        name: held.name,
+        outcome: 'skipped',
+        reason: `its claim ${claim} is provisioned anew from the backup's VolumeSnapshot`,
+      });
+      return;
+    }
+    await handle(held.entry, held.text, true);
+  };
+
+  const handle = async (entry: string, text: string, released = false) => {
     const at = parseEntry(entry);
     if (!at) return;
     const { resource, namespace, name } = at;
     const key = `${resource}/${namespace ?? ''}/${name}`;
-    if (seen.has(key)) return;
-    seen.add(key);
+    if (!released) {
+      if (seen.has(key)) return;
+      seen.add(key);
+    }
     const target =
       namespace === undefined ? undefined : (options.namespaceMapping.get(namespace) ?? namespace);
     // The bucket is not trusted: the path decides where an object goes, and an object that
@@ -380,8 +404,32 @@ export async function restoreK8s(options: K8sRestoreOptions): Promise<K8sRestore
     const plainName = resource.split('.')[0]!;
     if (options.includeResources.length && ![resource, plainName].some(includeResource)) return;
     if ([resource, plainName].some(excludeResource)) return;
-    inBackup[resource] = (inBackup[resource] ?? 0) + 1;
+    // Filed under cluster/: a namespaced kind there is refused below, not left out here.
+    const clusterScoped =
+      namespace === undefined && resource !== 'namespaces' && !resources.get(resource)?.namespaced;
     const source = parseObject(text);
+    if (clusterScoped && !released && resource !== snapshotContents) {
+      if (clusterScope === 'none') return;
+      if (source && resource === customResourceDefinitions && clusterScope === 'needed') {
+        heldCrds.set(name, { entry, text });
+        return;
+      }
+      const claimRef = (source?.spec as { claimRef?: { namespace?: string; name?: string } } | undefined)
+        ?.claimRef;
+      if (source && resource === 'persistentvolumes' && claimRef?.name) {
+        const policy = (source.spec as { persistentVolumeReclaimPolicy?: string })
+          .persistentVolumeReclaimPolicy;
+        heldPvs.set(`${claimRef.namespace}/${claimRef.name}`, {
+          entry,
+          text,
+          name,
+          retain: policy === undefined || policy === 'Retain',
+        });
+        return;
+      }
+      if (clusterScope === 'needed') return;
+    }
+    inBackup[resource] = (inBackup[resource] ?? 0) + 1;
     if (!source) return refuse('not a Kubernetes object (JSON with metadata.name)');
     if (source.metadata.name !== name)
       return refuse(`metadata.name is '${source.metadata.name}', but the path names it '${name}'`);
@@ -390,14 +438,40 @@ export async function restoreK8s(options: K8sRestoreOptions): Promise<K8sRestore
       record({ resource, namespace: target, name, outcome: 'skipped', reason: why });
       return;
     }
+    const controlled = controllerOf(source) ? { controlled: true } : {};
+    if (
+      resource === 'persistentvolumes' &&
+      !options.restorePvsWithoutSnapshot &&
+      (source.spec as { persistentVolumeReclaimPolicy?: string } | undefined)
+        ?.persistentVolumeReclaimPolicy === 'Delete'
+    ) {
+      reprovisioned.add(name);
+      record({
+        resource,
+        name,
+        outcome: 'skipped',
+        reason:
+          'reclaim policy Delete and no snapshot: restored, it would let the cluster delete the disk it names; its claim gets a new volume (restore-pvs-without-snapshot: true restores it)',
+      });
+      return;
+    }
+    const crd = heldCrds.get(resource);
+    if (crd) {
+      heldCrds.delete(resource);
+      await handle(crd.entry, crd.text, true);
+    }
     const r = await resourceFor(resource);
     if (!r) {
       record({
         resource,
         namespace: target,
         name,
-        outcome: 'failed',
-        reason: `the cluster does not serve ${resource}`,
+        ...(options.dryRun
+          ? {
+              outcome: 'unvalidated',
+              reason: `dry run: not validated, the cluster does not serve ${resource} (yet: its CRD is created by the restore)`,
+            }
+          : { outcome: 'failed', reason: `the cluster does not serve ${resource}` }),
       });
       return;
     }
@@ -427,7 +501,11 @@ export async function restoreK8s(options: K8sRestoreOptions): Promise<K8sRestore
       });
       return;
     }
-    const obj = prepare(resource, source, namespace, options.namespaceMapping, backupId);
+    const obj = prepare(resource, source, namespace, {
+      mapping: options.namespaceMapping,
+      backupId,
+      nodePorts: options.onlyMappedNamespaces ? 'none' : options.preserveNodePorts ? 'all' : 'explicit',
+    });
     if (resource === volumeSnapshots) {
       const bound = (source.status as { boundVolumeSnapshotContentName?: string } | undefined)
         ?.boundVolumeSnapshotContentName;
@@ -502,6 +580,11 @@ export async function restoreK8s(options: K8sRestoreOptions): Promise<K8sRestore
     }
     if (resource === 'persistentvolumeclaims' && namespace) {
       const snapshot = pvcSnapshots.get(`${namespace}/${name}`);
+      // Its volume first, bound anew to it (or, without a snapshot and with reclaim policy
+      // Delete, not at all: the claim gets a new one).
+      await releaseVolumeOf(`${namespace}/${name}`, Boolean(snapshot));
+      const volumeName = (obj.spec as { volumeName?: string } | undefined)?.volumeName;
+      if (volumeName && reprovisioned.has(volumeName)) delete obj.spec!.volumeName;
       if (snapshot) {
         // A new volume provisioned from the backup's snapshot.
         obj.spec = {
@@ -518,12 +601,18 @@ export async function restoreK8s(options: K8sRestoreOptions): Promise<K8sRestore
           resource,
           namespace: target,
           name: obj.metadata.name,
-          outcome: 'created',
+          outcome: 'unvalidated',
           reason: `dry run: not validated, the namespace ${target} does not exist yet`,
         });
         return;
       }
-      record({ resource, namespace: target, name: obj.metadata.name, outcome: await apply(r, obj, target) });
+      record({
+        resource,
+        namespace: target,
+        name: obj.metadata.name,
+        outcome: await apply(r, obj, target),
+        ...controlled,
+      });
     } catch (error) {
       if (options.signal?.aborted) throw error;
       const skipped = error instanceof Skip;
@@ -533,8 +622,28 @@ export async function restoreK8s(options: K8sRestoreOptions): Promise<K8sRestore
         name: obj.metadata.name,
         outcome: skipped ? 'skipped' : 'failed',
         reason: skipped ? error.message : messageOf(error),
+        ...controlled,
       });
     }
+  };
+  /**
+   * PVs whose claim was not restored: with clusterScope all, those that keep their disk
+   * (Retain) are restored (Released, as they were left); the others are not, since the
+   * controller would recycle or delete the disk of a volume whose claim is gone.
+   */
+  const settleHeldVolumes = async () => {
+    for (const [claim, held] of heldPvs) {
+      if (clusterScope !== 'all') continue;
+      if (held.retain) await handle(held.entry, held.text, true);
+      else
+        record({
+          resource: 'persistentvolumes',
+          name: held.name,
+          outcome: 'skipped',
+          reason: `its claim ${claim} is not restored: bound to a missing claim, the cluster would recycle or delete its disk (reclaim policy not Retain)`,
+        });
+    }
+    heldPvs.clear();
   };
   if (options.veleroFile) {
     // Velero's archive is not in restore order: read it once per priority resource, then
@@ -573,8 +682,11 @@ export async function restoreK8s(options: K8sRestoreOptions): Promise<K8sRestore
     });
     await forEachEntry(plain, (entry, text) => handle(entry, text()));
   }
+  await settleHeldVolumes();
   if (options.dryRun) {
-    logger.info('dry run: every object was sent with dryRun=All; the server validated it and stored nothing');
+    logger.info(
+      `dry run: the objects were sent with dryRun=All; the server validated them and stored nothing${counts.unvalidated ? `; ${counts.unvalidated} could not be validated (their namespace or CRD is created by the restore itself): see the report` : ''}`,
+    );
   }
   return { objects: results, counts, byResource, inBackup };
 }

@@ -9,7 +9,7 @@ import { type CheckRow, failed, passed } from '../verify/checks.ts';
 import type { K8sFacts } from './backup.ts';
 import { type KubeClient, KubeError } from './client.ts';
 import { collectionPath, discover, qualifiedName } from './discovery.ts';
-import { restoredLabel, restoreK8s } from './restore.ts';
+import { restoreK8s } from './restore.ts';
 
 /** What a killed k8s verification leaves: throwaway namespaces to delete. */
 export interface K8sLeftovers {
@@ -30,6 +30,8 @@ export interface K8sVerifyOptions {
   signal?: AbortSignal;
   progressIntervalMs?: number;
 }
+
+const restoredOutcomes = new Set(['created', 'updated', 'recreated']);
 
 /** A throwaway name for a namespace: `<name>-lbv-<random>`, within the 63-character limit. */
 export function throwawayNamespace(name: string, suffix: string): string {
@@ -106,31 +108,40 @@ export async function verifyK8s(options: K8sVerifyOptions) {
       const r = served.get(resource);
       if (!r?.namespaced) continue;
       const expected = facts.counts.byResource[resource];
-      const restored = result.byResource[resource] ?? 0;
-      let found = 0;
-      for (const ns of namespaces) {
-        const list = await client.get<{ items: unknown[] }>(
-          `${collectionPath(r, ns)}?labelSelector=${encodeURIComponent(`${restoredLabel}=${manifest.id}`)}`,
+      const mine = result.objects.filter((o) => o.resource === resource);
+      const restored = mine.filter((o) => restoredOutcomes.has(o.outcome));
+      // What a controller owned in the backup (a ReplicaSet's Pods, a Deployment's
+      // ReplicaSets) the controllers may replace or adopt: restored, but not required to stay.
+      const required = restored.filter((o) => !o.controlled);
+      const present = new Set<string>();
+      for (const ns of new Set(required.map((o) => o.namespace!))) {
+        const list = await client.get<{ items: { metadata: { name: string } }[] }>(
+          collectionPath(r, ns),
           options.signal,
         );
-        found += list.items.length;
+        for (const item of list.items) present.add(`${ns}/${item.metadata.name}`);
       }
+      const missing = required.filter((o) => !present.has(`${o.namespace}/${o.name}`));
       const label = `objects: ${resource}`;
-      const skippedHere = result.objects.filter(
-        (o) => o.resource === resource && o.outcome === 'skipped',
-      ).length;
+      const skippedHere = mine.filter((o) => o.outcome === 'skipped').length;
+      const controlled = restored.length - required.length;
       const problems = [
         expected !== undefined && inBackup !== expected
           ? `the archive holds ${inBackup}, the manifest records ${expected}`
           : '',
-        found !== restored ? `${restored} restored but ${found} found in the cluster` : '',
+        missing.length
+          ? `${missing.length} of ${required.length} restored are not in the cluster (${missing
+              .slice(0, 3)
+              .map((o) => `${o.namespace}/${o.name}`)
+              .join(', ')})`
+          : '',
       ].filter(Boolean);
       checks.push(
         problems.length
           ? failed(label, problems.join('; '))
           : passed(
               label,
-              `${inBackup} in the backup, ${found} restored and found${skippedHere ? `, ${skippedHere} skipped by rule` : ''}`,
+              `${inBackup} in the backup, ${required.length} restored and found${controlled ? `, ${controlled} owned by controllers (restored, left to them)` : ''}${skippedHere ? `, ${skippedHere} skipped by rule` : ''}`,
             ),
       );
     }

@@ -288,10 +288,7 @@ describe('a real control plane (kube-apiserver v1.20.2)', { skip }, () => {
     test('restore-k8s creates every object without a failure', () => {
       assert.deepEqual(
         result.objects
-          // A race tracked by its own test below: Pods right after the restore made the namespace.
-          .filter(
-            (o) => o.outcome === 'failed' && !(o.resource === 'pods' && noTokenYet.test(o.reason ?? '')),
-          )
+          .filter((o) => o.outcome === 'failed')
           .map((o) => `${o.resource} ${o.namespace ?? ''}/${o.name}: ${o.reason}`),
         [],
       );
@@ -394,9 +391,9 @@ describe('a real control plane (kube-apiserver v1.20.2)', { skip }, () => {
     });
   });
 
-  test('Pods restored into a namespace the restore itself just created', {
-    todo: 'known race: until the token controller has run, kube-apiserver refuses them (500 ServerTimeout: No API token found for service account "default"); restore-k8s neither waits nor retries',
-  }, async () => {
+  // Until the token controller has run, kube-apiserver refuses them (500 ServerTimeout: No API
+  // token found for service account "default"): restore-k8s retries what the server asks to.
+  test('Pods restored into a namespace the restore itself just created', async () => {
     await client.request('POST', '/api/v1/namespaces', { metadata: { name: 'solo' } });
     for (let i = 0; i < 3; i++) {
       const pod = {

@@ -244,7 +244,12 @@ describe('restore', () => {
     ]);
     fake.seed('', 'secrets', [
       {
-        metadata: { name: 'default-token-x', namespace: 'shop' },
+        // As the token controller names and annotates them.
+        metadata: {
+          name: 'default-token-x7k2p',
+          namespace: 'shop',
+          annotations: { 'kubernetes.io/service-account.name': 'default' },
+        },
         type: 'kubernetes.io/service-account-token',
         data: {},
       },
@@ -305,7 +310,7 @@ describe('restore', () => {
     );
     assert.match(reasons['pods/migrate-1']!, /finished pod/);
     assert.match(reasons['jobs.batch/done']!, /finished job/);
-    assert.match(reasons['secrets/default-token-x']!, /service-account token/);
+    assert.match(reasons['secrets/default-token-x7k2p']!, /service-account token/);
     assert.match(reasons['events/web.1']!, /never restored/);
     assert.ok(fake.objects.has('/namespaces//shop-restored'));
     assert.equal(result.byResource['deployments.apps'], 1);
