@@ -1,8 +1,10 @@
 /**
- * backup-k8s through the built bundle, as a runner runs it: against the fake kube-apiserver,
- * or — when LIFEBOAT_E2E_KUBECONFIG names a real cluster's kubeconfig (the e2e-kind
- * workflow) — against that cluster. Objects are created through the API in a namespace of
- * this run, backed up, and read back from the archive with standard tools.
+ * backup-k8s, restore and verify-restore through the built bundle, as a runner runs them:
+ * against the project's real control plane (kube-apiserver + kube-controller-manager v1.20.2,
+ * test/harness/kube-cluster.ts) when its binaries are built, else — saying so — against the
+ * fake kube-apiserver; or, when LIFEBOAT_E2E_KUBECONFIG names a cluster's kubeconfig (the
+ * e2e-kind workflow), against that cluster. Objects are created through the API in a
+ * namespace of this run, backed up, and read back from the archive with standard tools.
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -11,10 +13,12 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { KubeClient } from '../../shared/k8s/client.ts';
 import { type FakeKube, fakeKubeconfig, startFakeKube } from '../fakes/kube-apiserver.ts';
+import { type KubeCluster, kubeBinaries, startKubeCluster } from '../harness/kube-cluster.ts';
 import { errorLines, runAction, runCli } from '../harness/runner.ts';
 import { tempDir } from '../harness/servers.ts';
 
 let fake: FakeKube | undefined;
+let real: KubeCluster | undefined;
 let work: string;
 let kubeconfig: string;
 const namespace = `lifeboat-e2e-${process.pid}`;
@@ -23,8 +27,15 @@ before(async () => {
   work = await tempDir('k8s-e2e');
   kubeconfig = process.env.LIFEBOAT_E2E_KUBECONFIG ?? path.join(work, 'kubeconfig');
   if (!process.env.LIFEBOAT_E2E_KUBECONFIG) {
-    fake = await startFakeKube();
-    await fs.writeFile(kubeconfig, fakeKubeconfig(fake.url));
+    const found = kubeBinaries();
+    if (found.binaries) {
+      real = await startKubeCluster();
+      kubeconfig = real.kubeconfig;
+    } else {
+      console.log(`# e2e k8s: against the fake kube-apiserver, no real control plane: ${found.reason}`);
+      fake = await startFakeKube();
+      await fs.writeFile(kubeconfig, fakeKubeconfig(fake.url));
+    }
   }
   const client = await KubeClient.open(kubeconfig);
   await client.request('POST', '/api/v1/namespaces', {
@@ -61,6 +72,7 @@ after(async () => {
     await client.request('DELETE', `/api/v1/namespaces/${namespace}`).catch(() => {});
   }
   await fake?.stop();
+  await real?.stop();
   await fs.rm(work, { recursive: true, force: true });
 });
 
