@@ -1,12 +1,17 @@
-import fs from 'node:fs';
+/**
+ * The Kubernetes API client: KubeError, and KubeClient's requests with raw JSON, their
+ * credentials (renewed as they expire and once after a 401), and the retries of 429 and
+ * Retry-After answers. The kubeconfig comes from kubeconfig.ts, OIDC tokens from oidc.ts and
+ * proxies from proxy.ts.
+ */
 import http from 'node:http';
 import https from 'node:https';
-import net from 'node:net';
-import path from 'node:path';
 import type { Duplex } from 'node:stream';
-import tls from 'node:tls';
 import type { Cluster, Context, KubeConfig, User } from '@kubernetes/client-node';
 import { messageOf, UserError } from '../errors.ts';
+import { execUser, loadKubeconfig } from './kubeconfig.ts';
+import { OidcTokens } from './oidc.ts';
+import { clusterProxy, proxyAuthorization, proxyFromEnvironment, tunnel } from './proxy.ts';
 
 /** A Kubernetes API error: the Status the server answered with. */
 export class KubeError extends Error {
@@ -101,10 +106,8 @@ export class KubeClient {
   }
 
   /**
-   * From a kubeconfig file (the `kubeconfig` input, a single file), else the files of
-   * KUBECONFIG merged as kubectl merges them (the first file to set a value wins; missing
-   * files are skipped), else ~/.kube/config, or in-cluster when none exists and the pod has a
-   * service account.
+   * From the kubeconfig kubectl would use (see loadKubeconfig): the `kubeconfig` file, else
+   * KUBECONFIG's files merged, else ~/.kube/config, else in-cluster.
    */
   static async open(
     kubeconfig?: string,
@@ -112,65 +115,10 @@ export class KubeClient {
     options: KubeClientOptions = {},
   ): Promise<KubeClient> {
     const { KubeConfig } = await import('@kubernetes/client-node');
-    const kc = new KubeConfig();
-    const fromEnv = [...new Set((process.env.KUBECONFIG ?? '').split(path.delimiter).filter(Boolean))];
-    const files = kubeconfig ? [kubeconfig] : fromEnv.length ? fromEnv : [`${process.env.HOME}/.kube/config`];
-    const present = files.filter((file) => fs.existsSync(file));
-    /** The folder of the file each user came from: an exec plugin's relative command is resolved there. */
-    const userDirs = new Map<string, string>();
-    if (present.length) loadMerged(kc, present, userDirs, () => new KubeConfig());
-    else if (kubeconfig)
-      throw new UserError(`kubeconfig: no kubeconfig at ${kubeconfig}; give the path of a kubeconfig file`);
-    else if (process.env.KUBERNETES_SERVICE_HOST) kc.loadFromCluster();
-    else
-      throw new UserError(
-        `kubeconfig: no kubeconfig at ${files.join(', ')}${fromEnv.length ? ' (KUBECONFIG)' : ''} and not running in a cluster; give the kubeconfig input or set KUBECONFIG`,
-      );
-    if (context) {
-      if (!kc.getContextObject(context))
-        throw new UserError(
-          `context: '${context}' is not in the kubeconfig; it has: ${kc
-            .getContexts()
-            .map((c) => c.name)
-            .join(', ')}`,
-        );
-      kc.setCurrentContext(context);
-    }
-    if (!kc.getCurrentContext())
-      throw new UserError('kubeconfig: no current-context is set; give the context input');
-    const ctx = kc.getContextObject(kc.getCurrentContext());
-    if (!ctx)
-      throw new UserError(`kubeconfig: the current context '${kc.getCurrentContext()}' is not defined`);
-    const cluster = kc.getCurrentCluster();
-    if (!cluster) throw new UserError('kubeconfig: the current context names no cluster');
-    let server: URL;
-    try {
-      server = new URL(cluster.server);
-    } catch {
-      throw new UserError(`kubeconfig: cluster '${cluster.name}': server is not a URL`);
-    }
-    if (server.protocol !== 'https:' && server.protocol !== 'http:')
-      throw new UserError(`kubeconfig: cluster '${cluster.name}': server must be an https:// or http:// URL`);
-
-    let proxy: URL | undefined;
-    let socks = false;
-    if (cluster.proxyUrl) {
-      try {
-        proxy = new URL(cluster.proxyUrl);
-      } catch {
-        throw new UserError(`kubeconfig: cluster '${cluster.name}': proxy-url is not a URL`);
-      }
-      socks = /^socks/.test(proxy.protocol);
-      if (socks) proxy = undefined;
-      else if (proxy.protocol !== 'http:' && proxy.protocol !== 'https:')
-        throw new UserError(
-          `kubeconfig: cluster '${cluster.name}': proxy-url must be http://, https:// or socks5://`,
-        );
-    }
-
-    const user = kc.getCurrentUser();
+    const { cluster, user, userDir } = await loadKubeconfig(kubeconfig, context);
+    const { proxy, socks } = clusterProxy(cluster);
     const oidc = user?.authProvider?.name === 'oidc' ? new OidcTokens(user) : undefined;
-    let authUser: User = user ? execUser(user, cluster, userDirs.get(user.name)) : { name: 'anonymous' };
+    let authUser: User = user ? execUser(user, cluster, userDir) : { name: 'anonymous' };
     if (oidc) authUser = { ...authUser, authProvider: undefined };
     // The KubeConfig that only authenticates: its cluster is the real one (CA, tls-server-name,
     // insecure-skip-tls-verify) but always https (client-node refuses plain http unless TLS
@@ -344,7 +292,8 @@ export class KubeClient {
       ...(payload ? { 'content-type': 'application/json', 'content-length': String(payload.length) } : {}),
     };
     const proxy = creds.agent ? undefined : (this.proxy ?? proxyFromEnvironment(url));
-    const via = proxy ? ` through the proxy ${shown(proxy)}` : '';
+    // The proxy's origin: without its user and password.
+    const via = proxy ? ` through the proxy ${proxy.origin}` : '';
     const unreachable = (error: Error) =>
       signal?.aborted
         ? error
@@ -369,7 +318,7 @@ export class KubeClient {
     } else {
       let socket: Duplex;
       try {
-        socket = await tunnel(proxy, url, creds.tls, signal);
+        socket = await tunnel(proxy, url, tlsOptions(creds.tls), signal);
       } catch (error) {
         throw unreachable(error as Error);
       }
@@ -393,224 +342,6 @@ export class KubeClient {
       req.end(payload);
     });
   }
-}
-
-/** Reads the files in order and merges them as kubectl does: the first to name a cluster, user or context, or to set current-context, wins. */
-function loadMerged(
-  kc: KubeConfig,
-  files: string[],
-  userDirs: Map<string, string>,
-  fresh: () => KubeConfig,
-): void {
-  const clusters = new Map<string, Cluster>();
-  const users = new Map<string, User>();
-  const contexts = new Map<string, Context>();
-  let current: string | undefined;
-  for (const file of files) {
-    const one = fresh();
-    try {
-      // A file with nothing in it is an empty config to kubectl, not an error.
-      if (!fs.readFileSync(file, 'utf8').replace(/#.*$/gm, '').trim()) continue;
-      one.loadFromFile(file);
-    } catch (error) {
-      const e = error as { name?: string; reason?: string; mark?: { line?: number } };
-      // js-yaml's message quotes the file around the fault, and a kubeconfig holds secrets.
-      const why =
-        e.name === 'YAMLException'
-          ? `not valid YAML (${e.reason ?? 'syntax error'}${e.mark?.line !== undefined ? ` at line ${e.mark.line + 1}` : ''})`
-          : messageOf(error);
-      throw new UserError(`kubeconfig: cannot read ${file}: ${why}`);
-    }
-    for (const c of one.getClusters()) if (!clusters.has(c.name)) clusters.set(c.name, c);
-    for (const u of one.getUsers())
-      if (!users.has(u.name)) {
-        users.set(u.name, u);
-        userDirs.set(u.name, path.dirname(path.resolve(file)));
-      }
-    for (const c of one.getContexts()) if (!contexts.has(c.name)) contexts.set(c.name, c);
-    current ||= one.getCurrentContext() || undefined;
-  }
-  kc.loadFromOptions({
-    clusters: [...clusters.values()],
-    users: [...users.values()],
-    contexts: [...contexts.values()],
-    currentContext: current,
-  });
-}
-
-/**
- * The user as client-go runs its exec plugin: a relative command with a slash is resolved
- * from the kubeconfig's folder, and KUBERNETES_EXEC_INFO tells the plugin what is asked.
- */
-function execUser(user: User, cluster: Cluster, dir: string | undefined): User {
-  const exec = user.exec as
-    | {
-        command?: string;
-        env?: { name: string; value: string }[] | null;
-        apiVersion?: string;
-        provideClusterInfo?: boolean;
-      }
-    | undefined
-    | null;
-  if (!exec) return user;
-  let command = exec.command;
-  if (command && dir && !path.isAbsolute(command) && command.includes('/')) command = path.join(dir, command);
-  let ca = cluster.caData;
-  if (!ca && cluster.caFile) {
-    try {
-      ca = fs.readFileSync(cluster.caFile).toString('base64');
-    } catch {}
-  }
-  const info = {
-    apiVersion: exec.apiVersion ?? 'client.authentication.k8s.io/v1beta1',
-    kind: 'ExecCredential',
-    spec: {
-      interactive: false,
-      ...(exec.provideClusterInfo
-        ? {
-            cluster: {
-              server: cluster.server,
-              ...(cluster.tlsServerName ? { 'tls-server-name': cluster.tlsServerName } : {}),
-              ...(ca ? { 'certificate-authority-data': ca } : {}),
-              ...(cluster.skipTLSVerify ? { 'insecure-skip-tls-verify': true } : {}),
-              ...(cluster.proxyUrl ? { 'proxy-url': cluster.proxyUrl } : {}),
-            },
-          }
-        : {}),
-    },
-  };
-  const env = [...(exec.env ?? []), { name: 'KUBERNETES_EXEC_INFO', value: JSON.stringify(info) }];
-  return { ...user, exec: { ...exec, command, env } };
-}
-
-/**
- * An OIDC auth-provider's id-token, refreshed as client-go's oidc provider does: used until 10 s
- * before its `exp`, then exchanged with the refresh-token at the issuer's token endpoint
- * (found by OpenID discovery, trusting idp-certificate-authority(-data) when given). The new
- * tokens are kept in memory; unlike kubectl, the kubeconfig file is not rewritten.
- * (@kubernetes/client-node 2.0.1's own refresh fails: it hands openid-client a string for a URL.)
- */
-class OidcTokens {
-  private readonly user: string;
-  private readonly config: Record<string, string | undefined>;
-  private idToken: string | undefined;
-  private refreshToken: string | undefined;
-  private stale = false;
-  private tokenEndpoint: string | undefined;
-
-  constructor(user: User) {
-    this.user = user.name;
-    this.config = (user.authProvider as { config?: Record<string, string> }).config ?? {};
-    this.idToken = this.config['id-token'];
-    this.refreshToken = this.config['refresh-token'];
-  }
-
-  /** After a 401: the id-token is refreshed before it is sent again. */
-  expire(): void {
-    this.stale = true;
-  }
-
-  async token(): Promise<string> {
-    const exp = this.idToken ? jwtExpiry(this.idToken) : 0;
-    if (this.idToken && !this.stale && (exp === undefined || exp * 1000 > Date.now() + 10_000))
-      return this.idToken;
-    const why = this.stale ? 'the server refused it' : this.idToken ? 'it expired' : 'there is none';
-    const fail = (what: string) =>
-      new UserError(`kubeconfig: user '${this.user}': cannot refresh the OIDC id-token (${why}): ${what}`);
-    const issuer = this.config['idp-issuer-url'];
-    const clientId = this.config['client-id'];
-    if (!this.refreshToken || !issuer || !clientId)
-      throw fail('refreshing needs refresh-token, idp-issuer-url and client-id in its auth-provider config');
-    const ca = this.config['idp-certificate-authority']
-      ? fs.readFileSync(this.config['idp-certificate-authority'])
-      : this.config['idp-certificate-authority-data']
-        ? Buffer.from(this.config['idp-certificate-authority-data'], 'base64')
-        : undefined;
-    if (!this.tokenEndpoint) {
-      const discovery = await fetchJson(`${issuer.replace(/\/$/, '')}/.well-known/openid-configuration`, ca);
-      const endpoint = (discovery.json as { token_endpoint?: unknown } | undefined)?.token_endpoint;
-      if (discovery.code !== 200 || typeof endpoint !== 'string')
-        throw fail(
-          `the issuer's OpenID discovery answered ${discovery.code || discovery.error} without a token_endpoint`,
-        );
-      this.tokenEndpoint = endpoint;
-    }
-    const form = new URLSearchParams({ grant_type: 'refresh_token', refresh_token: this.refreshToken });
-    const headers: Record<string, string> = { 'content-type': 'application/x-www-form-urlencoded' };
-    const secret = this.config['client-secret'];
-    if (secret)
-      headers.authorization = `Basic ${Buffer.from(`${encodeURIComponent(clientId)}:${encodeURIComponent(secret)}`).toString('base64')}`;
-    else form.set('client_id', clientId);
-    const answer = await fetchJson(this.tokenEndpoint, ca, {
-      method: 'POST',
-      headers,
-      body: form.toString(),
-    });
-    const body = (answer.json ?? {}) as { id_token?: unknown; refresh_token?: unknown; error?: unknown };
-    if (answer.code !== 200)
-      throw fail(
-        `the token endpoint answered ${answer.code || answer.error}${typeof body.error === 'string' ? ` (${body.error.slice(0, 100)})` : ''}`,
-      );
-    if (typeof body.id_token !== 'string') throw fail('the token endpoint gave no id_token');
-    this.idToken = body.id_token;
-    if (typeof body.refresh_token === 'string') this.refreshToken = body.refresh_token;
-    this.stale = false;
-    return this.idToken;
-  }
-}
-
-/** A JWT's exp claim (seconds), or undefined when it has none or is no JWT. */
-function jwtExpiry(token: string): number | undefined {
-  try {
-    const exp = (
-      JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString()) as { exp?: unknown }
-    ).exp;
-    return typeof exp === 'number' ? exp : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-/** One small JSON request (the OIDC issuer's), its status (0 when it could not be made) and JSON body. */
-function fetchJson(
-  url: string,
-  ca: Buffer | undefined,
-  init: { method?: string; headers?: Record<string, string>; body?: string } = {},
-): Promise<{ code: number; json?: unknown; error?: string }> {
-  return new Promise((resolve) => {
-    let target: URL;
-    try {
-      target = new URL(url);
-    } catch {
-      resolve({ code: 0, error: 'not a URL' });
-      return;
-    }
-    const transport = target.protocol === 'http:' ? http : https;
-    const req = transport.request(
-      target,
-      {
-        method: init.method ?? 'GET',
-        headers: { accept: 'application/json', ...init.headers },
-        ...(ca && target.protocol === 'https:' ? { ca } : {}),
-        timeout: 30_000,
-      },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('error', (error) => resolve({ code: 0, error: error.message }));
-        res.on('end', () => {
-          let json: unknown;
-          try {
-            json = JSON.parse(Buffer.concat(chunks).toString('utf8'));
-          } catch {}
-          resolve({ code: res.statusCode ?? 0, json });
-        });
-      },
-    );
-    req.on('timeout', () => req.destroy(new Error('no answer in 30 s')));
-    req.on('error', (error) => resolve({ code: 0, error: `cannot reach ${target.host}: ${error.message}` }));
-    req.end(init.body);
-  });
 }
 
 /** A failure to get credentials, named without anything the plugin printed on stdout (the secret). */
@@ -672,133 +403,4 @@ function pause(ms: number, signal: AbortSignal | undefined): Promise<void> {
     if (signal?.aborted) aborted();
     else signal?.addEventListener('abort', aborted, { once: true });
   });
-}
-
-/** The proxy without its user and password, for messages. */
-function shown(proxy: URL): string {
-  return `${proxy.protocol}//${proxy.host}`;
-}
-
-function proxyAuthorization(proxy: URL): Record<string, string> {
-  if (!proxy.username && !proxy.password) return {};
-  const pair = `${decodeURIComponent(proxy.username)}:${decodeURIComponent(proxy.password)}`;
-  return { 'proxy-authorization': `Basic ${Buffer.from(pair).toString('base64')}` };
-}
-
-const bare = (host: string) => host.replace(/^\[|\]$/g, '');
-
-/** A TLS connection to `target` through an HTTP CONNECT tunnel of the proxy. */
-function tunnel(proxy: URL, target: URL, t: TlsMaterial, signal: AbortSignal | undefined): Promise<Duplex> {
-  const authority = `${target.hostname}:${target.port || 443}`;
-  return new Promise((resolve, reject) => {
-    const req = (proxy.protocol === 'https:' ? https : http).request({
-      host: bare(proxy.hostname),
-      port: proxy.port || (proxy.protocol === 'https:' ? 443 : 80),
-      method: 'CONNECT',
-      path: authority,
-      headers: { host: authority, ...proxyAuthorization(proxy) },
-      agent: false,
-      signal,
-    });
-    req.once('connect', (res, socket, head) => {
-      if (res.statusCode !== 200) {
-        socket.destroy();
-        reject(
-          new Error(
-            `the proxy answered ${res.statusCode} ${res.statusMessage ?? ''} to CONNECT ${authority}`,
-          ),
-        );
-        return;
-      }
-      if (head.length) socket.unshift(head);
-      const host = bare(target.hostname);
-      const secure = tls.connect({
-        ...tlsOptions(t),
-        socket,
-        host,
-        servername: t.servername ?? (net.isIP(host) ? undefined : host),
-      });
-      resolve(secure);
-    });
-    req.once('error', reject);
-    req.end();
-  });
-}
-
-/**
- * The proxy of HTTPS_PROXY (https servers) or HTTP_PROXY (http servers), upper case first, as
- * Go's net/http reads them: never for localhost or loopback addresses, nor for a host that
- * NO_PROXY names (`*`, IPs, CIDRs, domains with their subdomains, each with an optional port).
- */
-export function proxyFromEnvironment(target: URL, env: NodeJS.ProcessEnv = process.env): URL | undefined {
-  const name = target.protocol === 'https:' ? 'HTTPS_PROXY' : 'HTTP_PROXY';
-  const raw = env[name] || env[name.toLowerCase()];
-  if (!raw) return undefined;
-  const host = bare(target.hostname).toLowerCase();
-  const port = target.port || (target.protocol === 'https:' ? '443' : '80');
-  if (host === 'localhost') return undefined;
-  const ip = net.isIP(host);
-  if (ip && loopback(host)) return undefined;
-  for (let entry of (env.NO_PROXY || env.no_proxy || '').split(',')) {
-    entry = entry.trim().toLowerCase();
-    if (!entry) continue;
-    if (entry === '*') return undefined;
-    const cidr = /^(.+)\/(\d+)$/.exec(entry);
-    if (cidr && net.isIP(cidr[1]!)) {
-      if (ip) {
-        const list = new net.BlockList();
-        const family = net.isIP(cidr[1]!) === 4 ? 'ipv4' : 'ipv6';
-        try {
-          list.addSubnet(cidr[1]!, Number(cidr[2]), family);
-          if (list.check(host, ip === 4 ? 'ipv4' : 'ipv6')) return undefined;
-        } catch {}
-      }
-      continue;
-    }
-    let entryHost = entry;
-    let entryPort = '';
-    const withPort = /^(\[[^\]]*\]|[^:]*):(\d+)$/.exec(entry);
-    if (withPort) {
-      entryHost = bare(withPort[1]!);
-      entryPort = withPort[2]!;
-      if (!entryHost) continue;
-    }
-    if (entryPort && entryPort !== port) continue;
-    if (net.isIP(entryHost)) {
-      if (ip && sameIp(entryHost, host)) return undefined;
-      continue;
-    }
-    if (entryHost.startsWith('*.')) entryHost = entryHost.slice(1);
-    if (
-      entryHost.startsWith('.')
-        ? host.endsWith(entryHost)
-        : host === entryHost || host.endsWith(`.${entryHost}`)
-    )
-      return undefined;
-  }
-  try {
-    const proxy = new URL(/^[a-z][a-z0-9+.-]*:\/\//i.test(raw) ? raw : `http://${raw}`);
-    if (proxy.protocol !== 'http:' && proxy.protocol !== 'https:')
-      throw new UserError(`${name}: Lifeboat's Kubernetes client takes http:// and https:// proxies only`);
-    return proxy;
-  } catch (error) {
-    if (error instanceof UserError) throw error;
-    throw new UserError(`${name}: not a proxy URL`);
-  }
-}
-
-function loopback(ip: string): boolean {
-  if (net.isIP(ip) === 4) return ip.startsWith('127.');
-  const list = new net.BlockList();
-  list.addAddress('::1', 'ipv6');
-  list.addSubnet('::ffff:127.0.0.0', 104, 'ipv6');
-  return list.check(ip, 'ipv6');
-}
-
-function sameIp(a: string, b: string): boolean {
-  const family = net.isIP(a);
-  if (family !== net.isIP(b)) return false;
-  const list = new net.BlockList();
-  list.addAddress(a, family === 4 ? 'ipv4' : 'ipv6');
-  return list.check(b, family === 4 ? 'ipv4' : 'ipv6');
 }

@@ -17,7 +17,8 @@ import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import YAML from 'yaml';
 import { UserError } from '../../shared/errors.ts';
-import { KubeClient, KubeError, proxyFromEnvironment } from '../../shared/k8s/client.ts';
+import { KubeClient, KubeError } from '../../shared/k8s/client.ts';
+import { proxyFromEnvironment } from '../../shared/k8s/proxy.ts';
 import { type KubeCluster, kubeBinaries, startKubeCluster } from '../harness/kube-cluster.ts';
 import { tempDir } from '../harness/servers.ts';
 
@@ -563,7 +564,12 @@ describe('exec credential plugins', () => {
         runs.length <= Math.ceil(elapsed / lifetime) + 1 + unauthorized,
         `${runs.length} runs for ${requests} requests in ${elapsed} ms`,
       );
-      assert.ok(unauthorized <= 1, `${unauthorized} requests went out with an expired token`);
+      // A request sent just before its token expires can arrive just after: at most one such
+      // race per expiry, each retried with a fresh token (no request failed above).
+      assert.ok(
+        unauthorized <= Math.ceil(elapsed / lifetime),
+        `${unauthorized} requests went out with an expired token in ${elapsed} ms`,
+      );
       const tokens = new Set(seen.filter((s) => s.code === 200).map((s) => s.authorization));
       assert.ok(tokens.size >= 2, 'requests used renewed tokens');
       // client-go's KUBERNETES_EXEC_INFO, with the cluster (provideClusterInfo).
