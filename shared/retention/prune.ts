@@ -2,8 +2,12 @@ import { type BackupEntry, Catalog } from '../catalog/catalog.ts';
 import { parseBackupId } from '../catalog/ids.ts';
 import { deleteSnapshots, type SnapshotDeletion, type SnapshotRef, snapshotsOf } from '../ebs/delete.ts';
 import { ebsFacts } from '../ebs/snapshot.ts';
+import { messageOf } from '../errors.ts';
+import type { K8sFacts } from '../k8s/backup.ts';
+import { deleteVeleroFolder, veleroCopyOwner } from '../k8s/velero-layout.ts';
 import type { Logger } from '../pipeline/progress.ts';
 import { formatBytes } from '../pipeline/progress.ts';
+import { openStorage } from '../storage/open.ts';
 import { forEachLimit, type IncompleteUpload, type Storage, StorageError } from '../storage/storage.ts';
 import {
   type BackupFacts,
@@ -22,6 +26,8 @@ export interface PruneOptions {
   logger: Logger;
   signal?: AbortSignal;
   now?: () => Date;
+  /** Opens the storage of a k8s backup's Velero copy (default: openStorage, this environment). */
+  openVeleroStorage?: (url: string) => Storage;
 }
 
 export interface SetPrune {
@@ -35,6 +41,12 @@ export interface SetPrune {
   lockedObjects: string[];
   /** EBS backups: snapshots deleted (in every region), and those EC2 kept (in use by an AMI, locked). */
   snapshots: SnapshotDeletion;
+  /**
+   * k8s backups written with velero-storage: their Velero copies deleted (`<storage> backups/<name>/`),
+   * those already gone (a warning: Velero's garbage collection or a person deleted them), and
+   * those left in place (not the copy Lifeboat wrote, or the delete failed; each warned about).
+   */
+  veleroCopies: { deleted: string[]; missing: string[]; left: string[] };
   /**
    * Uploads a killed run left and nothing lists as objects (a folder storage's temporary
    * files, S3 multipart uploads): those older than the orphan grace are removed (in a dry
@@ -115,14 +127,64 @@ async function gather(
   return { entries: new Map(entries.map((e) => [e.id, e])), facts, orphans };
 }
 
-/** The EC2 snapshots of the doomed backups that are EBS backups, by backup id. */
+/**
+ * What the doomed backups keep outside the catalog, by backup id: the EC2 snapshots of EBS
+ * backups, and the Velero copies of k8s backups.
+ */
 async function ebsSnapshotsOf(catalog: Catalog, set: string, doomed: BackupEntry[]) {
   const refs = new Map<string, SnapshotRef[]>();
+  const velero = new Map<string, { storage: string; name: string }>();
   await forEachLimit(doomed, 16, async (entry) => {
     const manifest = await catalog.readManifest(set, entry.id);
     if (manifest.kind === 'ebs') refs.set(entry.id, snapshotsOf(ebsFacts(manifest)));
+    const copy = manifest.kind === 'k8s' ? (manifest.facts as unknown as K8sFacts).velero : undefined;
+    if (typeof copy?.storage === 'string' && typeof copy.name === 'string')
+      velero.set(entry.id, { storage: copy.storage, name: copy.name });
   });
-  return refs;
+  return { refs, velero };
+}
+
+/**
+ * Deletes the Velero copies of deleted k8s backups: every object under `backups/<name>/` of
+ * the copy's storage, once its velero-backup.json shows it is the copy Lifeboat wrote for that
+ * backup (the manifest names the storage, and whoever can write the catalog writes manifests:
+ * nothing else is deleted on its word). A copy already gone, or one that cannot be deleted, is
+ * a warning: the backup itself is gone by then.
+ */
+async function deleteVeleroCopies(
+  set: string,
+  copies: [string, { storage: string; name: string }][],
+  options: PruneOptions,
+): Promise<SetPrune['veleroCopies']> {
+  const result: SetPrune['veleroCopies'] = { deleted: [], missing: [], left: [] };
+  const open = options.openVeleroStorage ?? ((url: string) => openStorage(url));
+  for (const [id, copy] of copies) {
+    const where = `${copy.storage} backups/${copy.name}/`;
+    try {
+      const storage = open(copy.storage);
+      const owner = await veleroCopyOwner(storage, copy.name, set, id);
+      if (owner === 'missing') {
+        options.logger.warn(
+          `${set}/${id}: its Velero copy ${where} is gone already (Velero's garbage collection, or a person, deleted it)`,
+        );
+        result.missing.push(where);
+      } else if (owner === 'foreign') {
+        options.logger.warn(
+          `${set}/${id}: ${where} is not the Velero copy Lifeboat wrote for this backup (its velero-backup.json does not name it): left in place`,
+        );
+        result.left.push(where);
+      } else {
+        await deleteVeleroFolder(storage, copy.name);
+        result.deleted.push(where);
+      }
+    } catch (error) {
+      options.logger.warn(
+        `${set}/${id}: its Velero copy ${where} could not be deleted (${messageOf(error)}); delete that folder by hand (or let Velero's garbage collection take it when it expires)`,
+      );
+      result.left.push(where);
+    }
+  }
+  return result;
 }
 
 /**
@@ -173,9 +235,11 @@ export async function prune(options: PruneOptions): Promise<PruneReport> {
     let keptByLock = new Set<string>();
     let lockedObjects: string[] = [];
     const snapshots: SnapshotDeletion = { deleted: [], kept: [] };
+    let veleroCopies: SetPrune['veleroCopies'] = { deleted: [], missing: [], left: [] };
     if (!options.dryRun && (doomed.length > 0 || doomedOrphans.length > 0)) {
-      // EBS backups keep their data in EC2: read which snapshots before the manifests go.
-      const ebs = await ebsSnapshotsOf(catalog, set, doomed);
+      // EBS backups keep their data in EC2, k8s backups may have a Velero copy: read where
+      // before the manifests go.
+      const { refs: ebs, velero } = await ebsSnapshotsOf(catalog, set, doomed);
       const deleted = await catalog.deleteBackups([...doomed, ...doomedOrphans], options.signal);
       keptByLock = new Set(deleted.keptByLock);
       lockedObjects = deleted.lockedObjects;
@@ -201,6 +265,10 @@ export async function prune(options: PruneOptions): Promise<PruneReport> {
           `${set}: deleted ${snapshots.deleted.length} EBS snapshot(s)${snapshots.kept.length ? `, kept ${snapshots.kept.length} that EC2 would not delete (in use by an AMI or locked)` : ''}`,
         );
       }
+      const copies = [...velero].filter(([id]) => !keptByLock.has(id));
+      veleroCopies = await deleteVeleroCopies(set, copies, options);
+      if (veleroCopies.deleted.length)
+        options.logger.info(`${set}: deleted ${veleroCopies.deleted.length} Velero copy(ies)`);
     }
     report.sets.push({
       set,
@@ -210,6 +278,7 @@ export async function prune(options: PruneOptions): Promise<PruneReport> {
       keptByLock: [...keptByLock],
       lockedObjects,
       snapshots,
+      veleroCopies,
       incomplete: {
         removed: options.dryRun ? [] : deadUploads.map((u) => u.key),
         kept: incomplete.length - deadUploads.length,

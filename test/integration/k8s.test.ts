@@ -158,14 +158,17 @@ describe('a whole-cluster backup', () => {
 });
 
 describe('filters and paging', () => {
-  test('namespaces by glob: no cluster-scoped resources but the selected Namespace objects', async () => {
+  test('namespaces by glob: no cluster-scoped resources but the selected Namespace objects and the CRD of their custom resources', async () => {
     const archive = await entries(
       await backup('shops', { includeNamespaces: ['shop*'], excludeNamespaces: ['*-staging'] }),
     );
     const keys = [...archive.keys()];
     assert.ok(keys.includes('resources/namespaces/cluster/shop.json'));
     assert.ok(!keys.includes('resources/namespaces/cluster/kube-system.json'));
-    assert.ok(!keys.some((k) => k.includes('/cluster/') && !k.startsWith('resources/namespaces/')));
+    assert.deepEqual(
+      keys.filter((k) => k.includes('/cluster/') && !k.startsWith('resources/namespaces/')),
+      ['resources/customresourcedefinitions.apiextensions.k8s.io/cluster/widgets.example.com.json'],
+    );
     assert.ok(
       !keys.some((k) => k.includes('/namespaces/shop-staging/') || k.includes('/namespaces/kube-system/')),
     );
