@@ -1,6 +1,13 @@
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { InputCollector, parseChoice, parseDuration, parseInteger, warnInput } from '../action/inputs.ts';
+import {
+  InputCollector,
+  parseAutoBoolean,
+  parseChoice,
+  parseDuration,
+  parseInteger,
+  warnInput,
+} from '../action/inputs.ts';
 import { defineCommand, type InputReader } from '../action/spec.ts';
 import { totalBytes } from '../catalog/manifest.ts';
 import { UserError } from '../errors.ts';
@@ -125,15 +132,9 @@ export const backupK8sCommand = defineCommand<Options>({
         includeResources: splitList(read('include-resources')),
         excludeResources: splitList(read('exclude-resources')),
         labelSelector: read('label-selector')?.trim() || undefined,
-        includeClusterResources: c.field(() => {
-          const v = parseChoice(
-            'include-cluster-resources',
-            read('include-cluster-resources'),
-            ['auto', 'true', 'false'],
-            'auto',
-          );
-          return v === 'auto' ? 'auto' : v === 'true';
-        }),
+        includeClusterResources: c.field(() =>
+          parseAutoBoolean('include-cluster-resources', read('include-cluster-resources')),
+        ),
       },
       ...parseArtifactOptions(read, c),
       pageSize: c.field(() => parseInteger('page-size', read('page-size'), { min: 1, max: 10_000 }) ?? 500),
