@@ -22,6 +22,7 @@ import { Coalescer, chunkBytes } from '../pipeline/buffers.ts';
 import { Digest } from '../pipeline/digest.ts';
 import type { Logger } from '../pipeline/progress.ts';
 import { isNotFound, type Storage, StorageError } from '../storage/storage.ts';
+import type { K8sFilters } from './backup.ts';
 import type { ApiResource } from './discovery.ts';
 import { qualifiedName } from './discovery.ts';
 
@@ -50,18 +51,12 @@ export interface VeleroCopyFacts {
 }
 
 /** What the Backup object says besides its items: the filters and the cluster, as Lifeboat had them. */
-export interface VeleroBackupDetails {
+export interface VeleroBackupDetails extends K8sFilters {
   set: string;
   id: string;
   started: Date;
   completed: Date;
   cluster: { gitVersion: string; major?: string; minor?: string };
-  includeNamespaces: string[];
-  excludeNamespaces: string[];
-  includeResources: string[];
-  excludeResources: string[];
-  labelSelector?: string;
-  includeClusterResources: 'auto' | boolean;
 }
 
 const dnsLabel = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;

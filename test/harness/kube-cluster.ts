@@ -449,3 +449,27 @@ async function startOnce(options: KubeClusterOptions): Promise<KubeCluster> {
     throw error;
   }
 }
+
+/**
+ * Polls `probe` until it returns a value (not undefined; a throw counts as not yet), up to
+ * `ms`; then fails saying `what` and the last error. A real control plane's controllers act
+ * asynchronously: bindings, token Secrets, EndpointSlices, garbage collection.
+ */
+export async function eventually<T>(
+  what: string,
+  probe: () => Promise<T | undefined>,
+  ms = 30_000,
+): Promise<T> {
+  const deadline = Date.now() + ms;
+  let last: unknown;
+  for (;;) {
+    try {
+      const value = await probe();
+      if (value !== undefined) return value;
+    } catch (error) {
+      last = error;
+    }
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms${last ? ` (${last})` : ''}`);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+}

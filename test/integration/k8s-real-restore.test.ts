@@ -23,7 +23,7 @@ import {
 import { verifyK8s } from '../../shared/k8s/verify.ts';
 import { openStorage } from '../../shared/storage/open.ts';
 import { allFilters } from '../harness/k8s-backups.ts';
-import { type KubeCluster, kubeBinaries, startKubeCluster } from '../harness/kube-cluster.ts';
+import { eventually, type KubeCluster, kubeBinaries, startKubeCluster } from '../harness/kube-cluster.ts';
 import { tempDir } from '../harness/servers.ts';
 
 const found = kubeBinaries();
@@ -54,23 +54,6 @@ let work: string;
 let manifest: Manifest;
 const warnings: string[] = [];
 const logger = { info() {}, warn: (m: string) => warnings.push(m) };
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** Polls `probe` until it returns a value (not undefined), up to `ms`; then fails saying `what`. */
-async function eventually<T>(what: string, probe: () => Promise<T | undefined>, ms = 30_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  let last: unknown;
-  for (;;) {
-    try {
-      const value = await probe();
-      if (value !== undefined) return value;
-    } catch (error) {
-      last = error;
-    }
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms${last ? ` (${last})` : ''}`);
-    await sleep(250);
-  }
-}
 
 const gone = async (url: string) => {
   await client.request('DELETE', url).catch(() => {});

@@ -36,7 +36,7 @@ import { openStorage } from '../../shared/storage/open.ts';
 import type { Storage } from '../../shared/storage/storage.ts';
 import { type FakeKube, fakeKubeconfig, startFakeKube } from '../fakes/kube-apiserver.ts';
 import { allFilters, archiveEntries } from '../harness/k8s-backups.ts';
-import { type KubeCluster, kubeBinaries, startKubeCluster } from '../harness/kube-cluster.ts';
+import { eventually, type KubeCluster, kubeBinaries, startKubeCluster } from '../harness/kube-cluster.ts';
 import { startFauxqs, startFolder, type TestServer, tempDir } from '../harness/servers.ts';
 
 const found = kubeBinaries();
@@ -79,23 +79,6 @@ type Obj = {
   status?: Record<string, unknown>;
   [k: string]: unknown;
 };
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function eventually<T>(what: string, probe: () => Promise<T | undefined>, ms = 60_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    let last: unknown;
-    try {
-      const value = await probe();
-      if (value !== undefined) return value;
-    } catch (error) {
-      last = error;
-    }
-    if (Date.now() > deadline) throw new Error(`${what}: not after ${ms} ms${last ? ` (${last})` : ''}`);
-    await sleep(200);
-  }
-}
 
 const gone = async (client: KubeClient, url: string) =>
   client.get(url).then(
