@@ -273,7 +273,11 @@ export async function restoreK8s(options: K8sRestoreOptions): Promise<K8sRestore
       try {
         await client.request('PUT', `${item}${dry}`, keepLiveFields(resource, obj, current), options.signal);
       } catch (error) {
-        if (error instanceof KubeError && error.code === 422 && /immutable/.test(error.message))
+        if (
+          error instanceof KubeError &&
+          error.code === 422 &&
+          /immutable|may not change once set|can not be unset/.test(error.message)
+        )
           throw new KubeError(
             422,
             error.reason,

@@ -1,7 +1,8 @@
 /**
  * Keeps the fake kube-apiserver honest: @kubernetes/client-node's typed clients (generated
  * from the Kubernetes OpenAPI) must read its discovery, lists, objects and Status errors as
- * they read a real server's.
+ * they read a real server's. (What it answers is held to the real server's answers by
+ * kube-agree.test.ts; here, what only the fake can show.)
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
@@ -13,6 +14,8 @@ import {
   CoreApi,
   CoreV1Api,
   KubeConfig,
+  PatchStrategy,
+  setHeaderOptions,
 } from '@kubernetes/client-node';
 import { type FakeKube, fakeKubeconfig, startFakeKube } from '../fakes/kube-apiserver.ts';
 
@@ -150,4 +153,59 @@ test('a CRD makes its group served; an aggregated API can be down', async () => 
   const res = await fetch(`${fake.url}/apis/metrics.k8s.io/v1beta1`);
   assert.equal(res.status, 503);
   fake.aggregatedDown = false;
+});
+
+test('typed clients patch as they would a real server, and read what its controllers did', async () => {
+  const core = kc.makeApiClient(CoreV1Api);
+  await core.createNamespace({ body: { metadata: { name: 'typed' } } });
+  const svc = await core.createNamespacedService({
+    namespace: 'typed',
+    body: { metadata: { name: 'web' }, spec: { type: 'NodePort', ports: [{ port: 80 }] } },
+  });
+  assert.match(svc.spec?.clusterIP ?? '', /^10\.96\.\d+\.\d+$/, 'a cluster IP is allocated');
+  assert.ok((svc.spec?.ports?.[0]?.nodePort ?? 0) >= 30000, 'and a node port');
+  // The typed client's default patch is a JSON patch.
+  const moved = await failure(
+    core.patchNamespacedService({
+      namespace: 'typed',
+      name: 'web',
+      body: [{ op: 'replace', path: '/spec/clusterIP', value: '10.96.200.200' }],
+    }),
+  );
+  assert.equal(moved.code, 422);
+  assert.match(
+    String(moved.body),
+    /spec.clusterIP.*: Invalid value: \[\]string\{\\"10.96.200.200\\"\}: may not change once set/,
+  );
+  await core.createNamespacedConfigMap({
+    namespace: 'typed',
+    body: { metadata: { name: 'cm', labels: { app: 'a' } }, data: { a: '1' } },
+  });
+  const merged = await core.patchNamespacedConfigMap(
+    { namespace: 'typed', name: 'cm', body: { data: { b: '2' } } },
+    setHeaderOptions('Content-Type', PatchStrategy.StrategicMergePatch),
+  );
+  assert.deepEqual(merged.data, { a: '1', b: '2' });
+  const listed = await core.listNamespacedConfigMap({ namespace: 'typed', labelSelector: 'app in (a,b)' });
+  assert.deepEqual(
+    listed.items.map((c) => [c.metadata?.name, c.kind]),
+    [['cm', undefined]],
+    'list items carry no kind',
+  );
+  // A Delete volume under /tmp whose claim is gone is deleted by the hostPath deleter (never
+  // tried on the real control plane: its controller would remove the folder on this machine).
+  await core.createPersistentVolume({
+    body: {
+      metadata: { name: 'tmp-volume' },
+      spec: {
+        capacity: { storage: '1Gi' },
+        accessModes: ['ReadWriteOnce'],
+        persistentVolumeReclaimPolicy: 'Delete',
+        hostPath: { path: '/tmp/lifeboat-fake-volume' },
+        claimRef: { namespace: 'typed', name: 'gone', uid: '0d1e2f3a-0000-4000-8000-000000000000' },
+      },
+    },
+  });
+  const volumes = await core.listPersistentVolume();
+  assert.ok(!volumes.items.some((v) => v.metadata?.name === 'tmp-volume'), 'reclaimed: deleted');
 });
