@@ -53,6 +53,17 @@ if [ "${1:-test}" = test ] && ! command -v radosgw >/dev/null; then
   fi
 fi
 
+# zfs-fuse: real ZFS (pool version 23) in user space through /dev/fuse, for the ZFS tests
+# (test/harness/zfs.ts), which skip, saying why, where it cannot run.
+if [ "${1:-test}" = test ] && ! command -v zfs-fuse >/dev/null && [ ! -x /usr/sbin/zfs-fuse ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && [ -e /dev/fuse ]; then
+    echo "setup: apt-get install zfs-fuse" >&2
+    apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends zfs-fuse >/dev/null
+  else
+    echo "setup: zfs-fuse is missing (not root, no apt or no /dev/fuse): the ZFS tests are skipped" >&2
+  fi
+fi
+
 # A real Kubernetes control plane for test/integration/k8s-real.test.ts: kube-apiserver and
 # kube-controller-manager built once from Debian's kubernetes source package (cached under
 # ${LIFEBOAT_CACHE:-~/.cache/lifeboat}/kube; a fresh machine pays ~5-7 min), and etcd-server.
