@@ -214,7 +214,7 @@ interface FailedOptions {
 function afterFailure(command: Command<never>, options: FailedOptions): string {
   if (options.dryRun) return 'Dry run: nothing was written or deleted.';
   if (backupCommandNames.includes(command.name))
-    return 'No backup was committed: a backup counts only once its manifest is written, which comes last. What this run uploaded is removed on failure; should the storage have failed that too, an unfinished folder without a manifest is left, which list leaves out and prune-retention removes after orphan-grace.';
+    return 'No backup was committed: a backup counts only once its manifest is written, which comes last. What this run uploaded is removed on failure (but for artifacts a retention lock (lock-for) protects, which stay until their date and which prune-retention removes then); should the storage have failed that too, an unfinished folder without a manifest is left, which list leaves out and prune-retention removes after orphan-grace.';
   switch (command.name) {
     case 'snapshot-ebs':
       return 'No backup was committed: the snapshots this run made are deleted on failure (a warning above names any that could not be), and no manifest was written.';

@@ -1,7 +1,8 @@
 import os from 'node:os';
 import { text } from 'node:stream/consumers';
 import { messageOf, UserError } from '../errors.ts';
-import { isNotFound, type Storage, StorageError } from '../storage/storage.ts';
+import { LockingStorage } from '../storage/locking.ts';
+import { isNotFound, type RetentionLock, type Storage, StorageError } from '../storage/storage.ts';
 import { version } from '../version.ts';
 import {
   backupIdWithSequence,
@@ -35,6 +36,8 @@ export interface BackupEntry {
   inProgress: boolean;
   bytes: number;
   objects: string[];
+  /** The listed size of each object, by key. */
+  objectBytes: Record<string, number>;
   verifications: string[];
   /** The newest modification time of its objects. */
   modified: Date;
@@ -55,9 +58,15 @@ export class Catalog {
     this.storage = storage;
   }
 
-  /** Reserves a fresh backup id in `set` for `mode` at `now`; a taken minute gets -2, -3, … */
+  /**
+   * Reserves a fresh backup id in `set` for `mode` at `now`; a taken minute gets -2, -3, …
+   * On a locking storage (withRetentionLock) the lock starts now; the marker, which commit
+   * deletes, is not locked.
+   */
   async begin(set: string, mode: string, now: Date): Promise<PendingBackup> {
     const base = baseBackupId(now, mode);
+    const locking = this.storage instanceof LockingStorage ? this.storage : undefined;
+    locking?.start(now);
     const taken = new Set<string>();
     for await (const item of this.storage.list(`${set}/${base}`)) taken.add(item.key.split('/')[1]!);
     for (let n = 1; n < 1000; n++) {
@@ -71,9 +80,11 @@ export class Catalog {
         tool: { name: 'lifeboat', version },
       });
       try {
-        await this.storage.putBytes(`${set}/${id}/${inProgressName}`, Buffer.from(marker), {
-          ifAbsent: true,
-        });
+        await (locking?.unlocked ?? this.storage).putBytes(
+          `${set}/${id}/${inProgressName}`,
+          Buffer.from(marker),
+          { ifAbsent: true },
+        );
       } catch (error) {
         if (error instanceof StorageError && error.code === 'exists') continue;
         throw error;
@@ -83,8 +94,15 @@ export class Catalog {
     throw new Error(`set ${set}: could not find a free backup id for ${base}`);
   }
 
-  /** Writes the manifest (the commit point; it never overwrites one) and clears the marker. */
+  /**
+   * Writes the manifest (the commit point; it never overwrites one) and clears the marker. On
+   * a locking storage the manifest records the lock (in `manifest` too, for the caller).
+   */
   async commit(pending: PendingBackup, manifest: Manifest): Promise<void> {
+    if (this.storage instanceof LockingStorage) {
+      const { mode, until } = this.storage.lock;
+      manifest.lock = { mode, until: until.toISOString() };
+    }
     const valid = manifestSchema.parse(manifest);
     if (valid.set !== pending.set || valid.id !== pending.id) {
       throw new Error(
@@ -127,6 +145,7 @@ export class Catalog {
           inProgress: false,
           bytes: 0,
           objects: [],
+          objectBytes: {},
           verifications: [],
           modified: item.modified,
         };
@@ -134,6 +153,7 @@ export class Catalog {
       }
       const name = rest.join('/');
       entry.objects.push(item.key);
+      entry.objectBytes[item.key] = item.size;
       entry.bytes += item.size;
       if (item.modified > entry.modified) entry.modified = item.modified;
       if (name === manifestName) entry.committed = true;
@@ -261,7 +281,12 @@ export class Catalog {
     return this.readManifest(set, chosen.id);
   }
 
-  async recordVerification(record: Verification): Promise<string> {
+  /**
+   * Writes a verification record into the backup's folder; with `lock` (the backup's own, from
+   * its manifest) the record is locked as long as the backup, so that it neither outlives the
+   * backup's lock nor goes before it. A lock that has passed is not given.
+   */
+  async recordVerification(record: Verification, lock?: RetentionLock): Promise<string> {
     const valid = verificationSchema.parse(record);
     if (!isSetName(record.set) || !isBackupId(record.backupId)) {
       throw new UserError(
@@ -269,7 +294,8 @@ export class Catalog {
       );
     }
     const key = `${record.set}/${record.backupId}/${verificationsDir}${record.at.replace(/[:.]/g, '-')}.json`;
-    await this.storage.putBytes(key, Buffer.from(`${JSON.stringify(valid, null, 2)}\n`));
+    const inForce = lock && lock.until.getTime() > Date.now() ? { lock } : {};
+    await this.storage.putBytes(key, Buffer.from(`${JSON.stringify(valid, null, 2)}\n`), inForce);
     return key;
   }
 
@@ -312,19 +338,45 @@ export class Catalog {
    * Deletes backups (committed or not) manifest first: every manifest goes, in batches,
    * before any other object, so the backups stop being visible at once and a crash part-way
    * leaves only uncommitted folders (which prune removes), never a committed backup with
-   * missing artifacts. A backup whose manifest a retention lock protects is left whole.
+   * missing artifacts. A backup whose manifest a retention lock protects (any version of it)
+   * is left whole. Every version of each key goes (a versioned bucket frees the bytes);
+   * `lockPassed` names the backups (`<set>/<id>`) whose recorded lock has passed: their
+   * dateless locks (a folder's immutable flag) are lifted. `freedBytes` counts what was really removed.
    */
   async deleteBackups(
     entries: BackupEntry[],
     signal?: AbortSignal,
-  ): Promise<{ keptByLock: string[]; lockedObjects: string[] }> {
+    lockPassed: ReadonlySet<string> = new Set(),
+  ): Promise<{ keptByLock: string[]; lockedObjects: string[]; freedBytes: number }> {
+    const sizes: Record<string, number> = Object.assign({}, ...entries.map((e) => e.objectBytes));
+    let freedBytes = 0;
+    const remove = async (keys: string[]) => {
+      const locked: string[] = [];
+      for (const passed of [true, false]) {
+        const group = keys.filter((k) => lockPassed.has(k.split('/', 2).join('/')) === passed);
+        if (group.length === 0) continue;
+        const result = await this.storage.delete(group, { allVersions: true, lockPassed: passed });
+        locked.push(...result.locked);
+        const held = new Set(result.locked);
+        freedBytes += result.freedBytes ?? group.reduce((n, k) => n + (held.has(k) ? 0 : (sizes[k] ?? 0)), 0);
+      }
+      return new Set(locked);
+    };
     const manifests = entries.filter((e) => e.committed).map((e) => `${e.set}/${e.id}/${manifestName}`);
-    const lockedManifests = new Set((await this.storage.delete(manifests)).locked);
+    const lockedManifests = await remove(manifests);
     signal?.throwIfAborted();
     const goners = entries.filter((e) => !lockedManifests.has(`${e.set}/${e.id}/${manifestName}`));
-    const rest = goners.flatMap((e) => e.objects).filter((k) => !k.endsWith(`/${manifestName}`));
-    const { locked } = await this.storage.delete(rest);
-    return { keptByLock: [...lockedManifests].map((k) => k.split('/')[1]!), lockedObjects: locked };
+    // The marker too, listed or not: on a versioned bucket commit left its old version behind.
+    const markers = goners.map((e) => `${e.set}/${e.id}/${inProgressName}`);
+    const rest = [...new Set([...goners.flatMap((e) => e.objects), ...markers])].filter(
+      (k) => !k.endsWith(`/${manifestName}`),
+    );
+    const locked = await remove(rest);
+    return {
+      keptByLock: [...lockedManifests].map((k) => k.split('/')[1]!),
+      lockedObjects: [...locked],
+      freedBytes,
+    };
   }
 }
 

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { UserError } from '../errors.ts';
 import { compressions } from '../pipeline/compression.ts';
+import { lockModes, type RetentionLock } from '../storage/storage.ts';
 import { isBackupId, isSetName } from './ids.ts';
 
 export const manifestFormat = 1;
@@ -84,6 +85,12 @@ export const manifestSchema = z
     /** Facts later checks compare against: counts, sizes, row counts, snapshot ids. */
     facts: z.record(z.string(), z.unknown()),
     tags: z.array(z.string()).default([]),
+    /**
+     * The retention lock every object of the backup was written under (lock-for): none may be
+     * deleted or overwritten before `until` (the backup's start plus lock-for). Verification
+     * records written later get the same lock while it lasts.
+     */
+    lock: z.object({ mode: z.enum(lockModes), until: z.iso.datetime() }).optional(),
   })
   .refine((m) => m.kind === 'ebs' || m.artifacts.length > 0, {
     message: 'a backup of this kind needs at least one artifact',
@@ -159,4 +166,9 @@ export function parseManifest(text: string, where: string, folder: ManifestFolde
 
 export function totalBytes(manifest: Manifest): number {
   return manifest.artifacts.reduce((sum, a) => sum + a.bytes, 0);
+}
+
+/** The retention lock a manifest records, as the storage takes it. */
+export function recordedLock(manifest: Manifest): RetentionLock | undefined {
+  return manifest.lock && { mode: manifest.lock.mode, until: new Date(manifest.lock.until) };
 }

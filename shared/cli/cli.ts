@@ -158,6 +158,7 @@ const numericOutputs = new Set([
   'rpo-seconds',
   'count',
   'deleted',
+  'throughput',
 ]);
 /** Outputs that are true or false: booleans in --json. */
 const booleanOutputs = new Set(['passed']);

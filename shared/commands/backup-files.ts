@@ -9,10 +9,12 @@ import {
   backupOutputs,
   backupUri,
   type CommonOptions,
+  lockInputs,
+  lockRows,
   parseArtifactOptions,
+  parseBackupStorage,
   parseProgress,
   parseSet,
-  parseStorage,
   parseTimeout,
   progressInput,
   setInput,
@@ -38,6 +40,7 @@ export const backupFilesCommand = defineCommand<Options>({
     },
     { name: 'exclude', description: 'Globs of what to leave out, e.g. *.log, cache/**.' },
     ...artifactInputs,
+    ...lockInputs,
     timeoutInput('6h'),
     progressInput,
   ],
@@ -45,7 +48,7 @@ export const backupFilesCommand = defineCommand<Options>({
   parse(read) {
     const c = new InputCollector();
     const options: Options = {
-      storage: c.field(() => parseStorage(read)),
+      storage: parseBackupStorage(read, c),
       set: c.field(() => parseSet(read)),
       source: c.field(() => requireInput('source', read('source'), 'the folder to back up')),
       include: splitList(read('include')),
@@ -88,6 +91,7 @@ export const backupFilesCommand = defineCommand<Options>({
             `${formatBytes(artifact.bytes)} (${artifact.compression}${artifact.encryption ? ', age-encrypted' : ', not encrypted'})`,
           ],
           ['sha256', artifact.sha256],
+          ...lockRows(manifest),
           ['Duration', `${seconds.toFixed(1)} s`],
         ],
         notes: manifest.contents.excluded.length

@@ -23,10 +23,12 @@ import {
   backupOutputs,
   backupUri,
   type CommonOptions,
+  lockInputs,
+  lockRows,
   parseArtifactOptions,
+  parseBackupStorage,
   parseProgress,
   parseSet,
-  parseStorage,
   parseTimeout,
   progressInput,
   setInput,
@@ -83,6 +85,7 @@ export const backupK8sCommand = defineCommand<Options>({
       default: 'auto',
     },
     ...artifactInputs,
+    ...lockInputs,
     {
       name: 'volume-snapshot-class',
       description: 'full / only-storage: the CSI VolumeSnapshotClass to snapshot the PVCs with.',
@@ -119,7 +122,7 @@ export const backupK8sCommand = defineCommand<Options>({
   parse(read) {
     const c = new InputCollector();
     const options: Options = {
-      storage: c.field(() => parseStorage(read)),
+      storage: parseBackupStorage(read, c),
       set: c.field(() => parseSet(read)),
       mode: c.field(() => parseChoice('mode', read('mode'), [...k8sModes], 'exclude-storage')),
       volumeSnapshotClass: read('volume-snapshot-class')?.trim() || undefined,
@@ -190,6 +193,7 @@ export const backupK8sCommand = defineCommand<Options>({
                 `Velero copy ${facts.velero.name} (not encrypted): backups/${facts.velero.name}/ in ${facts.velero.storage}, storage location ${facts.velero.storageLocation}; ${formatBytes(facts.velero.bytes)}; Velero deletes it after ${facts.velero.expiration}.`,
               ]
             : []),
+          ...lockRows(manifest).map((row) => `${row.join(': ')}.`),
           ...(manifest.contents.excluded.length
             ? [`Left out: ${manifest.contents.excluded.join('; ')}`]
             : []),

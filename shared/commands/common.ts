@@ -3,12 +3,14 @@ import {
   type InputCollector,
   maxTimerSeconds,
   parseBoolean,
+  parseChoice,
   parseDuration,
   parseInteger,
   warnInput,
 } from '../action/inputs.ts';
 import type { InputReader, InputSpec, OutputSpec } from '../action/spec.ts';
 import { validateSetName } from '../catalog/ids.ts';
+import type { Manifest } from '../catalog/manifest.ts';
 import { UserError } from '../errors.ts';
 import { type Compression, parseCompression } from '../pipeline/compression.ts';
 import {
@@ -18,9 +20,9 @@ import {
   parseRecipients,
   splitList,
 } from '../pipeline/encryption.ts';
+import { withRetentionLock } from '../storage/locking.ts';
 import { openStorage } from '../storage/open.ts';
-import type { Storage } from '../storage/storage.ts';
-import { joinKey } from '../storage/storage.ts';
+import { joinKey, type LockMode, lockModes, type Storage } from '../storage/storage.ts';
 
 export const storageInput: InputSpec = {
   name: 'storage',
@@ -114,6 +116,54 @@ export const artifactInputs: InputSpec[] = [
   passphraseInput,
   { name: 'tags', description: 'Labels recorded in the manifest, comma separated.' },
 ];
+
+/** The retention lock of the backup commands: every object of the backup written under it. */
+export const lockInputs: InputSpec[] = [
+  {
+    name: 'lock-for',
+    description:
+      "Write every object of the backup (artifacts, manifest, and the verification records verify-restore adds) under a retention lock for this long from the backup's start, e.g. 30d: until then no one with this job's credentials can delete or overwrite it. S3: Object Lock (the bucket must have it). A folder: the immutable flag, chattr +i (root only). GCS and Azure: not built (refused). Units s, m (minutes), h, d, w. Default: no lock.",
+  },
+  {
+    name: 'lock-mode',
+    description:
+      'With lock-for: governance (an identity allowed s3:BypassGovernanceRetention can still lift the lock; give the backup role no such right), or compliance (no one can shorten or remove it until it passes, not even the account root: you pay for the storage until then). A folder holds only governance.',
+    default: 'governance',
+  },
+];
+
+/** lock-for and lock-mode: the lock's mode and how long it runs from the backup's start. */
+export interface LockRule {
+  mode: LockMode;
+  seconds: number;
+}
+
+/** lock-for and lock-mode; undefined without lock-for (then lock-mode other than governance is refused). */
+export function parseLock(read: InputReader): LockRule | undefined {
+  const mode = parseChoice('lock-mode', read('lock-mode'), lockModes, 'governance');
+  if (!read('lock-for')?.trim()) {
+    if (mode !== 'governance')
+      throw new UserError(`lock-mode: ${mode} is given without lock-for; give lock-for too, e.g. 30d`);
+    return undefined;
+  }
+  return { mode, seconds: parseDuration('lock-for', read('lock-for')) };
+}
+
+/**
+ * The storage input of a backup command, with lock-for: every permanent write of the backup
+ * goes under the lock, and the storage's check fails (before anything is written) where it
+ * cannot hold one.
+ */
+export function parseBackupStorage(read: InputReader, c: InputCollector): Storage {
+  const storage = c.field(() => parseStorage(read));
+  const lock = c.field(() => parseLock(read));
+  return storage && lock ? withRetentionLock(storage, lock) : storage;
+}
+
+/** The summary row of a backup's lock, when it has one. */
+export function lockRows(manifest: Manifest): string[][] {
+  return manifest.lock ? [['Locked', `${manifest.lock.mode} until ${manifest.lock.until}`]] : [];
+}
 
 export interface ArtifactOptions {
   compression: Compression;

@@ -12,10 +12,12 @@ import {
   backupOutputs,
   backupUri,
   type CommonOptions,
+  lockInputs,
+  lockRows,
   parseArtifactOptions,
+  parseBackupStorage,
   parseProgress,
   parseSet,
-  parseStorage,
   parseTimeout,
   progressInput,
   setInput,
@@ -72,6 +74,7 @@ export const dumpMysqlCommand = defineCommand<Options>({
       default: 'auto',
     },
     ...artifactInputs,
+    ...lockInputs,
     {
       name: 'pre-command',
       description:
@@ -88,7 +91,7 @@ export const dumpMysqlCommand = defineCommand<Options>({
   parse(read) {
     const c = new InputCollector();
     const options: Options = {
-      storage: c.field(() => parseStorage(read)),
+      storage: parseBackupStorage(read, c),
       set: c.field(() => parseSet(read)),
       target: c.field(() => parseConnection(read)),
       databases: c.field(() => parseDatabaseList(read('databases'))),
@@ -150,6 +153,7 @@ export const dumpMysqlCommand = defineCommand<Options>({
             `${formatBytes(artifact.bytes)} (${artifact.compression}${artifact.encryption ? ', age-encrypted' : ', not encrypted'})`,
           ],
           ['sha256', artifact.sha256],
+          ...lockRows(manifest),
           ['Duration', `${seconds.toFixed(1)} s`],
         ],
         notes: manifest.contents.excluded.length

@@ -1,6 +1,7 @@
 import type { Command } from '../action/spec.ts';
 import { backupFilesCommand } from './backup-files.ts';
 import { backupK8sCommand } from './backup-k8s.ts';
+import { copyCommand } from './copy.ts';
 import { dumpMysqlCommand } from './dump-mysql.ts';
 import { listCommand } from './list.ts';
 import { pruneRetentionCommand } from './prune-retention.ts';
@@ -18,6 +19,7 @@ export const commands: Command<never>[] = [
   verifyRestoreCommand,
   listCommand,
   pruneRetentionCommand,
+  copyCommand,
 ] as unknown as Command<never>[];
 
 /** Commands of the design that are not built yet: asking for one says so. */

@@ -34,6 +34,8 @@ export interface ListedBackup {
    * ahead): it is never `latest`, and prune-retention's newest rule does not protect it.
    */
   aheadOfClock: boolean;
+  /** The retention lock its objects were written under (lock-for), as the manifest records it. */
+  lock: { mode: string; until: string } | null;
 }
 
 /** A folder with a manifest that Lifeboat refuses: not listed as a backup, never restored. */
@@ -93,6 +95,7 @@ export async function listCatalog(catalog: Catalog, only?: string, now = new Dat
           lastVerification: verification ? { at: verification.at, passed: verification.passed } : null,
           ...(verificationDamaged ? { verificationDamaged } : {}),
           aheadOfClock: time !== undefined && isAheadOfClock(time, now),
+          lock: manifest.lock ?? null,
         };
       },
     );
@@ -132,7 +135,8 @@ export const listCommand = defineCommand<Options>({
   async execute(options, { logger }) {
     await options.storage.check('read');
     const listing = await listCatalog(new Catalog(options.storage), options.set);
-    const table = [['Set', 'Backup', 'Kind', 'Mode', 'Size', 'Age', 'Last verification']];
+    const table = [['Set', 'Backup', 'Kind', 'Mode', 'Size', 'Age', 'Last verification', 'Lock']];
+    const now = new Date();
     // Damaged backups stay in their place in the table, marked, so that none goes unseen.
     const rows = [...listing.backups, ...listing.damaged].sort(
       (a, b) =>
@@ -140,7 +144,7 @@ export const listCommand = defineCommand<Options>({
     );
     for (const b of rows) {
       if (!('kind' in b)) {
-        table.push([b.set, b.id, 'DAMAGED', '', '', '', 'cannot be restored (see below)']);
+        table.push([b.set, b.id, 'DAMAGED', '', '', '', 'cannot be restored (see below)', '']);
         continue;
       }
       const v = b.lastVerification;
@@ -152,6 +156,9 @@ export const listCommand = defineCommand<Options>({
         formatBytes(b.bytes),
         b.aheadOfClock ? 'ahead of the clock' : formatDuration(b.ageSeconds),
         v ? `${v.passed ? 'passed' : 'FAILED'} ${v.at}` : b.verificationDamaged ? 'DAMAGED record' : 'never',
+        b.lock
+          ? `${b.lock.mode} until ${b.lock.until}${Date.parse(b.lock.until) <= now.getTime() ? ' (passed)' : ''}`
+          : '',
       ]);
     }
     const notes = [

@@ -299,13 +299,13 @@ export const pruneRetentionCommand = defineCommand<Options>({
           s.set,
           b.id,
           b.keep
-            ? b.reasons.includes('locked')
+            ? b.reasons.length === 1 && b.reasons[0] === 'locked'
               ? 'kept by lock'
               : 'keep'
             : report.dryRun
               ? 'would delete'
               : 'deleted',
-          `${b.keep ? b.reasons.join(', ') : (b.deleteReason ?? '')}${b.aheadOfClock ? '; dated ahead of the clock' : ''}`,
+          `${b.keep ? b.reasons.map((r) => (r === 'locked' && b.lockedUntil ? `locked until ${b.lockedUntil}` : r)).join(', ') : (b.deleteReason ?? '')}${b.aheadOfClock ? '; dated ahead of the clock' : ''}`,
           formatBytes(b.bytes),
         ]);
       }
@@ -323,6 +323,17 @@ export const pruneRetentionCommand = defineCommand<Options>({
       `${report.dryRun ? 'Dry run: nothing was deleted. ' : ''}${report.dryRun ? 'Would free' : 'Freed'} ${formatBytes(report.freedBytes)}.`,
     ];
     for (const s of report.sets) {
+      const locked = s.plan.backups.filter((b) => b.lockedUntil && b.reasons.length === 1);
+      if (locked.length) {
+        notes.push(
+          `${s.set}: kept by their retention lock (the storage refuses to delete them before it ends): ${locked.map((b) => `${b.id} locked until ${b.lockedUntil}`).join(', ')}.`,
+        );
+      }
+      if (s.lockedObjects.length) {
+        notes.push(
+          `${s.set}: ${s.lockedObjects.length} object(s) of deleted backups are locked and stay (not counted as freed) until their lock ends; a later run removes them.`,
+        );
+      }
       const ahead = s.plan.backups.filter((b) => b.aheadOfClock);
       if (ahead.length) {
         const line = `${s.set}: ${ahead.map((b) => b.id).join(', ')} ${ahead.length > 1 ? 'are' : 'is'} dated ahead of this machine's clock by more than ${clockSkewMs / 60_000} minutes (a runner's clock was ahead): not taken as the newest backup, which is ${s.plan.backups.find((b) => !b.aheadOfClock)?.id ?? 'none'}; keep-within counts back from ${s.plan.latest}`;

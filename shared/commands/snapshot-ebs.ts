@@ -4,9 +4,18 @@ import { regionOf } from '../ebs/ec2.ts';
 import { type EbsSnapshotOptions, snapshotEbs, type VolumeSelection } from '../ebs/snapshot.ts';
 import { UserError } from '../errors.ts';
 import { splitList } from '../pipeline/encryption.ts';
-import { openStorage } from '../storage/open.ts';
 import type { Storage } from '../storage/storage.ts';
-import { backupUri, parseSet, parseTimeout, setInput, timeoutInput } from './common.ts';
+import {
+  backupUri,
+  lockInputs,
+  lockRows,
+  parseBackupStorage,
+  parseLock,
+  parseSet,
+  parseTimeout,
+  setInput,
+  timeoutInput,
+} from './common.ts';
 
 interface Options extends Omit<EbsSnapshotOptions, 'logger' | 'signal' | 'storage'> {
   storage?: Storage;
@@ -71,6 +80,15 @@ export const snapshotEbsCommand = defineCommand<Options>({
       description:
         "Where the manifest goes (as for every backup: a folder, s3://, gs://, azblob://). Without it, the snapshots' tags alone identify the set.",
     },
+    ...lockInputs.map((input) =>
+      input.name === 'lock-for'
+        ? {
+            ...input,
+            description:
+              "Write the manifest (and the verification records verify-restore adds) under a retention lock for this long from the backup's start, e.g. 30d (needs storage; S3 Object Lock, or a folder's chattr +i as root; refused on GCS and Azure). It keeps the catalog entry, and so prune-retention's deletion of its snapshots, from anyone with this job's storage credentials; the EBS snapshots themselves are not locked (whoever may call ec2:DeleteSnapshot can still delete them).",
+          }
+        : input,
+    ),
     setInput,
     { name: 'region', description: 'The AWS region of the volumes (default: AWS_REGION).' },
     { name: 'volume-ids', description: 'Volumes to snapshot, comma or newline separated (vol-…).' },
@@ -119,7 +137,13 @@ export const snapshotEbsCommand = defineCommand<Options>({
   parse(read) {
     const c = new InputCollector();
     const options: Options = {
-      storage: c.field(() => (read('storage')?.trim() ? openStorage(read('storage')!.trim()) : undefined)),
+      storage: read('storage')?.trim()
+        ? parseBackupStorage(read, c)
+        : c.field(() => {
+            if (parseLock(read))
+              throw new UserError('lock-for: locks the manifest in storage; give storage too');
+            return undefined;
+          }),
       set: c.field(() => parseSet(read)),
       region: c.field(() => regionOf(read('region'))),
       selection: c.field(() => parseSelection(read)),
@@ -172,6 +196,9 @@ export const snapshotEbsCommand = defineCommand<Options>({
         ],
         notes: [
           `${options.region}; ${uri ? `manifest at ${uri}` : 'no storage given: the snapshots are found by their lifeboat:set and lifeboat:backup-id tags'}; ${seconds.toFixed(1)} s.`,
+          ...(result.manifest
+            ? lockRows(result.manifest).map((row) => `${row.join(': ')} (the manifest; not the snapshots).`)
+            : []),
         ],
       },
     };

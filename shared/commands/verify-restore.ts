@@ -5,7 +5,7 @@ import { InputCollector, parseBoolean, parseChoice, parseDuration, parseInteger 
 import { type CommandContext, type CommandResult, defineCommand } from '../action/spec.ts';
 import { Catalog } from '../catalog/catalog.ts';
 import { validateBackupRef } from '../catalog/ids.ts';
-import type { Manifest } from '../catalog/manifest.ts';
+import { type Manifest, recordedLock } from '../catalog/manifest.ts';
 import { type EbsLeftovers, removeEbsLeftovers, verifyEbs } from '../ebs/verify.ts';
 import { UserError } from '../errors.ts';
 import { KubeClient } from '../k8s/client.ts';
@@ -21,6 +21,7 @@ import { verifyMysql } from '../mysql/verify.ts';
 import type { DecryptionKeys } from '../pipeline/encryption.ts';
 import { formatDuration, type Logger } from '../pipeline/progress.ts';
 import { parseUserChecks, type UserCheck } from '../verify/checks.ts';
+import { lockCheck } from '../verify/lock.ts';
 import {
   newReport,
   reportSummary,
@@ -66,6 +67,7 @@ interface Options extends CommonOptions {
   keys: DecryptionKeys;
   reportFile?: string;
   record: boolean;
+  requireLock: boolean;
 }
 
 const optionalDuration = (name: string, value: string | undefined) =>
@@ -156,6 +158,12 @@ export const verifyRestoreCommand = defineCommand<Options>({
         'Write the result into the catalog (verifications/<time>.json), for list and prune-retention.',
       default: 'true',
     },
+    {
+      name: 'require-lock',
+      description:
+        "true: the set is meant to be locked (lock-for), so the 'retention lock' check fails for a backup whose manifest records no lock. The check (that the manifest and every artifact are locked on the storage until the recorded date) runs anyway for a backup that records one. The record of a locked backup is locked until the backup's own date.",
+      default: 'false',
+    },
     timeoutInput('6h'),
     progressInput,
   ],
@@ -197,6 +205,7 @@ export const verifyRestoreCommand = defineCommand<Options>({
       keys: c.field(() => parseDecryption(read)),
       reportFile: read('report-file')?.trim() || undefined,
       record: c.field(() => parseBoolean('record', read('record'), true)),
+      requireLock: c.field(() => parseBoolean('require-lock', read('require-lock'), false)),
       timeoutSeconds: c.field(() => parseTimeout(read, '6h')),
       progressIntervalMs: c.field(() => parseProgress(read)),
     };
@@ -218,7 +227,12 @@ export const verifyRestoreCommand = defineCommand<Options>({
         ? await catalog.pickRandom(options.set, options.randomWithinSeconds, new Date())
         : await catalog.resolve(options.set, options.backup);
     const uri = backupUri(options.storage, manifest.set, manifest.id);
+    // The record of a locked backup gets its lock: fail now, not after the restore, where it cannot.
+    const lock = recordedLock(manifest);
+    if (options.record && lock && lock.until > new Date()) await options.storage.checkLocks(lock.mode);
     const outcome = await verifyByKind(options, manifest, uri, { logger, signal, leftovers });
+    const lockRow = await lockCheck(options.storage, manifest, options.requireLock);
+    if (lockRow) outcome.checks.push(lockRow);
     const limits = { maxAgeSeconds: options.maxAgeSeconds, maxRestoreSeconds: options.maxRestoreSeconds };
     const { stopped, ...found } = outcome;
     const report = newReport(manifest, uri, { ...found, limits }, new Date());
@@ -330,7 +344,7 @@ async function finish(
     throw stopped;
   }
   if (options.record) {
-    const key = await catalog.recordVerification(verificationRecord(report));
+    const key = await catalog.recordVerification(verificationRecord(report), recordedLock(manifest));
     logger.info(`recorded in the catalog: ${key}`);
   }
   const failures = report.checks.filter((c) => c.status === 'failed');

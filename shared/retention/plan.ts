@@ -22,6 +22,8 @@
  *   not ahead (and when all are, the newest of them is kept, so a set is never emptied).
  * - Capacity: if what is kept still exceeds `maxTotalBytes`, the oldest kept backups that no
  *   safety rule or tag protects are deleted until it fits; the plan says when it cannot.
+ * - Locks: a backup whose recorded retention lock has not passed (`lockedUntil`) is kept
+ *   ("locked"), by policy and capacity alike: the storage would refuse to delete it.
  * - Orphans (folders without a manifest) older than the grace period are deleted.
  */
 import { compareIdsNewestFirst, isAheadOfClock } from '../catalog/ids.ts';
@@ -70,6 +72,8 @@ export interface BackupFacts {
   tags: string[];
   /** Whether its newest verification passed; undefined when never verified (or not looked up). */
   verified?: boolean;
+  /** The end of its retention lock (from its manifest), when that is after now. */
+  lockedUntil?: Date;
 }
 
 export interface OrphanFacts {
@@ -90,6 +94,8 @@ export interface PlannedBackup {
   deleteReason?: 'policy' | 'capacity';
   /** Its time is ahead of the clock (more than clockSkewMs): not taken as the newest backup. */
   aheadOfClock: boolean;
+  /** Kept by its retention lock, which ends then (reason 'locked'). */
+  lockedUntil?: string;
 }
 
 export interface RetentionPlan {
@@ -207,6 +213,8 @@ export function planRetention(
   for (const index of order.filter((i) => list[i]!.verified).slice(0, policy.keepVerified))
     protect(index, 'verified');
   for (const [index, set] of reasons.entries()) if (set.has('tagged')) safe[index] = true;
+  for (const [index, backup] of list.entries())
+    if (backup.lockedUntil && backup.lockedUntil > now) protect(index, 'locked');
 
   const planned: PlannedBackup[] = list.map((b, i) => {
     const keep = reasons[i]!.size > 0;
@@ -218,6 +226,7 @@ export function planRetention(
       reasons: [...reasons[i]!],
       ...(keep ? {} : { deleteReason: 'policy' as const }),
       aheadOfClock: ahead[i]!,
+      ...(b.lockedUntil && b.lockedUntil > now ? { lockedUntil: b.lockedUntil.toISOString() } : {}),
     };
   });
 

@@ -1,8 +1,9 @@
 import { type BackupEntry, Catalog } from '../catalog/catalog.ts';
 import { parseBackupId } from '../catalog/ids.ts';
+import type { Manifest } from '../catalog/manifest.ts';
 import { deleteSnapshots, type SnapshotDeletion, type SnapshotRef, snapshotsOf } from '../ebs/delete.ts';
 import { ebsFacts } from '../ebs/snapshot.ts';
-import { messageOf } from '../errors.ts';
+import { messageOf, UserError } from '../errors.ts';
 import type { K8sFacts } from '../k8s/backup.ts';
 import { deleteVeleroFolder, veleroCopyOwner } from '../k8s/velero-layout.ts';
 import type { Logger } from '../pipeline/progress.ts';
@@ -53,6 +54,8 @@ export interface SetPrune {
    * run: would be), with their bytes where the provider says.
    */
   incomplete: { removed: string[]; kept: number; bytes: number };
+  /** Bytes really removed (in a dry run: that would be); a locked object is not counted. */
+  freedBytes: number;
 }
 
 export interface PruneReport {
@@ -131,11 +134,16 @@ async function gather(
  * What the doomed backups keep outside the catalog, by backup id: the EC2 snapshots of EBS
  * backups, and the Velero copies of k8s backups.
  */
-async function ebsSnapshotsOf(catalog: Catalog, set: string, doomed: BackupEntry[]) {
+async function ebsSnapshotsOf(
+  catalog: Catalog,
+  set: string,
+  doomed: BackupEntry[],
+  read: Map<string, Manifest>,
+) {
   const refs = new Map<string, SnapshotRef[]>();
   const velero = new Map<string, { storage: string; name: string }>();
   await forEachLimit(doomed, 16, async (entry) => {
-    const manifest = await catalog.readManifest(set, entry.id);
+    const manifest = read.get(entry.id) ?? (await catalog.readManifest(set, entry.id));
     if (manifest.kind === 'ebs') refs.set(entry.id, snapshotsOf(ebsFacts(manifest)));
     const copy = manifest.kind === 'k8s' ? (manifest.facts as unknown as K8sFacts).velero : undefined;
     if (typeof copy?.storage === 'string' && typeof copy.name === 'string')
@@ -188,6 +196,51 @@ async function deleteVeleroCopies(
 }
 
 /**
+ * Plans with the retention locks the manifests record: those of the backups the plan would
+ * delete are read, a lock still in force keeps its backup, and the plan is made again until
+ * every backup it deletes was read (capacity may then pick others). A damaged manifest counts
+ * as no recorded lock (the storage still refuses to delete what it locks). Returns the plan,
+ * the manifests read, and the backups (`<set>/<id>`) whose recorded lock has passed.
+ */
+async function planWithLocks(
+  catalog: Catalog,
+  set: string,
+  gathered: Awaited<ReturnType<typeof gather>>,
+  policy: RetentionPolicy,
+  now: Date,
+) {
+  const { facts, orphans } = gathered;
+  const manifests = new Map<string, Manifest>();
+  const lockPassed = new Set<string>();
+  const looked = new Set<string>();
+  for (;;) {
+    const plan = planRetention(facts, orphans, policy, now);
+    const unread = facts.filter(
+      (f) => !looked.has(f.id) && plan.backups.some((b) => b.id === f.id && !b.keep),
+    );
+    let locked = 0;
+    await forEachLimit(unread, 16, async (fact) => {
+      looked.add(fact.id);
+      let manifest: Manifest;
+      try {
+        manifest = await catalog.readManifest(set, fact.id);
+      } catch (error) {
+        if (error instanceof UserError) return;
+        throw error;
+      }
+      manifests.set(fact.id, manifest);
+      if (!manifest.lock) return;
+      const until = new Date(manifest.lock.until);
+      if (until > now) {
+        fact.lockedUntil = until;
+        locked++;
+      } else lockPassed.add(`${set}/${fact.id}`);
+    });
+    if (locked === 0) return { plan, manifests, lockPassed };
+  }
+}
+
+/**
  * Plans and (unless dry-run) carries out retention on each set. Deletion is manifest first
  * across the whole set: every doomed manifest goes (in batches) before any artifact, so the
  * backups stop being visible at once, and a run that dies part-way leaves only uncommitted
@@ -201,8 +254,9 @@ export async function prune(options: PruneOptions): Promise<PruneReport> {
   for (const set of sets) {
     options.signal?.throwIfAborted();
     const incomplete = await incompleteOf(options.storage, set, options.logger);
-    const { entries, facts, orphans } = await gather(catalog, set, options.policy, incomplete);
-    const plan = planRetention(facts, orphans, options.policy, now);
+    const gathered = await gather(catalog, set, options.policy, incomplete);
+    const { entries } = gathered;
+    const { plan, manifests, lockPassed } = await planWithLocks(catalog, set, gathered, options.policy, now);
     // Past the grace an unfinished upload is dead: its run was killed or lost its connection.
     const graceMs = options.policy.orphanGraceSeconds * 1000;
     const deadUploads = incomplete.filter((u) => now.getTime() - u.started.getTime() > graceMs);
@@ -227,6 +281,12 @@ export async function prune(options: PruneOptions): Promise<PruneReport> {
     options.logger.info(
       `${set}: keep ${kept} of ${plan.backups.length} backup(s), delete ${doomed.length} and ${doomedOrphans.length} unfinished folder(s), freeing ${formatBytes(plan.freedBytes)}${options.dryRun ? ' (dry run: nothing deleted)' : ''}`,
     );
+    const lockedBackups = plan.backups.filter((b) => b.lockedUntil && b.reasons.length === 1);
+    if (lockedBackups.length) {
+      options.logger.info(
+        `${set}: ${lockedBackups.length} backup(s) the policy would delete are locked: ${lockedBackups.map((b) => `${b.id} until ${b.lockedUntil}`).join(', ')}`,
+      );
+    }
     if (plan.capacity && !plan.capacity.met) {
       options.logger.warn(
         `${set}: the kept backups take ${formatBytes(plan.keptBytes)}, over the limit of ${formatBytes(plan.capacity.limitBytes)}; the safety rules keep them`,
@@ -234,15 +294,18 @@ export async function prune(options: PruneOptions): Promise<PruneReport> {
     }
     let keptByLock = new Set<string>();
     let lockedObjects: string[] = [];
+    let freedBytes = plan.freedBytes + deadBytes;
     const snapshots: SnapshotDeletion = { deleted: [], kept: [] };
     let veleroCopies: SetPrune['veleroCopies'] = { deleted: [], missing: [], left: [] };
     if (!options.dryRun && (doomed.length > 0 || doomedOrphans.length > 0)) {
       // EBS backups keep their data in EC2, k8s backups may have a Velero copy: read where
       // before the manifests go.
-      const { refs: ebs, velero } = await ebsSnapshotsOf(catalog, set, doomed);
-      const deleted = await catalog.deleteBackups([...doomed, ...doomedOrphans], options.signal);
+      const { refs: ebs, velero } = await ebsSnapshotsOf(catalog, set, doomed, manifests);
+      const deleted = await catalog.deleteBackups([...doomed, ...doomedOrphans], options.signal, lockPassed);
       keptByLock = new Set(deleted.keptByLock);
       lockedObjects = deleted.lockedObjects;
+      // What was really removed: on a versioned bucket every version, never a locked one.
+      freedBytes = deleted.freedBytes + deadUploads.reduce((n, u) => n + (u.bytes ?? 0), 0);
       for (const b of plan.backups) {
         if (!keptByLock.has(b.id)) continue;
         b.keep = true;
@@ -284,8 +347,9 @@ export async function prune(options: PruneOptions): Promise<PruneReport> {
         kept: incomplete.length - deadUploads.length,
         bytes: deadBytes,
       },
+      freedBytes,
     });
-    report.freedBytes += plan.freedBytes + deadBytes;
+    report.freedBytes += freedBytes;
   }
   return report;
 }

@@ -1,15 +1,22 @@
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { promisify } from 'node:util';
 import { fileSystemProblem } from '../errors.ts';
 import { chunkBytes } from '../pipeline/buffers.ts';
 import {
+  type DeleteOptions,
   type DeleteResult,
   type IncompleteUpload,
+  type LockMode,
   type ObjectInfo,
+  type ObjectLock,
+  type PutBytesOptions,
+  type PutOptions,
   type Storage,
   type StorageAccess,
   StorageError,
@@ -18,6 +25,15 @@ import {
 
 /** The name prefix of the temporary file an object is written to before it is renamed into place. */
 export const partialPrefix = '.lifeboat-partial-';
+
+const run = promisify(execFile);
+
+/** chattr's or lsattr's own words for why it failed (its stderr, or why it did not start). */
+function attrProblem(error: unknown): string {
+  const e = error as NodeJS.ErrnoException & { stderr?: string };
+  if (e.code === 'ENOENT') return 'chattr is not installed (Debian and Ubuntu: e2fsprogs)';
+  return (e.stderr || e.message).trim().split('\n')[0]!;
+}
 
 const storageCodes: Record<string, StorageErrorCode> = {
   ENOSPC: 'full',
@@ -33,6 +49,9 @@ const storageCodes: Record<string, StorageErrorCode> = {
  * link(2), which fails atomically when the name exists. A full disk, a folder this user may
  * not write and a read-only file system are StorageErrors naming the path and the fix.
  * Temporary files a killed run left are not objects: `listIncomplete` finds them for prune.
+ * A retention lock is the immutable flag (`chattr +i`, root only), set once the file is in
+ * place: no one but root can delete, rename or change it. The flag has no date: the manifest
+ * records it, and prune lifts the flag (`lockPassed`) once that date has passed.
  */
 export class FsStorage implements Storage {
   readonly url: string;
@@ -107,6 +126,63 @@ export class FsStorage implements Storage {
       .catch((error) => this.fail(error, this.root, 'writing the folder'));
   }
 
+  /**
+   * Sets and lifts the immutable flag on a probe file: it needs root (CAP_LINUX_IMMUTABLE),
+   * chattr and a file system with the flag (ext4, xfs, btrfs, tmpfs). A compliance lock is
+   * refused: root can always lift the flag.
+   */
+  async checkLocks(mode: LockMode): Promise<void> {
+    if (mode === 'compliance') {
+      throw new StorageError(
+        'invalid',
+        `storage ${this.url}: a folder cannot hold a compliance lock (root can always lift the immutable flag, chattr -i); use lock-mode: governance, or a bucket with S3 Object Lock for compliance`,
+      );
+    }
+    await this.check('write');
+    const probe = path.join(this.root, `${partialPrefix}lock-probe-${randomBytes(6).toString('hex')}`);
+    await fs.writeFile(probe, '').catch((error) => this.fail(error, probe, 'writing'));
+    try {
+      await run('chattr', ['+i', probe]);
+      await run('chattr', ['-i', probe]);
+    } catch (error) {
+      await run('chattr', ['-i', probe]).catch(() => {});
+      throw new StorageError(
+        'invalid',
+        `storage ${this.url}: lock-for on a folder sets the immutable flag (chattr +i) on every file, and that failed here: ${attrProblem(error)}; run as root on a file system with the flag (ext4, xfs, btrfs, tmpfs), or leave lock-for out`,
+        { cause: error },
+      );
+    } finally {
+      await fs.rm(probe, { force: true }).catch(() => {});
+    }
+  }
+
+  /** Sets the immutable flag on a file now in place. */
+  private async immutable(file: string): Promise<void> {
+    await run('chattr', ['+i', file]).catch((error) => {
+      throw new StorageError(
+        'invalid',
+        `storage ${this.url}: could not lock ${file} (chattr +i): ${attrProblem(error)}`,
+        { cause: error },
+      );
+    });
+  }
+
+  /** An immutable file holds a governance lock without a date (the manifest records the date). */
+  async lockOf(key: string): Promise<ObjectLock | undefined> {
+    const file = this.file(key);
+    try {
+      const { stdout } = await run('lsattr', ['-d', file]);
+      return stdout.split(/\s/, 1)[0]!.includes('i') ? { mode: 'governance' } : undefined;
+    } catch (error) {
+      if (/No such file/.test(attrProblem(error))) return undefined;
+      throw new StorageError(
+        'invalid',
+        `storage ${this.url}: could not read the flags of ${file} (lsattr): ${attrProblem(error)}`,
+        { cause: error },
+      );
+    }
+  }
+
   private file(key: string): string {
     const normal = path.posix.normalize(key);
     if (normal.startsWith('../') || normal === '..' || path.posix.isAbsolute(normal)) {
@@ -127,7 +203,12 @@ export class FsStorage implements Storage {
    * full disk) removes the temporary file and fails `body` with the same StorageError, so
    * that whatever feeds it reports the storage's words, not a bare ENOSPC.
    */
-  async putStream(key: string, body: Readable, signal?: AbortSignal): Promise<void> {
+  async putStream(
+    key: string,
+    body: Readable,
+    signal?: AbortSignal,
+    options: PutOptions = {},
+  ): Promise<void> {
     const file = this.file(key);
     try {
       const temp = await this.temp(file);
@@ -145,13 +226,14 @@ export class FsStorage implements Storage {
         throw error;
       }
       await fs.rename(temp, file).catch((error) => this.fail(error, file, 'renaming into place'));
+      if (options.lock) await this.immutable(file);
     } catch (error) {
       if (error instanceof StorageError) body.destroy(error);
       throw error;
     }
   }
 
-  async putBytes(key: string, body: Uint8Array, options: { ifAbsent?: boolean } = {}): Promise<void> {
+  async putBytes(key: string, body: Uint8Array, options: PutBytesOptions = {}): Promise<void> {
     const file = this.file(key);
     const temp = await this.temp(file);
     try {
@@ -168,18 +250,20 @@ export class FsStorage implements Storage {
     }
     if (!options.ifAbsent) {
       await fs.rename(temp, file).catch((error) => this.fail(error, file, 'renaming into place'));
-      return;
-    }
-    try {
-      await fs.link(temp, file);
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'EEXIST') {
-        throw new StorageError('exists', `storage ${this.url}: '${key}' already exists`, { cause: error });
+    } else {
+      try {
+        await fs.link(temp, file);
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === 'EEXIST') {
+          throw new StorageError('exists', `storage ${this.url}: '${key}' already exists`, { cause: error });
+        }
+        this.fail(error, file, 'writing');
+      } finally {
+        // Before the flag: the temporary name is a link to the same (then immutable) file.
+        await fs.rm(temp, { force: true });
       }
-      this.fail(error, file, 'writing');
-    } finally {
-      await fs.rm(temp, { force: true });
     }
+    if (options.lock) await this.immutable(file);
   }
 
   async get(key: string): Promise<Readable> {
@@ -245,14 +329,23 @@ export class FsStorage implements Storage {
       .sort();
   }
 
-  /** An immutable file (chattr +i) refuses deletion even to root: it is reported as locked. */
-  async delete(keys: string[]): Promise<DeleteResult> {
+  /**
+   * An immutable file (chattr +i) refuses deletion even to root: it is reported as locked,
+   * unless the caller says its lock has passed (`lockPassed`): then the flag is lifted first.
+   */
+  async delete(keys: string[], options: DeleteOptions = {}): Promise<DeleteResult> {
     const dirs = new Set<string>();
     const locked: string[] = [];
     for (const key of keys) {
       const file = this.file(key);
       try {
-        await fs.unlink(file);
+        await fs.unlink(file).catch(async (error: NodeJS.ErrnoException) => {
+          if (error.code !== 'EPERM' || !options.lockPassed) throw error;
+          await run('chattr', ['-i', file]).catch(() => {
+            throw error;
+          });
+          await fs.unlink(file);
+        });
       } catch (error) {
         const code = (error as NodeJS.ErrnoException).code;
         if (code === 'EPERM') locked.push(key);

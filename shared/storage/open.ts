@@ -1,5 +1,4 @@
-import type { Readable } from 'node:stream';
-import type { DeleteResult, IncompleteUpload, ObjectInfo, Storage, StorageAccess } from './storage.ts';
+import { ForwardingStorage, type Storage } from './storage.ts';
 import { parseStorageUrl, type StorageLocation } from './url.ts';
 
 export interface StorageTuning {
@@ -23,7 +22,11 @@ export function openStorage(
   tuning: StorageTuning = {},
 ): Storage {
   const location = parseStorageUrl(input, cwd);
-  return new LazyStorage(location.url, () => load(location, env, tuning));
+  let loaded: Promise<Storage> | undefined;
+  return new ForwardingStorage(location.url, () => {
+    loaded ??= load(location, env, tuning);
+    return loaded;
+  });
 }
 
 async function load(
@@ -48,52 +51,5 @@ async function load(
       const { AzureStorage } = await import('./azure.ts');
       return new AzureStorage(location.url, location.bucket, location.prefix, env, tuning);
     }
-  }
-}
-
-class LazyStorage implements Storage {
-  readonly url: string;
-  private readonly loader: () => Promise<Storage>;
-  private loaded?: Promise<Storage>;
-
-  constructor(url: string, loader: () => Promise<Storage>) {
-    this.url = url;
-    this.loader = loader;
-  }
-
-  private provider(): Promise<Storage> {
-    this.loaded ??= this.loader();
-    return this.loaded;
-  }
-
-  async check(access?: StorageAccess): Promise<void> {
-    return (await this.provider()).check(access);
-  }
-  async putStream(key: string, body: Readable, signal?: AbortSignal): Promise<void> {
-    return (await this.provider()).putStream(key, body, signal);
-  }
-  async putBytes(key: string, body: Uint8Array, options?: { ifAbsent?: boolean }): Promise<void> {
-    return (await this.provider()).putBytes(key, body, options);
-  }
-  async get(key: string, signal?: AbortSignal): Promise<Readable> {
-    return (await this.provider()).get(key, signal);
-  }
-  async head(key: string): Promise<ObjectInfo | undefined> {
-    return (await this.provider()).head(key);
-  }
-  async *list(prefix: string): AsyncIterable<ObjectInfo> {
-    yield* (await this.provider()).list(prefix);
-  }
-  async listDirs(prefix: string): Promise<string[]> {
-    return (await this.provider()).listDirs(prefix);
-  }
-  async delete(keys: string[]): Promise<DeleteResult> {
-    return (await this.provider()).delete(keys);
-  }
-  async listIncomplete(prefix: string): Promise<IncompleteUpload[]> {
-    return (await this.provider()).listIncomplete(prefix);
-  }
-  async removeIncomplete(uploads: IncompleteUpload[]): Promise<void> {
-    return (await this.provider()).removeIncomplete(uploads);
   }
 }

@@ -5,11 +5,16 @@ import {
   type CompletedPart,
   CompleteMultipartUploadCommand,
   CreateMultipartUploadCommand,
+  HeadObjectCommand,
+  type HeadObjectCommandOutput,
   PutObjectCommand,
+  PutObjectRetentionCommand,
   type S3Client,
   UploadPartCommand,
 } from '@aws-sdk/client-s3';
+import { lockCovers } from './locking.ts';
 import { type PartPlan, uploadInParts } from './parts.ts';
+import type { ObjectLock, RetentionLock } from './storage.ts';
 
 const MiB = 1024 * 1024;
 export const maxParts = 10_000;
@@ -35,13 +40,43 @@ export interface S3UploadOptions {
   key: string;
   /** Whether the client computes checksums where S3 supports them (real AWS), so parts carry CRC32. */
   checksums: boolean;
+  /** The Object Lock retention to write the object under. */
+  lock?: RetentionLock;
   signal?: AbortSignal;
+}
+
+/** The request fields that write an object under `lock` (PutObject, CreateMultipartUpload). */
+export function s3LockFields(lock: RetentionLock | undefined) {
+  if (!lock) return {};
+  return {
+    ObjectLockMode: lock.mode === 'compliance' ? ('COMPLIANCE' as const) : ('GOVERNANCE' as const),
+    ObjectLockRetainUntilDate: lock.until,
+  };
+}
+
+/** The lock HeadObject reports (retention, legal hold); undefined when there is none. */
+export function objectLockOf(
+  head: Pick<
+    HeadObjectCommandOutput,
+    'ObjectLockMode' | 'ObjectLockRetainUntilDate' | 'ObjectLockLegalHoldStatus'
+  >,
+): ObjectLock | undefined {
+  const lock: ObjectLock = {};
+  if (head.ObjectLockMode && head.ObjectLockRetainUntilDate) {
+    lock.mode = head.ObjectLockMode === 'COMPLIANCE' ? 'compliance' : 'governance';
+    lock.until = new Date(head.ObjectLockRetainUntilDate);
+  }
+  if (head.ObjectLockLegalHoldStatus === 'ON') lock.legalHold = true;
+  return lock.mode || lock.legalHold ? lock : undefined;
 }
 
 /**
  * Streams `body` into one S3 object: a single PutObject when it fits in the first part,
  * else a multipart upload. A failure or an abort aborts the multipart upload, so that no
- * parts linger, and rethrows the first error, not the abort's.
+ * parts linger, and rethrows the first error, not the abort's. A lock goes on the PutObject
+ * or the CreateMultipartUpload; after a multipart upload the object's retention is read back
+ * and set with PutObjectRetention where the server dropped it (Ceph RGW 16 ignores the lock
+ * fields of CreateMultipartUpload).
  */
 export async function uploadToS3(options: S3UploadOptions, body: Readable): Promise<void> {
   const { client, bucket: Bucket, key: Key, signal } = options;
@@ -54,6 +89,7 @@ export async function uploadToS3(options: S3UploadOptions, body: Readable): Prom
           Bucket,
           Key,
           ChecksumAlgorithm: options.checksums ? ChecksumAlgorithm.CRC32 : undefined,
+          ...s3LockFields(options.lock),
         }),
         send,
       )
@@ -65,7 +101,13 @@ export async function uploadToS3(options: S3UploadOptions, body: Readable): Prom
     {
       async single(data) {
         await client.send(
-          new PutObjectCommand({ Bucket, Key, Body: data, ContentLength: data.length }),
+          new PutObjectCommand({
+            Bucket,
+            Key,
+            Body: data,
+            ContentLength: data.length,
+            ...s3LockFields(options.lock),
+          }),
           send,
         );
       },
@@ -86,13 +128,22 @@ export async function uploadToS3(options: S3UploadOptions, body: Readable): Prom
         return { PartNumber: number, ETag: result.ETag, ChecksumCRC32: result.ChecksumCRC32 };
       },
       async complete(parts) {
-        await client.send(
+        const { VersionId } = await client.send(
           new CompleteMultipartUploadCommand({
             Bucket,
             Key,
             UploadId: await started(),
             MultipartUpload: { Parts: parts },
           }),
+          send,
+        );
+        const lock = options.lock;
+        if (!lock) return;
+        const head = await client.send(new HeadObjectCommand({ Bucket, Key, VersionId }), send);
+        if (lockCovers(objectLockOf(head), lock)) return;
+        const { ObjectLockMode: Mode, ObjectLockRetainUntilDate: RetainUntilDate } = s3LockFields(lock);
+        await client.send(
+          new PutObjectRetentionCommand({ Bucket, Key, VersionId, Retention: { Mode, RetainUntilDate } }),
           send,
         );
       },

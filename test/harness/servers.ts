@@ -12,6 +12,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import type { S3Client } from '@aws-sdk/client-s3';
 
 const require = createRequire(import.meta.url);
 
@@ -50,16 +51,43 @@ function isolatedAws(endpoint: string, key: string, secret: string): Record<stri
   };
 }
 
-async function createBucket(env: Record<string, string>, bucket: string): Promise<void> {
-  const { S3Client, CreateBucketCommand } = await import('@aws-sdk/client-s3');
-  const client = new S3Client({
+/** An SDK client for a test S3 server (its environment), sending checksums only where required. */
+export async function s3ClientOf(env: Record<string, string>): Promise<S3Client> {
+  const { S3Client } = await import('@aws-sdk/client-s3');
+  return new S3Client({
     endpoint: env.AWS_ENDPOINT_URL_S3,
     region: 'us-east-1',
     forcePathStyle: true,
     credentials: { accessKeyId: env.AWS_ACCESS_KEY_ID!, secretAccessKey: env.AWS_SECRET_ACCESS_KEY! },
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
   });
-  await client.send(new CreateBucketCommand({ Bucket: bucket }));
+}
+
+async function createBucket(
+  env: Record<string, string>,
+  bucket: string,
+  options: { objectLock?: boolean } = {},
+): Promise<void> {
+  const { CreateBucketCommand } = await import('@aws-sdk/client-s3');
+  const client = await s3ClientOf(env);
+  await client.send(
+    new CreateBucketCommand({ Bucket: bucket, ObjectLockEnabledForBucket: options.objectLock || undefined }),
+  );
   client.destroy();
+}
+
+/**
+ * A fresh bucket on an S3 server (`s3://<bucket>/backups`); with `objectLock`, created with
+ * Object Lock enabled (and so versioned), as lock-for needs. Only Ceph RGW enforces locks here.
+ */
+export async function newS3Bucket(
+  server: TestServer,
+  options: { objectLock?: boolean } = {},
+): Promise<string> {
+  const bucket = bucketName();
+  await createBucket(server.env, bucket, options);
+  return `s3://${bucket}/backups`;
 }
 
 /** s3rver (files on disk). Its list tokens need --openssl-legacy-provider (the test command sets it). */

@@ -296,6 +296,10 @@ describe('retention locks (immutable files on a local folder)', () => {
       assert.deepEqual(set.lockedObjects, [`locks/${lockedPart}/files.tar.zst`]);
       assert.deepEqual(set.plan.backups.find((b) => b.id === lockedWhole)?.reasons, ['locked']);
       assert.ok(set.deletedBackups.includes(lockedPart));
+      // Bytes freed are what was removed: not the locked artifact, nor the backup kept whole.
+      const lockedBytes = (await fs.stat(file(lockedPart, 'files.tar.zst'))).size;
+      assert.equal(set.freedBytes, set.plan.freedBytes - lockedBytes);
+      assert.equal(report.freedBytes, set.freedBytes);
       const catalog = new Catalog(storage);
       const committed = (await catalog.listBackups('locks')).filter((b) => b.committed).map((b) => b.id);
       assert.deepEqual(committed, [...expectedKept, lockedWhole].sort().reverse());

@@ -74,7 +74,7 @@ test('the umbrella declares no default where commands differ, and names each com
     assert.equal(umbrella.inputs[name].default, undefined, name);
     assert.match(umbrella.inputs[name].description, /Default: each command's own: /, name);
   }
-  assert.match(umbrella.inputs['dry-run'].description, /false \(restore\); auto \(prune-retention\)/);
+  assert.match(umbrella.inputs['dry-run'].description, /false \(restore, copy\); auto \(prune-retention\)/);
   // storage declares the marker everywhere, so that left out and given empty differ.
   assert.equal(umbrella.inputs.storage.default, notGiven);
   for (const command of commands) {
