@@ -5,7 +5,7 @@ import { lockModes, type RetentionLock } from '../storage/storage.ts';
 import { isBackupId, isSetName } from './ids.ts';
 
 export const manifestFormat = 1;
-export const kinds = ['files', 'mysql', 'k8s', 'ebs'] as const;
+export const kinds = ['files', 'mysql', 'k8s', 'ebs', 'zfs'] as const;
 
 /**
  * Whether `name` is a plain file name of the backup folder, as artifactName makes them
@@ -78,7 +78,7 @@ export const manifestSchema = z
     tool: z.object({ name: z.literal('lifeboat'), version: z.string() }),
     /** Where the backup came from: host, path, server version, … */
     source: z.record(z.string(), z.unknown()),
-    /** The stored files; none for ebs backups, whose data are EC2 snapshots (in facts). */
+    /** The stored files; none for ebs and zfs backups, whose data are snapshots (in facts). */
     artifacts: z.array(artifactSchema),
     /** What is in the backup and what was left out, in words a reader can check. */
     contents: z.object({ included: z.array(z.string()), excluded: z.array(z.string()) }),
@@ -92,7 +92,7 @@ export const manifestSchema = z
      */
     lock: z.object({ mode: z.enum(lockModes), until: z.iso.datetime() }).optional(),
   })
-  .refine((m) => m.kind === 'ebs' || m.artifacts.length > 0, {
+  .refine((m) => m.kind === 'ebs' || m.kind === 'zfs' || m.artifacts.length > 0, {
     message: 'a backup of this kind needs at least one artifact',
     path: ['artifacts'],
   });

@@ -7,6 +7,7 @@ import { listCommand } from './list.ts';
 import { pruneRetentionCommand } from './prune-retention.ts';
 import { restoreCommand } from './restore.ts';
 import { snapshotEbsCommand } from './snapshot-ebs.ts';
+import { snapshotZfsCommand } from './snapshot-zfs.ts';
 import { verifyRestoreCommand } from './verify-restore.ts';
 
 /** The commands that are built, in the order the CLI's help lists them. */
@@ -15,6 +16,7 @@ export const commands: Command<never>[] = [
   dumpMysqlCommand,
   backupK8sCommand,
   snapshotEbsCommand,
+  snapshotZfsCommand,
   restoreCommand,
   verifyRestoreCommand,
   listCommand,

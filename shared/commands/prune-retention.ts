@@ -33,7 +33,7 @@ const bucketWords: Record<BucketRule, string> = {
 };
 
 /** A keep-<rule> count: -1 (unlimited) or a whole number; 0, as in restic, is not a rule. */
-function parseCount(name: string, value: string | undefined): number | undefined {
+export function parseCount(name: string, value: string | undefined): number | undefined {
   const v = value?.trim().toLowerCase();
   if (!v) return undefined;
   if (v === 'unlimited' || v === 'all' || v === '-1') return -1;

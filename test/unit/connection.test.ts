@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { InputReader } from '../../shared/action/spec.ts';
 import { UserError } from '../../shared/errors.ts';
-import { parseConnection } from '../../shared/mysql/connection.ts';
+import { parseConnection } from '../../shared/kinds/mysql/connection.ts';
 
 /** Inputs as an action passes them: host, port, user and ssl-mode at their defaults unless given. */
 function reader(inputs: Record<string, string>): InputReader {

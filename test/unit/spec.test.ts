@@ -56,6 +56,7 @@ test('each parser reads every input its spec declares, and nothing else', () => 
         'keep-last': '3',
         'instance-id': 'i-0123456789abcdef0',
         region: 'eu-west-1',
+        datasets: 'tank/db',
       };
       return spec.default ?? given[spec.name];
     });
@@ -74,7 +75,10 @@ test('the umbrella declares no default where commands differ, and names each com
     assert.equal(umbrella.inputs[name].default, undefined, name);
     assert.match(umbrella.inputs[name].description, /Default: each command's own: /, name);
   }
-  assert.match(umbrella.inputs['dry-run'].description, /false \(restore, copy\); auto \(prune-retention\)/);
+  assert.match(
+    umbrella.inputs['dry-run'].description,
+    /false \(snapshot-zfs, restore, copy\); auto \(prune-retention\)/,
+  );
   // storage declares the marker everywhere, so that left out and given empty differ.
   assert.equal(umbrella.inputs.storage.default, notGiven);
   for (const command of commands) {

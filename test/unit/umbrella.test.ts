@@ -24,6 +24,7 @@ const given: Record<string, string> = {
   'keep-last': '3',
   'instance-id': 'i-0123456789abcdef0',
   region: 'eu-west-1',
+  datasets: 'tank/db',
 };
 
 type ActionYml = { inputs: Record<string, { default?: string }> };

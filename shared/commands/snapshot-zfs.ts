@@ -1,0 +1,185 @@
+import { InputCollector, parseBoolean, parseInteger } from '../action/inputs.ts';
+import { defineCommand } from '../action/spec.ts';
+import { UserError } from '../errors.ts';
+import { splitList } from '../pipeline/encryption.ts';
+import { formatBytes } from '../pipeline/progress.ts';
+import { bucketRules, isTimeZone } from '../retention/calendar.ts';
+import { hasKeepRule, type RetentionPolicy, withinRules } from '../retention/plan.ts';
+import type { Storage } from '../storage/storage.ts';
+import { checkDatasets, snapshotZfs, type ZfsSnapshotOptions } from '../zfs/snapshot.ts';
+import { backupUri, parseSet, parseStorage, parseTimeout, setInput, timeoutInput } from './common.ts';
+import { parseCount, parseWithin } from './prune-retention.ts';
+
+interface Options extends Omit<ZfsSnapshotOptions, 'logger' | 'signal' | 'storage'> {
+  storage?: Storage;
+  timeoutSeconds: number;
+}
+
+const countRules = ['last', 'hourly', 'daily', 'weekly', 'monthly', 'yearly'] as const;
+
+/** `70%` or `70`: a whole percentage from 1 to 100. */
+function parsePercent(name: string, value: string | undefined): number | undefined {
+  const v = value?.trim();
+  if (!v) return undefined;
+  return parseInteger(name, v.replace(/%$/, ''), { min: 1, max: 100 });
+}
+
+export const snapshotZfsCommand = defineCommand<Options>({
+  name: 'snapshot-zfs',
+  description:
+    'Snapshot ZFS datasets as one backup (recursive, tagged with lifeboat:set and lifeboat:backup-id user properties, held), with a manifest in the catalog and local retention of the set on the host.',
+  inputs: [
+    {
+      name: 'storage',
+      description:
+        "Where the manifest goes (as for every backup: a folder, s3://, gs://, azblob://); the snapshots stay on the host. Without it, the snapshots' lifeboat:set and lifeboat:backup-id properties alone identify the set.",
+    },
+    setInput,
+    {
+      name: 'datasets',
+      description: 'The ZFS datasets to snapshot, comma or newline separated, e.g. tank/db,tank/home.',
+      required: true,
+    },
+    {
+      name: 'recursive',
+      description:
+        'Snapshot every dataset below each given one too (zfs snapshot -r: atomic per given dataset).',
+      default: 'true',
+    },
+    ...countRules.map((rule) => ({
+      name: `keep-${rule}`,
+      description: `Local retention (restic forget semantics, as prune-retention): keep-${rule} N of the set's snapshots on this host (unlimited: -1).`,
+    })),
+    {
+      name: 'keep-within',
+      description:
+        "Local retention: keep every backup newer than the newest minus this duration (restic's units: y, m = months, d, h).",
+    },
+    ...bucketRules.map((rule) => ({
+      name: `keep-within-${rule}`,
+      description: `Local retention: keep-within-${rule} as in prune-retention (restic's units: y, m = months, d, h).`,
+    })),
+    {
+      name: 'timezone',
+      description: 'The IANA time zone the local retention counts hours, days, weeks, months and years in.',
+      default: 'UTC',
+    },
+    {
+      name: 'min-keep',
+      description: 'Always keep at least the newest N backups on this host.',
+      default: '1',
+    },
+    {
+      name: 'max-pool-usage',
+      description:
+        "After the policy, while a pool is fuller than this (e.g. 70%), destroy the set's oldest snapshots (never the newest, min-keep, or ones held by others); a warning when it cannot be met.",
+    },
+    {
+      name: 'hold',
+      description:
+        'Put the hold `lifeboat` on the snapshots the policy keeps (zfs destroy refuses them) and release it from those it drops.',
+      default: 'true',
+    },
+    {
+      name: 'dry-run',
+      description: 'true: print the snapshots and the retention plan; take, hold and destroy nothing.',
+      default: 'false',
+    },
+    timeoutInput('1h'),
+  ],
+  outputs: [
+    { name: 'backup-id', description: 'The id of the backup (also the lifeboat:backup-id property).' },
+    { name: 'uri', description: 'The URL of the backup folder in the catalog (empty without storage).' },
+    { name: 'snapshots', description: 'JSON: the snapshots taken (full names).' },
+    { name: 'destroyed', description: 'JSON: the snapshots local retention destroyed.' },
+    { name: 'duration-seconds', description: 'How long it took.' },
+    { name: 'result', description: 'The snapshots and the local retention report, as JSON.' },
+  ],
+  parse(read) {
+    const c = new InputCollector();
+    const counts = Object.fromEntries(
+      countRules.map((rule) => [rule, c.field(() => parseCount(`keep-${rule}`, read(`keep-${rule}`)))]),
+    );
+    const timezone = read('timezone')?.trim() || 'UTC';
+    const policy: RetentionPolicy = {
+      ...counts,
+      within: c.field(() => parseWithin('keep-within', read('keep-within'))),
+      ...Object.fromEntries(
+        bucketRules.map((rule) => [
+          withinRules[rule],
+          c.field(() => parseWithin(`keep-within-${rule}`, read(`keep-within-${rule}`))),
+        ]),
+      ),
+      tags: [],
+      timezone,
+      keepVerified: 0,
+      minKeep:
+        c.field(() => parseInteger('min-keep', read('min-keep') || '1', { min: 1, max: 1_000_000 })) ?? 1,
+      orphanGraceSeconds: 0,
+    };
+    c.field(() => {
+      if (!isTimeZone(timezone))
+        throw new UserError(
+          `timezone: '${timezone}' is not an IANA time zone; accepted: UTC, Europe/Berlin, America/New_York, …`,
+        );
+    });
+    const options: Options = {
+      storage: read('storage')?.trim() ? c.field(() => parseStorage(read)) : undefined,
+      set: c.field(() => parseSet(read)),
+      datasets: c.field(() => checkDatasets(splitList(read('datasets')))),
+      recursive: c.field(() => parseBoolean('recursive', read('recursive'), true)),
+      // No keep rule: local retention keeps everything (max-pool-usage may still destroy).
+      policy: hasKeepRule(policy) ? policy : undefined,
+      maxPoolUsage: c.field(() => parsePercent('max-pool-usage', read('max-pool-usage'))),
+      hold: c.field(() => parseBoolean('hold', read('hold'), true)),
+      dryRun: c.field(() => parseBoolean('dry-run', read('dry-run'), false)),
+      timeoutSeconds: c.field(() => parseTimeout(read, '1h')),
+    };
+    c.finish();
+    return options;
+  },
+  async execute(options, { logger, signal }) {
+    const started = Date.now();
+    const result = await snapshotZfs({ ...options, logger, signal });
+    const seconds = (Date.now() - started) / 1000;
+    const uri = options.storage && !result.dryRun ? backupUri(options.storage, options.set, result.id) : '';
+    const { retention } = result;
+    const taken = result.facts.snapshots.map((s) => s.snapshot);
+    logger.info(
+      result.dryRun
+        ? `dry run: nothing taken, held or destroyed; ${retention.backups.filter((b) => !b.keep).length} backup(s) would be destroyed`
+        : `${taken.length} snapshot(s) of ${options.set}/${result.id}${uri ? `, committed ${uri}` : ' (no storage: identified by properties)'}; local retention destroyed ${retention.destroyed.length} snapshot(s)`,
+    );
+    const verb = (keep: boolean) => (keep ? 'keep' : result.dryRun ? 'would destroy' : 'destroyed');
+    return {
+      outputs: {
+        'backup-id': result.id,
+        uri,
+        snapshots: JSON.stringify(taken),
+        destroyed: JSON.stringify(retention.destroyed),
+        'duration-seconds': seconds.toFixed(1),
+        result: JSON.stringify({ facts: result.facts, retention }),
+      },
+      summary: {
+        heading: `ZFS backup ${options.set}/${result.id}${result.dryRun ? ' (dry run)' : ''}`,
+        table: [
+          ['Backup', 'Decision', 'Why', 'Snapshots', 'Used'],
+          ...retention.backups.map((b) => [
+            b.id,
+            b.notDestroyed.length ? `kept ${b.notDestroyed.length} (held by others)` : verb(b.keep),
+            b.keep ? b.reasons.join(', ') : (b.deleteReason ?? ''),
+            String(b.snapshots.length),
+            formatBytes(b.bytes),
+          ]),
+        ],
+        notes: [
+          `${result.dryRun ? 'dry run: nothing was taken, held, destroyed or written' : uri ? `manifest at ${uri}` : 'no storage given: the snapshots are found by their lifeboat:set and lifeboat:backup-id properties'}; ${seconds.toFixed(1)} s.`,
+          ...retention.pools.map(
+            (p) => `${p.pool}: ${p.capacity}% used (max-pool-usage ${p.limit}%${p.met ? '' : ', not met'}).`,
+          ),
+          ...retention.warnings,
+        ],
+      },
+    };
+  },
+});

@@ -1,0 +1,70 @@
+import { parseBoolean, requireInput } from '../action/inputs.ts';
+import { type FilesLeftovers, removeFilesLeftovers, restoreFiles } from '../files/restore.ts';
+import { formatBytes } from '../pipeline/progress.ts';
+import { defineKind, restoreOutputs } from './kind.ts';
+
+export const filesKind = defineKind({
+  name: 'files',
+  restore: {
+    inputs: [
+      { name: 'target', description: 'the folder to restore into (new or empty unless overwrite).' },
+      {
+        name: 'preserve-owner',
+        description:
+          "restore the archive's owners (when running as root) and setuid, setgid and sticky bits; by default files belong to whoever restores and get no setuid or setgid bit.",
+        default: 'false',
+      },
+    ],
+    parse: (read, c) => ({
+      target: read('target')?.trim() || undefined,
+      preserveOwner: c.field(() => parseBoolean('preserve-owner', read('preserve-owner'), false)),
+    }),
+    async run(options, manifest, context) {
+      const { logger, signal, leftovers, uri, started: _, ...common } = context;
+      const target = requireInput('target', options.target, 'the folder to restore the files into');
+      const result = await restoreFiles({
+        ...common,
+        preserveOwner: options.preserveOwner,
+        manifest,
+        target,
+        logger,
+        signal,
+        onLeftovers: (state) => leftovers?.(state),
+      });
+      const verb = common.dryRun ? 'checked (dry run, nothing written)' : `restored into ${result.target}`;
+      logger.info(
+        `${verb}: ${result.facts.files} files, ${formatBytes(result.facts.bytes)}, sha256 verified`,
+      );
+      const { seconds, outputs, heading } = restoreOutputs(
+        manifest,
+        context,
+        result.target,
+        result.facts.bytes,
+        result,
+      );
+      return {
+        outputs,
+        summary: {
+          heading,
+          table: [
+            ['', ''],
+            ['Backup', manifest.id],
+            ['From', uri],
+            ['Target', common.dryRun ? `${result.target} (dry run: nothing written)` : result.target],
+            [
+              'Restored',
+              `${result.facts.files} files, ${result.facts.directories} folders, ${result.facts.symlinks} symlinks`,
+            ],
+            ['Content', formatBytes(result.facts.bytes)],
+            ['Integrity', 'sha256 and counts match the manifest'],
+            ['Duration', `${seconds.toFixed(1)} s`],
+          ],
+        },
+      };
+    },
+    leftovers: {
+      types: ['files-staging'],
+      remove: (state, _read, logger) => removeFilesLeftovers(state as FilesLeftovers, logger),
+    },
+  },
+});
