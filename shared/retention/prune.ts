@@ -276,6 +276,15 @@ export async function prune(options: PruneOptions): Promise<PruneReport> {
     if (!options.dryRun && deadUploads.length) await options.storage.removeIncomplete(deadUploads);
     options.signal?.throwIfAborted();
     const doomed = plan.backups.filter((b) => !b.keep).map((b) => entries.get(b.id)!);
+    // A zfs backup's data are snapshots on its host, pruned there by snapshot-zfs's own policy:
+    // deleting its catalog entry here would only lose track of them.
+    const zfs = doomed.find((e) => manifests.get(e.id)?.kind === 'zfs');
+    if (zfs) {
+      const why = `${set}/${zfs.id} is a zfs backup: prune-retention does not prune zfs sets in this version (snapshot-zfs prunes their snapshots on the host, with its keep-* rules and max-pool-usage); nothing of ${set} was deleted`;
+      if (options.sets !== '*') throw new UserError(`set: ${why}`);
+      options.logger.warn(why);
+      continue;
+    }
     const doomedOrphans = plan.orphans.filter((o) => o.delete).map((o) => entries.get(o.id)!);
     const kept = plan.backups.length - doomed.length;
     options.logger.info(

@@ -11,7 +11,7 @@ import type { RetentionPolicy } from '../../shared/retention/plan.ts';
 import { prune } from '../../shared/retention/prune.ts';
 import { openStorage } from '../../shared/storage/open.ts';
 import type { Storage } from '../../shared/storage/storage.ts';
-import { backupFolder } from '../harness/catalog.ts';
+import { backupFolder, testManifest } from '../harness/catalog.ts';
 import { startAzurite, startFauxqs, startFolder, type TestServer, tempDir } from '../harness/servers.ts';
 import { diffTrees } from '../harness/tree.ts';
 
@@ -318,4 +318,42 @@ describe('retention locks (immutable files on a local folder)', () => {
       await server.stop();
     }
   });
+});
+
+test('a zfs set is not pruned (its snapshots are pruned on the host): an error naming it, nothing deleted; with every set, a warning and the others pruned', async () => {
+  const storage = openStorage(path.join(work, 'zfs-sets'));
+  const catalog = new Catalog(storage);
+  for (const day of [1, 2, 3]) {
+    const at = new Date(Date.UTC(2026, 10, day, 3, 15));
+    const pending = await catalog.begin('tank', 'full', at);
+    await catalog.commit(
+      pending,
+      testManifest({ id: pending.id, set: 'tank', kind: 'zfs', startedAt: at.toISOString(), artifacts: [] }),
+    );
+  }
+  await history(storage, 'etc');
+  const before = await allKeys(storage, 'tank/');
+  const keepOne: RetentionPolicy = {
+    keepVerified: 0,
+    tags: [],
+    timezone: 'UTC',
+    last: 1,
+    minKeep: 1,
+    orphanGraceSeconds: 86_400,
+  };
+  const run = (sets: string[] | '*', warn: (m: string) => void = () => {}) =>
+    prune({ storage, sets, policy: keepOne, dryRun: false, logger: { info() {}, warn }, now: later });
+  await assert.rejects(
+    run(['tank']),
+    /^UserError: set: tank\/.* is a zfs backup: prune-retention does not prune zfs sets/,
+  );
+  assert.deepEqual(await allKeys(storage, 'tank/'), before);
+  const warnings: string[] = [];
+  const report = await run('*', (m) => warnings.push(m));
+  assert.ok(
+    warnings.some((w) => /is a zfs backup/.test(w)),
+    warnings.join('\n'),
+  );
+  assert.deepEqual(await allKeys(storage, 'tank/'), before);
+  assert.ok((report.sets.find((s) => s.set === 'etc')?.deletedBackups.length ?? 0) > 0);
 });
