@@ -23,7 +23,7 @@ interface Options extends CommonOptions {
   dryRun: boolean;
 }
 
-const countRules = ['last', 'hourly', 'daily', 'weekly', 'monthly', 'yearly'] as const;
+export const countRules = ['last', 'hourly', 'daily', 'weekly', 'monthly', 'yearly'] as const;
 const bucketWords: Record<BucketRule, string> = {
   hourly: 'hour',
   daily: 'day',
@@ -31,6 +31,40 @@ const bucketWords: Record<BucketRule, string> = {
   monthly: 'month',
   yearly: 'year',
 };
+
+/**
+ * The time rules of a policy — keep-last … keep-yearly, keep-within, keep-within-<bucket> —
+ * and the timezone they count in: what prune-retention and snapshot-zfs's local retention
+ * both read.
+ */
+export function parseKeepRules(
+  read: InputReader,
+  c: InputCollector,
+): Omit<
+  RetentionPolicy,
+  'tags' | 'tagLists' | 'keepVerified' | 'minKeep' | 'maxTotalBytes' | 'orphanGraceSeconds'
+> {
+  const timezone = read('timezone')?.trim() || 'UTC';
+  c.field(() => {
+    if (!isTimeZone(timezone))
+      throw new UserError(
+        `timezone: '${timezone}' is not an IANA time zone; accepted: UTC, Europe/Berlin, America/New_York, …`,
+      );
+  });
+  return {
+    ...Object.fromEntries(
+      countRules.map((rule) => [rule, c.field(() => parseCount(`keep-${rule}`, read(`keep-${rule}`)))]),
+    ),
+    within: c.field(() => parseWithin('keep-within', read('keep-within'))),
+    ...Object.fromEntries(
+      bucketRules.map((rule) => [
+        withinRules[rule],
+        c.field(() => parseWithin(`keep-within-${rule}`, read(`keep-within-${rule}`))),
+      ]),
+    ),
+    timezone,
+  };
+}
 
 /** A keep-<rule> count: -1 (unlimited) or a whole number; 0, as in restic, is not a rule. */
 export function parseCount(name: string, value: string | undefined): number | undefined {
@@ -210,27 +244,15 @@ export const pruneRetentionCommand = defineCommand<Options>({
   ],
   parse(read) {
     const c = new InputCollector();
-    const counts = Object.fromEntries(
-      countRules.map((rule) => [rule, c.field(() => parseCount(`keep-${rule}`, read(`keep-${rule}`)))]),
-    );
-    const timezone = read('timezone')?.trim() || 'UTC';
     const maxTotal = c.field(() => parseSize('max-total-size', read('max-total-size')));
     const percent = c.field(() =>
       parseInteger('max-usage-percent', read('max-usage-percent'), { min: 1, max: 100 }),
     );
     const quota = c.field(() => parseSize('quota', read('quota')));
     const policy: RetentionPolicy = {
-      ...counts,
-      within: c.field(() => parseWithin('keep-within', read('keep-within'))),
-      ...Object.fromEntries(
-        bucketRules.map((rule) => [
-          withinRules[rule],
-          c.field(() => parseWithin(`keep-within-${rule}`, read(`keep-within-${rule}`))),
-        ]),
-      ),
+      ...parseKeepRules(read, c),
       tags: splitList(read('keep-tagged')),
       tagLists: parseTagLists(read('keep-tag')),
-      timezone,
       keepVerified:
         c.field(() =>
           parseInteger('keep-verified', read('keep-verified') || '1', { min: 0, max: 1_000_000 }),
@@ -241,10 +263,6 @@ export const pruneRetentionCommand = defineCommand<Options>({
       orphanGraceSeconds: c.field(() => parseDuration('orphan-grace', read('orphan-grace'), '24h')),
     };
     c.field(() => {
-      if (!isTimeZone(timezone))
-        throw new UserError(
-          `timezone: '${timezone}' is not an IANA time zone; accepted: UTC, Europe/Berlin, America/New_York, …`,
-        );
       if ((percent === undefined) !== (quota === undefined))
         throw new UserError('max-usage-percent: give it together with quota (or use max-total-size)');
       if (percent !== undefined && maxTotal !== undefined)

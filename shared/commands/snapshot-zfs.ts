@@ -1,21 +1,18 @@
 import { InputCollector, parseBoolean, parseInteger } from '../action/inputs.ts';
 import { defineCommand } from '../action/spec.ts';
-import { UserError } from '../errors.ts';
 import { splitList } from '../pipeline/encryption.ts';
 import { formatBytes } from '../pipeline/progress.ts';
-import { bucketRules, isTimeZone } from '../retention/calendar.ts';
-import { hasKeepRule, type RetentionPolicy, withinRules } from '../retention/plan.ts';
+import { bucketRules } from '../retention/calendar.ts';
+import { hasKeepRule, type RetentionPolicy } from '../retention/plan.ts';
 import type { Storage } from '../storage/storage.ts';
 import { checkDatasets, snapshotZfs, type ZfsSnapshotOptions } from '../zfs/snapshot.ts';
 import { backupUri, parseSet, parseStorage, parseTimeout, setInput, timeoutInput } from './common.ts';
-import { parseCount, parseWithin } from './prune-retention.ts';
+import { countRules, parseKeepRules } from './prune-retention.ts';
 
 interface Options extends Omit<ZfsSnapshotOptions, 'logger' | 'signal' | 'storage'> {
   storage?: Storage;
   timeoutSeconds: number;
 }
-
-const countRules = ['last', 'hourly', 'daily', 'weekly', 'monthly', 'yearly'] as const;
 
 /** `70%` or `70`: a whole percentage from 1 to 100. */
 function parsePercent(name: string, value: string | undefined): number | undefined {
@@ -97,32 +94,14 @@ export const snapshotZfsCommand = defineCommand<Options>({
   ],
   parse(read) {
     const c = new InputCollector();
-    const counts = Object.fromEntries(
-      countRules.map((rule) => [rule, c.field(() => parseCount(`keep-${rule}`, read(`keep-${rule}`)))]),
-    );
-    const timezone = read('timezone')?.trim() || 'UTC';
     const policy: RetentionPolicy = {
-      ...counts,
-      within: c.field(() => parseWithin('keep-within', read('keep-within'))),
-      ...Object.fromEntries(
-        bucketRules.map((rule) => [
-          withinRules[rule],
-          c.field(() => parseWithin(`keep-within-${rule}`, read(`keep-within-${rule}`))),
-        ]),
-      ),
+      ...parseKeepRules(read, c),
       tags: [],
-      timezone,
       keepVerified: 0,
       minKeep:
         c.field(() => parseInteger('min-keep', read('min-keep') || '1', { min: 1, max: 1_000_000 })) ?? 1,
       orphanGraceSeconds: 0,
     };
-    c.field(() => {
-      if (!isTimeZone(timezone))
-        throw new UserError(
-          `timezone: '${timezone}' is not an IANA time zone; accepted: UTC, Europe/Berlin, America/New_York, …`,
-        );
-    });
     const options: Options = {
       storage: read('storage')?.trim() ? c.field(() => parseStorage(read)) : undefined,
       set: c.field(() => parseSet(read)),
