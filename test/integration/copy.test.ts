@@ -577,3 +577,56 @@ describe('two S3 services with their own credentials: the source keys never reac
     }
   });
 });
+
+describe('a hostile source (whoever can write it, with matching hashes)', () => {
+  /** A copy of the origin's backup folder whose manifest `edit` rewrites. */
+  async function crafted(label: string, edit: (m: Record<string, unknown>) => void): Promise<Storage> {
+    const root = path.join(work, `hostile-${label}`);
+    const from = path.join(work, 'origin', 'etc', manifest.id);
+    const into = path.join(root, 'etc', manifest.id);
+    await fs.mkdir(path.dirname(into), { recursive: true });
+    await fs.cp(from, into, { recursive: true });
+    const file = path.join(into, manifestName);
+    const json = JSON.parse(await fs.readFile(file, 'utf8')) as Record<string, unknown>;
+    edit(json);
+    await fs.writeFile(file, JSON.stringify(json));
+    return openStorage(root);
+  }
+  async function everyKey(storage: Storage): Promise<string[]> {
+    const found: string[] = [];
+    for await (const item of storage.list('')) found.push(item.key);
+    return found;
+  }
+
+  test('a manifest that names another set or id than its folder is refused; nothing is written', async () => {
+    for (const [label, edit] of [
+      ['other-set', (m: Record<string, unknown>) => (m.set = 'victim')],
+      ['other-id', (m: Record<string, unknown>) => (m.id = '2020-01-01-0000-backup-full')],
+    ] as const) {
+      const target = folder(`hostile-target-${label}`);
+      const report = await copy(await crafted(label, edit), target);
+      assert.deepEqual(
+        report.backups.map((b) => b.state),
+        ['failed'],
+        label,
+      );
+      assert.match(report.backups[0]!.reason ?? '', /manifest/, label);
+      assert.deepEqual(await everyKey(target), [], label);
+    }
+  });
+
+  test('an artifact name that leaves the backup folder is refused; nothing is read or written outside it', async () => {
+    const target = folder('hostile-target-path');
+    const source = await crafted('path', (m) => {
+      const [artifact] = m.artifacts as { name: string }[];
+      artifact!.name = `../../victim/${artifact!.name}`;
+    });
+    const report = await copy(source, target);
+    assert.deepEqual(
+      report.backups.map((b) => b.state),
+      ['failed'],
+    );
+    assert.match(report.backups[0]!.reason ?? '', /not a plain file name/);
+    assert.deepEqual(await everyKey(target), []);
+  });
+});
