@@ -86,6 +86,12 @@ export const manifestSchema = z
     facts: z.record(z.string(), z.unknown()),
     tags: z.array(z.string()).default([]),
     /**
+     * An incremental backup (mode `incremental`): the id of the backup of the same set it
+     * applies on top of. Restoring it needs that one first (and its parent, down to a full
+     * one); prune never deletes a backup a kept one depends on.
+     */
+    parent: z.string().refine(isBackupId, { error: 'is not a backup id Lifeboat makes' }).optional(),
+    /**
      * The retention lock every object of the backup was written under (lock-for): none may be
      * deleted or overwritten before `until` (the backup's start plus lock-for). Verification
      * records written later get the same lock while it lasts.

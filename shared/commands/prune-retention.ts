@@ -347,6 +347,14 @@ export const pruneRetentionCommand = defineCommand<Options>({
           `${s.set}: kept by their retention lock (the storage refuses to delete them before it ends): ${locked.map((b) => `${b.id} locked until ${b.lockedUntil}`).join(', ')}.`,
         );
       }
+      const parents = s.plan.backups.filter(
+        (b) => b.keep && b.reasons.every((r) => r.startsWith('parent of ')),
+      );
+      if (parents.length) {
+        notes.push(
+          `${s.set}: kept only because a kept incremental backup applies on top of them (restoring it needs them): ${parents.map((b) => b.id).join(', ')}.`,
+        );
+      }
       if (s.lockedObjects.length) {
         notes.push(
           `${s.set}: ${s.lockedObjects.length} object(s) of deleted backups are locked and stay (not counted as freed) until their lock ends; a later run removes them.`,

@@ -1,16 +1,33 @@
 import { InputCollector, parseBoolean, parseInteger } from '../action/inputs.ts';
 import { defineCommand } from '../action/spec.ts';
+import { UserError } from '../errors.ts';
 import { splitList } from '../pipeline/encryption.ts';
 import { formatBytes } from '../pipeline/progress.ts';
 import { bucketRules } from '../retention/calendar.ts';
 import { hasKeepRule, type RetentionPolicy } from '../retention/plan.ts';
+import { withRetentionLock } from '../storage/locking.ts';
+import { openStorage } from '../storage/open.ts';
 import type { Storage } from '../storage/storage.ts';
 import { checkDatasets, snapshotZfs, type ZfsSnapshotOptions } from '../zfs/snapshot.ts';
-import { backupUri, parseSet, parseStorage, parseTimeout, setInput, timeoutInput } from './common.ts';
+import {
+  artifactInputs,
+  backupUri,
+  lockInputs,
+  parseArtifactOptions,
+  parseLock,
+  parseProgress,
+  parseSet,
+  parseStorage,
+  parseTimeout,
+  progressInput,
+  setInput,
+  timeoutInput,
+} from './common.ts';
 import { countRules, parseKeepRules } from './prune-retention.ts';
 
 interface Options extends Omit<ZfsSnapshotOptions, 'logger' | 'signal' | 'storage'> {
   storage?: Storage;
+  progressIntervalMs: number;
   timeoutSeconds: number;
 }
 
@@ -31,6 +48,22 @@ export const snapshotZfsCommand = defineCommand<Options>({
       description:
         "Where the manifest goes (as for every backup: a folder, s3://, gs://, azblob://); the snapshots stay on the host. Without it, the snapshots' lifeboat:set and lifeboat:backup-id properties alone identify the set.",
     },
+    {
+      name: 'send-to',
+      description:
+        "Off-site: also stream each snapshot (zfs send: full the first time, then incremental from the newest backup of the set there whose snapshot is still on this host) through compression and age into this storage's catalog (a folder, s3://, gs://, azblob://), manifest last. Given instead of storage: its manifests are the set's catalog.",
+    },
+    {
+      name: 'send-index',
+      description:
+        "With send-to: clone each snapshot read-only and walk it, recording its file count, bytes and content sha256 in the manifest for verify-restore to compare (reads the data a second time; false: only the stream's guid and sha256 are checked).",
+      default: 'true',
+    },
+    ...artifactInputs.map((input) =>
+      input.name === 'tags' ? input : { ...input, description: `With send-to: ${input.description}` },
+    ),
+    ...lockInputs.map((input) => ({ ...input, description: `With send-to: ${input.description}` })),
+    progressInput,
     setInput,
     {
       name: 'datasets',
@@ -89,6 +122,7 @@ export const snapshotZfsCommand = defineCommand<Options>({
     { name: 'uri', description: 'The URL of the backup folder in the catalog (empty without storage).' },
     { name: 'snapshots', description: 'JSON: the snapshots taken (full names).' },
     { name: 'destroyed', description: 'JSON: the snapshots local retention destroyed.' },
+    { name: 'sent-bytes', description: 'With send-to: the bytes of the streams stored.' },
     { name: 'duration-seconds', description: 'How long it took.' },
     { name: 'result', description: 'The snapshots and the local retention report, as JSON.' },
   ],
@@ -102,8 +136,44 @@ export const snapshotZfsCommand = defineCommand<Options>({
         c.field(() => parseInteger('min-keep', read('min-keep') || '1', { min: 1, max: 1_000_000 })) ?? 1,
       orphanGraceSeconds: 0,
     };
+    const sendTo = read('send-to')?.trim();
+    if (sendTo && read('storage')?.trim())
+      c.field(() => {
+        throw new UserError(
+          'send-to: given with storage; give one: send-to stores the streams and their manifests (the catalog of the set), storage only manifests of snapshots that stay on the host',
+        );
+      });
+    const sendIndex = c.field(() => parseBoolean('send-index', read('send-index'), true));
+    const artifacts = sendTo ? parseArtifactOptions(read, c) : undefined;
+    // What only a send uses is refused without one, rather than silently ignored.
+    const sendOnly = ['compression-level', 'age-recipients', 'age-passphrase'].filter((n) => read(n)?.trim());
+    if (!sendTo && (sendOnly.length || (read('compression')?.trim() || 'zstd') !== 'zstd'))
+      c.field(() => {
+        throw new UserError(
+          `${sendOnly[0] ?? 'compression'}: needs send-to (the snapshots on the host are neither compressed nor encrypted by Lifeboat)`,
+        );
+      });
+    const lock = c.field(() => parseLock(read));
+    if (lock && !sendTo)
+      c.field(() => {
+        throw new UserError('lock-for: needs send-to (the snapshots on the host are protected by holds)');
+      });
+    const sendStorage = sendTo ? c.field(() => openStorage(sendTo)) : undefined;
     const options: Options = {
       storage: read('storage')?.trim() ? c.field(() => parseStorage(read)) : undefined,
+      ...(sendStorage && artifacts
+        ? {
+            sendTo: {
+              storage: lock ? withRetentionLock(sendStorage, lock) : sendStorage,
+              compression: artifacts.compression,
+              compressionLevel: artifacts.compressionLevel,
+              encryption: artifacts.encryption,
+              index: sendIndex ?? true,
+            },
+          }
+        : {}),
+      tags: splitList(read('tags')),
+      progressIntervalMs: c.field(() => parseProgress(read)),
       set: c.field(() => parseSet(read)),
       datasets: c.field(() => checkDatasets(splitList(read('datasets')))),
       recursive: c.field(() => parseBoolean('recursive', read('recursive'), true)),
@@ -119,9 +189,12 @@ export const snapshotZfsCommand = defineCommand<Options>({
   },
   async execute(options, { logger, signal }) {
     const started = Date.now();
-    const result = await snapshotZfs({ ...options, logger, signal });
+    const sendTo = options.sendTo && { ...options.sendTo, progressIntervalMs: options.progressIntervalMs };
+    const result = await snapshotZfs({ ...options, ...(sendTo ? { sendTo } : {}), logger, signal });
     const seconds = (Date.now() - started) / 1000;
-    const uri = options.storage && !result.dryRun ? backupUri(options.storage, options.set, result.id) : '';
+    const catalogStorage = options.sendTo?.storage ?? options.storage;
+    const uri = catalogStorage && !result.dryRun ? backupUri(catalogStorage, options.set, result.id) : '';
+    const sent = result.manifest?.artifacts ?? [];
     const { retention } = result;
     const taken = result.facts.snapshots.map((s) => s.snapshot);
     logger.info(
@@ -135,6 +208,7 @@ export const snapshotZfsCommand = defineCommand<Options>({
         'backup-id': result.id,
         uri,
         snapshots: JSON.stringify(taken),
+        'sent-bytes': String(sent.reduce((n, a) => n + a.bytes, 0)),
         destroyed: JSON.stringify(retention.destroyed),
         'duration-seconds': seconds.toFixed(1),
         result: JSON.stringify({ facts: result.facts, retention }),
@@ -152,6 +226,11 @@ export const snapshotZfsCommand = defineCommand<Options>({
           ]),
         ],
         notes: [
+          ...(sent.length
+            ? [
+                `sent ${sent.length} stream(s), ${formatBytes(sent.reduce((n, a) => n + a.bytes, 0))} stored (${result.manifest?.parent ? `incremental from ${result.manifest.parent}` : 'full'}).`,
+              ]
+            : []),
           `${result.dryRun ? 'dry run: nothing was taken, held, destroyed or written' : uri ? `manifest at ${uri}` : 'no storage given: the snapshots are found by their lifeboat:set and lifeboat:backup-id properties'}; ${seconds.toFixed(1)} s.`,
           ...retention.pools.map(
             (p) => `${p.pool}: ${p.capacity}% used (max-pool-usage ${p.limit}%${p.met ? '' : ', not met'}).`,

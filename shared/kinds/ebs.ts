@@ -1,6 +1,8 @@
 import { parseBoolean, parseDuration, parseInteger } from '../action/inputs.ts';
 import type { InputReader } from '../action/spec.ts';
+import { deleteSnapshots, snapshotsOf } from '../ebs/delete.ts';
 import { restoreEbs } from '../ebs/restore.ts';
+import { ebsFacts } from '../ebs/snapshot.ts';
 import { type EbsLeftovers, removeEbsLeftovers, verifyEbs } from '../ebs/verify.ts';
 import { defineKind, restoreOutputs } from './kind.ts';
 
@@ -111,6 +113,23 @@ export const ebsKind = defineKind({
     leftovers: {
       types: ['volumes'],
       remove: (state, _read, logger) => removeEbsLeftovers(state as EbsLeftovers, logger),
+    },
+  },
+  prune: {
+    // The data are EC2 snapshots (and their copies in other regions): deleted with the backup.
+    outside: {
+      report: 'snapshots',
+      of: (manifest) => snapshotsOf(ebsFacts(manifest)),
+      async remove(refs, { set, logger }) {
+        const snapshots = refs.flatMap((r) => r.ref);
+        const result = await deleteSnapshots(snapshots, logger);
+        if (snapshots.length) {
+          logger.info(
+            `${set}: deleted ${result.deleted.length} EBS snapshot(s)${result.kept.length ? `, kept ${result.kept.length} that EC2 would not delete (in use by an AMI or locked)` : ''}`,
+          );
+        }
+        return result;
+      },
     },
   },
 });

@@ -9,11 +9,21 @@ import type { Logger } from '../pipeline/progress.ts';
 import { ebsKind } from './ebs.ts';
 import { filesKind } from './files.ts';
 import { k8sKind } from './k8s.ts';
-import type { Kind } from './kind.ts';
+import type { Kind, PrunePart } from './kind.ts';
 import { mysqlKind } from './mysql/index.ts';
+import { zfsKind } from './zfs.ts';
 
 /** Every kind, in the order their inputs are listed. */
-export const kinds: Kind[] = [filesKind, mysqlKind, ebsKind, k8sKind] as Kind[];
+export const kinds: Kind[] = [filesKind, mysqlKind, ebsKind, k8sKind, zfsKind] as Kind[];
+
+/**
+ * What prune-retention asks of the kind named `name` (a manifest's kind): its prune part, or
+ * an empty one. Until the zfs kind declares its own, a zfs backup of snapshots on its host
+ * alone (no artifacts: nothing in the catalog but its record) is refused here.
+ */
+export function prunePartOf(name: string): PrunePart<unknown> {
+  return kinds.find((k) => k.name === name)?.prune ?? {};
+}
 
 /** The jobs a kind may do for a command. */
 export type StepName = 'restore' | 'verify';

@@ -5,13 +5,15 @@ import path from 'node:path';
 import { parseAutoBoolean, parseBoolean, parseChoice, parseDuration } from '../action/inputs.ts';
 import type { CommandResult, InputReader } from '../action/spec.ts';
 import type { Manifest } from '../catalog/manifest.ts';
-import { UserError } from '../errors.ts';
+import { messageOf, UserError } from '../errors.ts';
+import type { K8sFacts } from '../k8s/backup.ts';
 import { KubeClient } from '../k8s/client.ts';
 import { type ExistingPolicy, restoreK8s, veleroBackupName } from '../k8s/restore.ts';
+import { deleteVeleroFolder, veleroCopyOwner } from '../k8s/velero-layout.ts';
 import { deleteNamespaces, type K8sLeftovers, verifyK8s } from '../k8s/verify.ts';
 import { splitList } from '../pipeline/encryption.ts';
 import { parsePollInterval } from './ebs.ts';
-import { defineKind, type RestoreContext } from './kind.ts';
+import { defineKind, type PruneContext, type RestoreContext } from './kind.ts';
 
 const existingPolicies: ExistingPolicy[] = ['skip', 'update', 'recreate'];
 
@@ -145,6 +147,56 @@ async function restore(
   };
 }
 
+/** Where a k8s backup written with velero-storage has its Velero copy: a storage URL and the copy's name. */
+function veleroCopyOf(manifest: Manifest): { storage: string; name: string } | undefined {
+  const copy = (manifest.facts as unknown as K8sFacts).velero;
+  return typeof copy?.storage === 'string' && typeof copy.name === 'string'
+    ? { storage: copy.storage, name: copy.name }
+    : undefined;
+}
+
+/**
+ * Deletes the Velero copies of deleted k8s backups: every object under `backups/<name>/` of
+ * the copy's storage, once its velero-backup.json shows it is the copy Lifeboat wrote for that
+ * backup (the manifest names the storage, and whoever can write the catalog writes manifests:
+ * nothing else is deleted on its word). A copy already gone, or one that cannot be deleted, is
+ * a warning: the backup itself is gone by then.
+ */
+async function deleteVeleroCopies(
+  copies: { id: string; ref: { storage: string; name: string } }[],
+  { set, logger, openStorage }: PruneContext,
+) {
+  const result = { deleted: [] as string[], missing: [] as string[], left: [] as string[] };
+  for (const { id, ref: copy } of copies) {
+    const where = `${copy.storage} backups/${copy.name}/`;
+    try {
+      const storage = openStorage(copy.storage);
+      const owner = await veleroCopyOwner(storage, copy.name, set, id);
+      if (owner === 'missing') {
+        logger.warn(
+          `${set}/${id}: its Velero copy ${where} is gone already (Velero's garbage collection, or a person, deleted it)`,
+        );
+        result.missing.push(where);
+      } else if (owner === 'foreign') {
+        logger.warn(
+          `${set}/${id}: ${where} is not the Velero copy Lifeboat wrote for this backup (its velero-backup.json does not name it): left in place`,
+        );
+        result.left.push(where);
+      } else {
+        await deleteVeleroFolder(storage, copy.name);
+        result.deleted.push(where);
+      }
+    } catch (error) {
+      logger.warn(
+        `${set}/${id}: its Velero copy ${where} could not be deleted (${messageOf(error)}); delete that folder by hand (or let Velero's garbage collection take it when it expires)`,
+      );
+      result.left.push(where);
+    }
+  }
+  if (result.deleted.length) logger.info(`${set}: deleted ${result.deleted.length} Velero copy(ies)`);
+  return result;
+}
+
 export const k8sKind = defineKind({
   name: 'k8s',
   restore: {
@@ -260,5 +312,9 @@ export const k8sKind = defineKind({
         logger.info(`deleted the throwaway namespaces${left.length ? ` but ${left.join(', ')}` : ''}`);
       },
     },
+  },
+  prune: {
+    // velero-storage: the Velero copy (`<storage> backups/<name>/`) goes with the backup.
+    outside: { report: 'veleroCopies', of: veleroCopyOf, remove: deleteVeleroCopies },
   },
 });

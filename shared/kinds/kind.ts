@@ -1,5 +1,5 @@
 /**
- * What a kind of backup (files, mysql, k8s, ebs) brings to the generic commands: each job is
+ * What a kind of backup (files, mysql, k8s, ebs, zfs) brings to the generic commands: each job is
  * a small, optional part, and a command only asks the registry (index.ts) for the part it runs.
  */
 import type { InputCollector } from '../action/inputs.ts';
@@ -7,6 +7,7 @@ import type { CommandContext, CommandResult, InputReader, InputSpec, OutputSpec 
 import type { Manifest } from '../catalog/manifest.ts';
 import type { DecryptionKeys } from '../pipeline/encryption.ts';
 import type { Logger } from '../pipeline/progress.ts';
+import type { OutsideReport } from '../retention/prune.ts';
 import type { Storage } from '../storage/storage.ts';
 import type { VerifyOutcome } from '../verify/report.ts';
 
@@ -67,13 +68,47 @@ export interface VerifyStep<Options> {
   leftovers?: Step<Options, VerifyContext, unknown>['leftovers'];
 }
 
-export interface Kind<R = unknown, V = unknown> {
+/** What prune-retention gives a kind's removal of the data its deleted backups kept outside the catalog. */
+export interface PruneContext {
+  set: string;
+  logger: Logger;
+  /** Opens a storage a manifest names by URL (a Velero copy's). */
+  openStorage(url: string): Storage;
+}
+
+/**
+ * Data a kind's backups keep outside the catalog (EC2 snapshots, a Velero copy), which prune
+ * removes with the backup: `of` reads where from the manifest before the manifests go, and
+ * `remove` deletes what the deleted backups had (only those the storage really deleted),
+ * its result going into the set's report field `report`.
+ */
+export type OutsidePart<Ref> = {
+  [F in keyof OutsideReport]: {
+    report: F;
+    of(manifest: Manifest): Ref | undefined;
+    remove(refs: { id: string; ref: Ref }[], context: PruneContext): Promise<OutsideReport[F]>;
+  };
+}[keyof OutsideReport];
+
+/** What prune-retention asks of a kind; a kind without it is pruned as catalog objects alone. */
+export interface PrunePart<Ref> {
+  /**
+   * Why prune-retention must not delete this backup (its data live elsewhere and are pruned
+   * there), or undefined. Asked of the backups the plan deletes; a named set is then refused,
+   * and with set '*' the set is skipped with a warning.
+   */
+  refuse?(manifest: Manifest): string | undefined;
+  outside?: OutsidePart<Ref>;
+}
+
+export interface Kind<R = unknown, V = unknown, P = unknown> {
   name: string;
   restore?: RestoreStep<R>;
   verify?: VerifyStep<V>;
+  prune?: PrunePart<P>;
 }
 
-export function defineKind<R, V>(kind: Kind<R, V>): Kind<R, V> {
+export function defineKind<R, V, P = unknown>(kind: Kind<R, V, P>): Kind<R, V, P> {
   return kind;
 }
 

@@ -24,6 +24,14 @@
  *   safety rule or tag protects are deleted until it fits; the plan says when it cannot.
  * - Locks: a backup whose recorded retention lock has not passed (`lockedUntil`) is kept
  *   ("locked"), by policy and capacity alike: the storage would refuse to delete it.
+ * - Incremental chains: an incremental backup (`parent`) is restored on top of its parent, and
+ *   that one on top of its own, down to a full backup. After the rules above, every kept
+ *   backup's chain (parent → parent …, those in the set) is kept too, with the reason
+ *   `parent of <id>`, naming the newest kept backup whose parent it is (one such reason per
+ *   backup). The chain of a backup a safety rule keeps is safe as well. Capacity deletes only
+ *   backups that no kept backup needs: when it deletes one, the parents kept for it alone go
+ *   with it, and a parent it needed is again a candidate (oldest first, as before). A parent
+ *   missing from the set is not the planner's concern (restore reports it).
  * - Orphans (folders without a manifest) older than the grace period are deleted.
  */
 import { compareIdsNewestFirst, isAheadOfClock } from '../catalog/ids.ts';
@@ -74,6 +82,8 @@ export interface BackupFacts {
   verified?: boolean;
   /** The end of its retention lock (from its manifest), when that is after now. */
   lockedUntil?: Date;
+  /** An incremental backup: the id of the backup it applies on top of (its manifest's `parent`). */
+  parent?: string;
 }
 
 export interface OrphanFacts {
@@ -88,7 +98,10 @@ export interface PlannedBackup {
   time: string;
   bytes: number;
   keep: boolean;
-  /** Why it is kept: rule names such as daily, within, within-daily, verified; empty when deleted. */
+  /**
+   * Why it is kept: rule names such as daily, within, within-daily, verified, and `parent of
+   * <id>` for the parent of a kept incremental backup; empty when deleted.
+   */
   reasons: string[];
   /** Why it is deleted: not kept by the policy, or deleted to meet the capacity limit. */
   deleteReason?: 'policy' | 'capacity';
@@ -216,14 +229,33 @@ export function planRetention(
   for (const [index, backup] of list.entries())
     if (backup.lockedUntil && backup.lockedUntil > now) protect(index, 'locked');
 
+  // Incremental chains: each backup's parent in `list` (-1: none, or not in the set), and the
+  // backups each one needs, nearest first (a cycle a hand-made manifest makes ends the walk).
+  const indexOf = new Map(list.map((b, i) => [b.id, i]));
+  const parentOf = list.map((b) => (b.parent === undefined ? -1 : (indexOf.get(b.parent) ?? -1)));
+  const chains = list.map((_, index) => {
+    const chain: number[] = [];
+    const seen = new Set([index]);
+    for (let p = parentOf[index]!; p >= 0 && !seen.has(p); p = parentOf[p]!) {
+      seen.add(p);
+      chain.push(p);
+    }
+    return chain;
+  });
+  for (const [index, chain] of chains.entries()) if (safe[index]) for (const p of chain) safe[p] = true;
+  // A backup is kept by a rule of its own (`ruled`), or because `needed` kept ones apply on it.
+  const ruled = reasons.map((r) => r.size > 0);
+  const needed = list.map(() => 0);
+  for (const [index, chain] of chains.entries()) if (ruled[index]) for (const p of chain) needed[p]!++;
+
   const planned: PlannedBackup[] = list.map((b, i) => {
-    const keep = reasons[i]!.size > 0;
+    const keep = ruled[i]! || needed[i]! > 0;
     return {
       id: b.id,
       time: b.time.toISOString(),
       bytes: b.bytes,
       keep,
-      reasons: [...reasons[i]!],
+      reasons: [],
       ...(keep ? {} : { deleteReason: 'policy' as const }),
       aheadOfClock: ahead[i]!,
       ...(b.lockedUntil && b.lockedUntil > now ? { lockedUntil: b.lockedUntil.toISOString() } : {}),
@@ -233,15 +265,43 @@ export function planRetention(
   let keptBytes = planned.reduce((sum, p) => sum + (p.keep ? p.bytes : 0), 0);
   let capacity: RetentionPlan['capacity'];
   if (policy.maxTotalBytes !== undefined) {
-    for (let i = planned.length - 1; i >= 0 && keptBytes > policy.maxTotalBytes; i--) {
-      const p = planned[i]!;
-      if (!p.keep || safe[i]) continue;
+    const drop = (index: number) => {
+      const p = planned[index]!;
       p.keep = false;
-      p.reasons = [];
       p.deleteReason = 'capacity';
       keptBytes -= p.bytes;
+    };
+    // Oldest first; a backup a kept one needs waits until that one goes (or stays).
+    let i = planned.length - 1;
+    while (i >= 0 && keptBytes > policy.maxTotalBytes) {
+      if (!ruled[i] || safe[i] || needed[i]! > 0) {
+        i--;
+        continue;
+      }
+      ruled[i] = false;
+      drop(i);
+      let next = i - 1;
+      for (const p of chains[i]!) {
+        if (--needed[p]! > 0) continue;
+        if (!ruled[p]) drop(p);
+        else if (!safe[p]) next = Math.max(next, p);
+      }
+      i = next;
     }
     capacity = { limitBytes: policy.maxTotalBytes, met: keptBytes <= policy.maxTotalBytes };
+  }
+  // The reasons, now that what is kept is known: a parent names its newest kept child.
+  const parentReason: (string | undefined)[] = list.map(() => undefined);
+  for (const [index, p] of parentOf.entries()) {
+    if (p >= 0 && p !== index && planned[index]!.keep && planned[p]!.keep && parentReason[p] === undefined)
+      parentReason[p] = `parent of ${list[index]!.id}`;
+  }
+  for (const [index, p] of planned.entries()) {
+    if (!p.keep) continue;
+    p.reasons = [
+      ...(ruled[index] ? reasons[index]! : []),
+      ...(parentReason[index] ? [parentReason[index]] : []),
+    ];
   }
 
   const plannedOrphans = orphans

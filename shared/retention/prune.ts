@@ -1,11 +1,10 @@
 import { type BackupEntry, Catalog } from '../catalog/catalog.ts';
 import { parseBackupId } from '../catalog/ids.ts';
 import type { Manifest } from '../catalog/manifest.ts';
-import { deleteSnapshots, type SnapshotDeletion, type SnapshotRef, snapshotsOf } from '../ebs/delete.ts';
-import { ebsFacts } from '../ebs/snapshot.ts';
-import { messageOf, UserError } from '../errors.ts';
-import type { K8sFacts } from '../k8s/backup.ts';
-import { deleteVeleroFolder, veleroCopyOwner } from '../k8s/velero-layout.ts';
+import type { SnapshotDeletion } from '../ebs/delete.ts';
+import { UserError } from '../errors.ts';
+import { prunePartOf } from '../kinds/index.ts';
+import type { OutsidePart } from '../kinds/kind.ts';
 import type { Logger } from '../pipeline/progress.ts';
 import { formatBytes } from '../pipeline/progress.ts';
 import { openStorage } from '../storage/open.ts';
@@ -27,7 +26,10 @@ export interface PruneOptions {
   logger: Logger;
   signal?: AbortSignal;
   now?: () => Date;
-  /** Opens the storage of a k8s backup's Velero copy (default: openStorage, this environment). */
+  /**
+   * Opens a storage a manifest names, such as a k8s backup's Velero copy (default: openStorage,
+   * this environment); the kinds' prune parts get it as `openStorage`.
+   */
   openVeleroStorage?: (url: string) => Storage;
 }
 
@@ -58,6 +60,9 @@ export interface SetPrune {
   freedBytes: number;
 }
 
+/** The report fields a kind's prune part fills with what it removed outside the catalog (kind.ts). */
+export type OutsideReport = Pick<SetPrune, 'snapshots' | 'veleroCopies'>;
+
 export interface PruneReport {
   dryRun: boolean;
   sets: SetPrune[];
@@ -87,12 +92,16 @@ async function incompleteOf(storage: Storage, set: string, logger: Logger): Prom
   }
 }
 
-/** What the planner needs of a set, with as few reads as the policy allows. */
+/**
+ * What the planner needs of a set, with as few reads as the policy allows; returns the
+ * manifests it read, too.
+ */
 async function gather(
   catalog: Catalog,
   set: string,
   policy: RetentionPolicy,
   incomplete: IncompleteUpload[],
+  logger: Logger,
 ) {
   const entries = await catalog.listBackups(set);
   const committed = entries.filter((e) => e.committed);
@@ -102,11 +111,39 @@ async function gather(
     bytes: e.bytes,
     tags: [],
   }));
+  const manifests = new Map<string, Manifest>();
   if (policy.tags.length > 0 || (policy.tagLists?.length ?? 0) > 0) {
     // Tags live in the manifests: read them only when the policy keeps by tag.
     await forEachLimit(facts, 16, async (fact) => {
-      fact.tags = (await catalog.readManifest(set, fact.id)).tags;
+      const manifest = await catalog.readManifest(set, fact.id);
+      manifests.set(fact.id, manifest);
+      fact.tags = manifest.tags;
     });
+  }
+  // The parent of each incremental backup (its id says the mode: no other manifest is read).
+  // A damaged manifest counts as no parent: that backup cannot be restored, so the backup it
+  // would apply on top of is not kept for it (the rules, or another backup, may keep it).
+  const incremental = facts.filter((f) => parseBackupId(f.id)?.mode === 'incremental');
+  await forEachLimit(incremental, 16, async (fact) => {
+    let manifest = manifests.get(fact.id);
+    try {
+      manifest ??= await catalog.readManifest(set, fact.id);
+    } catch (error) {
+      if (!(error instanceof UserError)) throw error;
+      logger.warn(
+        `${set}/${fact.id}: its manifest cannot be read (${error.message}): the backup it applies on top of is not kept for it`,
+      );
+      return;
+    }
+    manifests.set(fact.id, manifest);
+    fact.parent = manifest.parent;
+  });
+  const ids = new Set(facts.map((f) => f.id));
+  for (const fact of incremental) {
+    if (fact.parent !== undefined && !ids.has(fact.parent))
+      logger.warn(
+        `${set}/${fact.id}: the backup it applies on top of, ${fact.parent}, is not a committed backup of ${set}: it cannot be restored`,
+      );
   }
   // The newest backups whose last verification passed: read records newest first, until enough.
   let found = 0;
@@ -127,72 +164,22 @@ async function gather(
       const bytes = own.reduce((n, u) => n + (u.bytes ?? 0), e.bytes);
       return { id: e.id, modified: new Date(newest), bytes };
     });
-  return { entries: new Map(entries.map((e) => [e.id, e])), facts, orphans };
+  return { entries: new Map(entries.map((e) => [e.id, e])), facts, orphans, manifests };
 }
 
 /**
- * What the doomed backups keep outside the catalog, by backup id: the EC2 snapshots of EBS
- * backups, and the Velero copies of k8s backups.
+ * What the doomed backups keep outside the catalog (EC2 snapshots, Velero copies, …: each kind
+ * with a prune part says), in the order of `doomed`: read before the manifests go.
  */
-async function ebsSnapshotsOf(
-  catalog: Catalog,
-  set: string,
-  doomed: BackupEntry[],
-  read: Map<string, Manifest>,
-) {
-  const refs = new Map<string, SnapshotRef[]>();
-  const velero = new Map<string, { storage: string; name: string }>();
-  await forEachLimit(doomed, 16, async (entry) => {
+async function outsideOf(catalog: Catalog, set: string, doomed: BackupEntry[], read: Map<string, Manifest>) {
+  const found: ({ id: string; part: OutsidePart<unknown>; ref: unknown } | undefined)[] = [];
+  await forEachLimit([...doomed.entries()], 16, async ([index, entry]) => {
     const manifest = read.get(entry.id) ?? (await catalog.readManifest(set, entry.id));
-    if (manifest.kind === 'ebs') refs.set(entry.id, snapshotsOf(ebsFacts(manifest)));
-    const copy = manifest.kind === 'k8s' ? (manifest.facts as unknown as K8sFacts).velero : undefined;
-    if (typeof copy?.storage === 'string' && typeof copy.name === 'string')
-      velero.set(entry.id, { storage: copy.storage, name: copy.name });
+    const part = prunePartOf(manifest.kind).outside;
+    const ref = part?.of(manifest);
+    if (part && ref !== undefined) found[index] = { id: entry.id, part, ref };
   });
-  return { refs, velero };
-}
-
-/**
- * Deletes the Velero copies of deleted k8s backups: every object under `backups/<name>/` of
- * the copy's storage, once its velero-backup.json shows it is the copy Lifeboat wrote for that
- * backup (the manifest names the storage, and whoever can write the catalog writes manifests:
- * nothing else is deleted on its word). A copy already gone, or one that cannot be deleted, is
- * a warning: the backup itself is gone by then.
- */
-async function deleteVeleroCopies(
-  set: string,
-  copies: [string, { storage: string; name: string }][],
-  options: PruneOptions,
-): Promise<SetPrune['veleroCopies']> {
-  const result: SetPrune['veleroCopies'] = { deleted: [], missing: [], left: [] };
-  const open = options.openVeleroStorage ?? ((url: string) => openStorage(url));
-  for (const [id, copy] of copies) {
-    const where = `${copy.storage} backups/${copy.name}/`;
-    try {
-      const storage = open(copy.storage);
-      const owner = await veleroCopyOwner(storage, copy.name, set, id);
-      if (owner === 'missing') {
-        options.logger.warn(
-          `${set}/${id}: its Velero copy ${where} is gone already (Velero's garbage collection, or a person, deleted it)`,
-        );
-        result.missing.push(where);
-      } else if (owner === 'foreign') {
-        options.logger.warn(
-          `${set}/${id}: ${where} is not the Velero copy Lifeboat wrote for this backup (its velero-backup.json does not name it): left in place`,
-        );
-        result.left.push(where);
-      } else {
-        await deleteVeleroFolder(storage, copy.name);
-        result.deleted.push(where);
-      }
-    } catch (error) {
-      options.logger.warn(
-        `${set}/${id}: its Velero copy ${where} could not be deleted (${messageOf(error)}); delete that folder by hand (or let Velero's garbage collection take it when it expires)`,
-      );
-      result.left.push(where);
-    }
-  }
-  return result;
+  return found.filter((f) => f !== undefined);
 }
 
 /**
@@ -210,7 +197,7 @@ async function planWithLocks(
   now: Date,
 ) {
   const { facts, orphans } = gathered;
-  const manifests = new Map<string, Manifest>();
+  const manifests = new Map(gathered.manifests);
   const lockPassed = new Set<string>();
   const looked = new Set<string>();
   for (;;) {
@@ -221,9 +208,9 @@ async function planWithLocks(
     let locked = 0;
     await forEachLimit(unread, 16, async (fact) => {
       looked.add(fact.id);
-      let manifest: Manifest;
+      let manifest = manifests.get(fact.id);
       try {
-        manifest = await catalog.readManifest(set, fact.id);
+        manifest ??= await catalog.readManifest(set, fact.id);
       } catch (error) {
         if (error instanceof UserError) return;
         throw error;
@@ -254,7 +241,7 @@ export async function prune(options: PruneOptions): Promise<PruneReport> {
   for (const set of sets) {
     options.signal?.throwIfAborted();
     const incomplete = await incompleteOf(options.storage, set, options.logger);
-    const gathered = await gather(catalog, set, options.policy, incomplete);
+    const gathered = await gather(catalog, set, options.policy, incomplete, options.logger);
     const { entries } = gathered;
     const { plan, manifests, lockPassed } = await planWithLocks(catalog, set, gathered, options.policy, now);
     // Past the grace an unfinished upload is dead: its run was killed or lost its connection.
@@ -276,13 +263,18 @@ export async function prune(options: PruneOptions): Promise<PruneReport> {
     if (!options.dryRun && deadUploads.length) await options.storage.removeIncomplete(deadUploads);
     options.signal?.throwIfAborted();
     const doomed = plan.backups.filter((b) => !b.keep).map((b) => entries.get(b.id)!);
-    // A zfs backup's data are snapshots on its host, pruned there by snapshot-zfs's own policy:
-    // deleting its catalog entry here would only lose track of them.
-    const zfs = doomed.find((e) => manifests.get(e.id)?.kind === 'zfs');
-    if (zfs) {
-      const why = `${set}/${zfs.id} is a zfs backup: prune-retention does not prune zfs sets in this version (snapshot-zfs prunes their snapshots on the host, with its keep-* rules and max-pool-usage); nothing of ${set} was deleted`;
-      if (options.sets !== '*') throw new UserError(`set: ${why}`);
-      options.logger.warn(why);
+    // A backup whose kind prunes it elsewhere (a zfs backup of snapshots on its host, pruned
+    // there by snapshot-zfs's own policy): deleting its catalog entry would only lose track of it.
+    const refused = doomed
+      .map((e) => {
+        const manifest = manifests.get(e.id);
+        const why = manifest && prunePartOf(manifest.kind).refuse?.(manifest);
+        return why ? `${set}/${e.id} ${why}; nothing of ${set} was deleted` : undefined;
+      })
+      .find((why) => why !== undefined);
+    if (refused) {
+      if (options.sets !== '*') throw new UserError(`set: ${refused}`);
+      options.logger.warn(refused);
       continue;
     }
     const doomedOrphans = plan.orphans.filter((o) => o.delete).map((o) => entries.get(o.id)!);
@@ -304,12 +296,14 @@ export async function prune(options: PruneOptions): Promise<PruneReport> {
     let keptByLock = new Set<string>();
     let lockedObjects: string[] = [];
     let freedBytes = plan.freedBytes + deadBytes;
-    const snapshots: SnapshotDeletion = { deleted: [], kept: [] };
-    let veleroCopies: SetPrune['veleroCopies'] = { deleted: [], missing: [], left: [] };
+    const outside: OutsideReport = {
+      snapshots: { deleted: [], kept: [] },
+      veleroCopies: { deleted: [], missing: [], left: [] },
+    };
     if (!options.dryRun && (doomed.length > 0 || doomedOrphans.length > 0)) {
-      // EBS backups keep their data in EC2, k8s backups may have a Velero copy: read where
+      // Some kinds keep data outside the catalog (EBS snapshots, Velero copies): read where
       // before the manifests go.
-      const { refs: ebs, velero } = await ebsSnapshotsOf(catalog, set, doomed, manifests);
+      const found = await outsideOf(catalog, set, doomed, manifests);
       const deleted = await catalog.deleteBackups([...doomed, ...doomedOrphans], options.signal, lockPassed);
       keptByLock = new Set(deleted.keptByLock);
       lockedObjects = deleted.lockedObjects;
@@ -330,17 +324,16 @@ export async function prune(options: PruneOptions): Promise<PruneReport> {
           `${set}: ${lockedObjects.length} object(s) of deleted backups are locked and stay until their lock ends`,
         );
       }
-      const refs = [...ebs].filter(([id]) => !keptByLock.has(id)).flatMap(([, r]) => r);
-      Object.assign(snapshots, await deleteSnapshots(refs, options.logger));
-      if (refs.length) {
-        options.logger.info(
-          `${set}: deleted ${snapshots.deleted.length} EBS snapshot(s)${snapshots.kept.length ? `, kept ${snapshots.kept.length} that EC2 would not delete (in use by an AMI or locked)` : ''}`,
-        );
+      // Each kind removes what its deleted backups had, into the report field it names.
+      const context = {
+        set,
+        logger: options.logger,
+        openStorage: options.openVeleroStorage ?? ((url: string) => openStorage(url)),
+      };
+      for (const part of new Set(found.map((f) => f.part))) {
+        const refs = found.filter((f) => f.part === part && !keptByLock.has(f.id));
+        if (refs.length) Object.assign(outside, { [part.report]: await part.remove(refs, context) });
       }
-      const copies = [...velero].filter(([id]) => !keptByLock.has(id));
-      veleroCopies = await deleteVeleroCopies(set, copies, options);
-      if (veleroCopies.deleted.length)
-        options.logger.info(`${set}: deleted ${veleroCopies.deleted.length} Velero copy(ies)`);
     }
     report.sets.push({
       set,
@@ -349,8 +342,8 @@ export async function prune(options: PruneOptions): Promise<PruneReport> {
       deletedOrphans: options.dryRun ? [] : doomedOrphans.map((e) => e.id),
       keptByLock: [...keptByLock],
       lockedObjects,
-      snapshots,
-      veleroCopies,
+      snapshots: outside.snapshots,
+      veleroCopies: outside.veleroCopies,
       incomplete: {
         removed: options.dryRun ? [] : deadUploads.map((u) => u.key),
         kept: incomplete.length - deadUploads.length,

@@ -19,11 +19,19 @@ import type { RetentionPolicy } from '../retention/plan.ts';
 import type { Storage } from '../storage/storage.ts';
 import { version } from '../version.ts';
 import { applyLocalRetention, type LocalRetentionReport } from './local-retention.ts';
+import { findSendBase, type SendBase, type SendOptions, sendSnapshots, type ZfsStreamFact } from './send.ts';
 import { datasetNameProblem, lifeboatProperties, Zfs, type ZfsEntry, ZfsError } from './zfs.ts';
 
 export interface ZfsSnapshotOptions {
   /** Where the manifest goes; without one, the snapshots' properties alone identify the set. */
   storage?: Storage;
+  /**
+   * Off-site: the snapshots are also streamed (zfs send, full or incremental) into this
+   * storage's catalog, whose manifest then holds them as artifacts (./send.ts). Given
+   * instead of `storage`.
+   */
+  sendTo?: SendOptions;
+  tags?: string[];
   set: string;
   datasets: string[];
   recursive: boolean;
@@ -46,6 +54,7 @@ export interface ZfsSnapshotFact {
   root: string;
   dataset: string;
   pool: string;
+  type: 'filesystem' | 'volume';
   snapshot: string;
   /** Decimal string: guids do not fit in a double. */
   guid: string;
@@ -53,6 +62,8 @@ export interface ZfsSnapshotFact {
   used: number;
   /** ISO time. */
   creation: string;
+  /** With send-to: its stream in the catalog. */
+  stream?: ZfsStreamFact;
 }
 
 export interface ZfsFacts {
@@ -97,11 +108,12 @@ export function checkDatasets(datasets: string[]): string[] {
 
 const poolOf = (dataset: string) => dataset.split('/')[0]!;
 
-function fact(root: string, s: ZfsEntry): ZfsSnapshotFact {
+function fact(root: string, s: ZfsEntry, types: Map<string, ZfsEntry['type']>): ZfsSnapshotFact {
   return {
     root,
     dataset: s.dataset,
     pool: poolOf(s.dataset),
+    type: types.get(s.dataset) === 'volume' ? 'volume' : 'filesystem',
     snapshot: s.name,
     guid: s.guid,
     referenced: s.referenced,
@@ -135,6 +147,13 @@ export async function snapshotZfs(options: ZfsSnapshotOptions): Promise<ZfsSnaps
         throw new UserError(`datasets: '${dataset}' does not exist (zfs list ${dataset})`);
       logger.info(`dry run: would snapshot ${dataset}@${name}${options.recursive ? ' (recursive)' : ''}`);
     }
+    if (options.sendTo) {
+      await options.sendTo.storage.check();
+      const sendBase = await baseOf(new Catalog(options.sendTo.storage), options, zfs, datasets);
+      logger.info(
+        `dry run: would send ${sendBase ? `incremental streams from ${options.set}/${sendBase.manifest.id} (full for datasets it lacks)` : 'full streams'} to ${options.sendTo.storage.url}`,
+      );
+    }
     const retention = await applyLocalRetention({
       zfs,
       set: options.set,
@@ -150,10 +169,22 @@ export async function snapshotZfs(options: ZfsSnapshotOptions): Promise<ZfsSnaps
     return { id, facts: base(name), retention, dryRun: true };
   }
 
-  await options.storage?.check();
+  const storage = options.sendTo?.storage ?? options.storage;
+  await storage?.check();
   const started = now();
-  const catalog = options.storage ? new Catalog(options.storage) : undefined;
-  const pending: PendingBackup | undefined = await catalog?.begin(options.set, 'full', started);
+  const catalog = storage ? new Catalog(storage) : undefined;
+  const sendBase = options.sendTo ? await baseOf(catalog!, options, zfs, datasets) : undefined;
+  if (options.sendTo)
+    logger.info(
+      sendBase
+        ? `send-to: incremental from ${options.set}/${sendBase.manifest.id} (${[...sendBase.snapshots.values()].map((s) => s.snapshot).join(', ')})`
+        : `send-to: full streams (no earlier backup of ${options.set} in ${storage!.url} has its snapshots on this host)`,
+    );
+  const pending: PendingBackup | undefined = await catalog?.begin(
+    options.set,
+    sendBase ? 'incremental' : 'full',
+    started,
+  );
   const id = pending?.id ?? baseBackupId(started, 'full');
   const name = snapshotNameOf(id);
   logger.info(`backup ${options.set}/${id}: snapshots ${datasets.map((d) => `${d}@${name}`).join(', ')}`);
@@ -176,10 +207,32 @@ export async function snapshotZfs(options: ZfsSnapshotOptions): Promise<ZfsSnaps
         throw error;
       }
       made.push(`${dataset}@${name}`);
-      facts.snapshots.push(...snapshots.map((s) => fact(dataset, s)));
+      const types = new Map(
+        (await zfs.datasets(dataset, { recursive: options.recursive, properties: [] })).map((d) => [
+          d.name,
+          d.type,
+        ]),
+      );
+      facts.snapshots.push(...snapshots.map((s) => fact(dataset, s, types)));
+    }
+    let artifacts: Manifest['artifacts'] = [];
+    if (options.sendTo && pending) {
+      const sent = await sendSnapshots(zfs, facts.snapshots, sendBase, pending, {
+        ...options.sendTo,
+        logger,
+        signal: options.signal,
+      });
+      artifacts = sent.artifacts;
+      for (const f of facts.snapshots) f.stream = sent.streams.get(f.snapshot);
     }
     if (pending) {
-      manifest = zfsManifest(options, facts, { id, started, finished: now() });
+      manifest = zfsManifest(options, facts, {
+        id,
+        started,
+        finished: now(),
+        artifacts,
+        parent: sendBase?.manifest.id,
+      });
       await catalog!.commit(pending, manifest);
     }
     committed = true;
@@ -218,29 +271,46 @@ async function removeMade(zfs: Zfs, made: string[], recursive: boolean, logger: 
   }
 }
 
+/** The base of an incremental send, among the datasets (and, recursive, those below) of this run. */
+async function baseOf(
+  catalog: Catalog,
+  options: ZfsSnapshotOptions,
+  zfs: Zfs,
+  datasets: string[],
+): Promise<SendBase | undefined> {
+  const base = await findSendBase(catalog, options.set, zfs, options.logger);
+  if (!base) return undefined;
+  const covered = (d: string) =>
+    datasets.some((root) => d === root || (options.recursive && d.startsWith(`${root}/`)));
+  for (const dataset of [...base.snapshots.keys()]) if (!covered(dataset)) base.snapshots.delete(dataset);
+  return base.snapshots.size ? base : undefined;
+}
+
 function zfsManifest(
   options: ZfsSnapshotOptions,
   facts: ZfsFacts,
-  at: { id: string; started: Date; finished: Date },
+  at: { id: string; started: Date; finished: Date; artifacts: Manifest['artifacts']; parent?: string },
 ): Manifest {
+  const sent = at.artifacts.length > 0;
   return {
     format: 1,
     id: at.id,
     set: options.set,
     kind: 'zfs',
-    mode: 'full',
+    mode: at.parent ? 'incremental' : 'full',
+    ...(at.parent ? { parent: at.parent } : {}),
     startedAt: at.started.toISOString(),
     finishedAt: at.finished.toISOString(),
     tool: { name: 'lifeboat', version },
     source: { host: facts.host, pools: facts.pools, datasets: facts.datasets },
-    artifacts: [],
+    artifacts: at.artifacts,
     contents: {
       included: [
-        `ZFS snapshots ${facts.datasets.map((d) => `${d}@${facts.snapshotName}`).join(', ')}${options.recursive ? ' and every dataset below them' : ''} on ${facts.host} (they stay on the host)`,
+        `ZFS snapshots ${facts.datasets.map((d) => `${d}@${facts.snapshotName}`).join(', ')}${options.recursive ? ' and every dataset below them' : ''} on ${facts.host} (${sent ? `and a zfs send stream of each, ${at.parent ? `incremental from ${at.parent} where that backup has the dataset` : 'full'}` : 'they stay on the host'})`,
       ],
       excluded: options.recursive ? [] : ['datasets below the given ones'],
     },
     facts: facts as unknown as Record<string, unknown>,
-    tags: [],
+    tags: options.tags ?? [],
   };
 }

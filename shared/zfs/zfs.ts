@@ -508,6 +508,57 @@ export class Zfs {
   }
 
   /**
+   * `zfs clone` of `snapshot` as `name` with properties (e.g. mountpoint, readonly, user
+   * properties) set at creation. Destroy it with destroy() before the snapshot can go.
+   */
+  async clone(snapshot: string, name: string, properties: Record<string, string> = {}): Promise<void> {
+    checkSnapshot(snapshot);
+    checkDataset(name, 'clone');
+    const assignments = Object.entries(properties).map(([key, value]) => {
+      if (key.includes(':')) checkPropertyValue(checkUserProperty(key), value);
+      else if (!/^[a-z]+$/.test(key)) throw new ZfsNameError(`property '${key}': not a property name`);
+      return `${key}=${value}`;
+    });
+    await this.zfs(['clone', ...assignments.flatMap((a) => ['-o', a]), snapshot, name], true);
+  }
+
+  /** `zfs destroy` of a dataset (recursive: with its snapshots and descendants, `-r`). */
+  async destroy(dataset: string, options: { recursive?: boolean } = {}): Promise<void> {
+    checkDataset(dataset);
+    if (!dataset.includes('/')) throw new ZfsNameError(`destroy: '${dataset}' is a pool; destroyPool() it`);
+    await this.zfs(['destroy', ...(options.recursive ? ['-r'] : []), dataset], true);
+  }
+
+  /** A dataset's mountpoint property ('none', 'legacy' or a path). */
+  async mountpoint(dataset: string): Promise<string> {
+    checkDataset(dataset);
+    return (await this.zfs(['get', '-H', '-o', 'value', 'mountpoint', dataset])).trim();
+  }
+
+  /**
+   * `zpool create` of a pool on one file vdev, its root dataset mounted at `mountpoint`, not
+   * recorded in the machine's cache file (a throwaway pool is not imported at boot).
+   */
+  async createPool(pool: string, file: string, mountpoint: string): Promise<void> {
+    checkDataset(pool, 'pool');
+    if (pool.includes('/')) throw new ZfsNameError(`pool '${pool}': a pool name has no '/'`);
+    for (const [what, value] of [
+      ['vdev', file],
+      ['mountpoint', mountpoint],
+    ] as const)
+      if (!value.startsWith('/') || /[\0\n]/.test(value))
+        throw new ZfsNameError(`${what} '${value}': an absolute path is needed`);
+    await this.run(this.zpoolProgram, ['create', '-o', 'cachefile=none', '-m', mountpoint, pool, file]);
+  }
+
+  /** `zpool destroy -f` (retried while busy). */
+  async destroyPool(pool: string): Promise<void> {
+    checkDataset(pool, 'pool');
+    if (pool.includes('/')) throw new ZfsNameError(`pool '${pool}': a pool name has no '/'`);
+    await this.run(this.zpoolProgram, ['destroy', '-f', pool], true);
+  }
+
+  /**
    * `zfs send` of `snapshot` (full, or incremental from `from`, an older snapshot of the same
    * dataset; `replicate`: `-R`, with descendants and properties) as a Readable. It ends only
    * after zfs exited 0; otherwise it errors with ZFS's message. Destroying it stops zfs.

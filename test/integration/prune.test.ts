@@ -4,7 +4,11 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { makeReader, runCommand } from '../../shared/action/run.ts';
+import type { Command } from '../../shared/action/spec.ts';
 import { Catalog } from '../../shared/catalog/catalog.ts';
+import type { Manifest } from '../../shared/catalog/manifest.ts';
+import { pruneRetentionCommand } from '../../shared/commands/prune-retention.ts';
 import { restoreFiles } from '../../shared/files/restore.ts';
 import { silentLogger } from '../../shared/pipeline/progress.ts';
 import type { RetentionPolicy } from '../../shared/retention/plan.ts';
@@ -356,4 +360,220 @@ test('a zfs set is not pruned (its snapshots are pruned on the host): an error n
   );
   assert.deepEqual(await allKeys(storage, 'tank/'), before);
   assert.ok((report.sets.find((s) => s.set === 'etc')?.deletedBackups.length ?? 0) > 0);
+});
+
+describe('incremental chains', () => {
+  const day = 86_400_000;
+  /** A minute `daysAgo` days before now: the command plans with the real clock. */
+  const ago = (daysAgo: number) => new Date(Math.floor((Date.now() - daysAgo * day) / 60_000) * 60_000);
+  /** A hand-made backup with one stored artifact; an incremental one names its parent. */
+  async function craft(
+    storage: Storage,
+    set: string,
+    daysAgo: number,
+    mode: 'full' | 'incremental',
+    parent?: string,
+    fields: Partial<Manifest> = {},
+  ): Promise<string> {
+    const catalog = new Catalog(storage);
+    const at = ago(daysAgo);
+    const pending = await catalog.begin(set, mode, at);
+    const artifact = fields.artifacts?.[0]?.name ?? 'files.tar.zst';
+    await storage.putBytes(pending.key(artifact), Buffer.from(`${mode} ${daysAgo}`));
+    await catalog.commit(
+      pending,
+      testManifest({
+        id: pending.id,
+        set,
+        mode,
+        startedAt: at.toISOString(),
+        ...(parent ? { parent } : {}),
+        ...fields,
+      }),
+    );
+    return pending.id;
+  }
+  const keepLast1: RetentionPolicy = {
+    last: 1,
+    tags: [],
+    timezone: 'UTC',
+    keepVerified: 0,
+    minKeep: 1,
+    orphanGraceSeconds: 86_400,
+  };
+  const decisions = (report: Awaited<ReturnType<typeof prune>>) =>
+    report.sets[0]!.plan.backups.map((b) => [b.id, b.keep ? b.reasons.join('+') : b.deleteReason]);
+
+  test('keep-last 1 keeps the newest incremental and its chain, says why, and reads only the incrementals; a dry run and a real run agree', async () => {
+    const storage = openStorage(path.join(work, 'chains'));
+    const set = 'chain';
+    const full1 = await craft(storage, set, 9, 'full');
+    const inc1a = await craft(storage, set, 8, 'incremental', full1);
+    const inc1b = await craft(storage, set, 7, 'incremental', inc1a);
+    const full2 = await craft(storage, set, 6, 'full');
+    const inc2a = await craft(storage, set, 5, 'incremental', full2);
+    const inc2b = await craft(storage, set, 4, 'incremental', inc2a);
+    const expected = [
+      [inc2b, 'last+newest+min-keep'],
+      [inc2a, `parent of ${inc2b}`],
+      [full2, `parent of ${inc2a}`],
+      [inc1b, 'policy'],
+      [inc1a, 'policy'],
+      [full1, 'policy'],
+    ];
+    const read: string[] = [];
+    const counting: Storage = Object.create(storage, {
+      get: {
+        value: (key: string) => {
+          if (key.endsWith('/manifest.json')) read.push(key.split('/')[1]!);
+          return storage.get(key);
+        },
+      },
+    });
+
+    // The command's summary and JSON name the child each parent is kept for.
+    const inputs: Record<string, string> = {
+      storage: path.join(work, 'chains'),
+      set,
+      'keep-last': '1',
+      'keep-verified': '0',
+      'dry-run': 'true',
+    };
+    const command = pruneRetentionCommand as unknown as Command<never>;
+    const result = await runCommand(
+      command,
+      makeReader(command, (spec) => inputs[spec.name] ?? spec.default),
+      silentLogger,
+    );
+    const rows = Object.fromEntries(result.summary!.table!.slice(1).map((r) => [r[1], [r[2], r[3]]]));
+    assert.deepEqual(rows[full2], ['keep', `parent of ${inc2a}`]);
+    assert.deepEqual(rows[inc2a], ['keep', `parent of ${inc2b}`]);
+    assert.deepEqual(rows[full1], ['would delete', 'policy']);
+    assert.ok(
+      result.summary!.notes!.includes(
+        `${set}: kept only because a kept incremental backup applies on top of them (restoring it needs them): ${inc2a}, ${full2}.`,
+      ),
+      result.summary!.notes!.join('\n'),
+    );
+    const json = JSON.parse(result.outputs!.result!) as Awaited<ReturnType<typeof prune>>;
+    assert.deepEqual(decisions(json), expected);
+
+    const dry = await prune({
+      storage: counting,
+      sets: [set],
+      policy: keepLast1,
+      dryRun: true,
+      logger: silentLogger,
+    });
+    assert.deepEqual(decisions(dry), expected);
+    // The incrementals (for their parents) and the doomed backups (for locks); not the kept full.
+    assert.deepEqual([...new Set(read)].sort(), [full1, inc1a, inc1b, inc2a, inc2b].sort());
+
+    const before = await allKeys(storage, `${set}/`);
+    const real = await prune({
+      storage,
+      sets: [set],
+      policy: keepLast1,
+      dryRun: false,
+      logger: silentLogger,
+    });
+    assert.deepEqual(decisions(real), expected);
+    assert.deepEqual(real.sets[0]!.deletedBackups.sort(), [full1, inc1a, inc1b].sort());
+    assert.equal(real.sets[0]!.freedBytes, dry.sets[0]!.freedBytes);
+    assert.deepEqual(
+      await allKeys(storage, `${set}/`),
+      before.filter((k) => ![full1, inc1a, inc1b].includes(k.split('/')[1]!)),
+    );
+    const again = await prune({
+      storage,
+      sets: [set],
+      policy: keepLast1,
+      dryRun: false,
+      logger: silentLogger,
+    });
+    assert.deepEqual(again.sets[0]!.deletedBackups, [], 'a second run deletes nothing more');
+    assert.deepEqual(decisions(again), expected.slice(0, 3));
+  });
+
+  test('a damaged incremental does not keep its parent; a missing parent is a warning', async () => {
+    const storage = openStorage(path.join(work, 'damaged-chain'));
+    const set = 'damaged';
+    const full = await craft(storage, set, 9, 'full');
+    const lost = await craft(storage, set, 8, 'incremental', '2026-01-01-0000-backup-full');
+    const damaged = await craft(storage, set, 7, 'incremental', full);
+    await storage.putBytes(`${set}/${damaged}/manifest.json`, Buffer.from('{ not json'));
+    const warnings: string[] = [];
+    const report = await prune({
+      storage,
+      sets: [set],
+      policy: { ...keepLast1, last: 2 },
+      dryRun: true,
+      logger: { info() {}, warn: (m) => warnings.push(m) },
+    });
+    assert.deepEqual(decisions(report), [
+      [damaged, 'last+newest+min-keep'],
+      [lost, 'last'],
+      [full, 'policy'],
+    ]);
+    assert.ok(
+      warnings.some((w) => w.startsWith(`${set}/${damaged}: its manifest cannot be read`)),
+      warnings.join('\n'),
+    );
+    assert.ok(
+      warnings.some((w) => w.includes('2026-01-01-0000-backup-full, is not a committed backup')),
+      warnings.join('\n'),
+    );
+  });
+
+  test('zfs backups stored as send streams are pruned like any other, chain included; snapshot-only ones are still refused', async () => {
+    const storage = openStorage(path.join(work, 'zfs-streams'));
+    const set = 'pool';
+    const stream = (mode: string) => ({
+      kind: 'zfs' as const,
+      artifacts: [
+        {
+          name: `${mode}.zfs.zst`,
+          bytes: 1,
+          sha256: '0'.repeat(64),
+          contentBytes: 1,
+          format: 'zfs-send',
+          compression: 'zstd' as const,
+          encryption: null,
+        },
+      ],
+    });
+    const full1 = await craft(storage, set, 5, 'full', undefined, stream('full'));
+    const inc1 = await craft(storage, set, 4, 'incremental', full1, stream('incremental'));
+    const full2 = await craft(storage, set, 3, 'full', undefined, stream('full'));
+    const inc2 = await craft(storage, set, 2, 'incremental', full2, stream('incremental'));
+    const report = await prune({
+      storage,
+      sets: [set],
+      policy: keepLast1,
+      dryRun: false,
+      logger: silentLogger,
+    });
+    assert.deepEqual(decisions(report), [
+      [inc2, 'last+newest+min-keep'],
+      [full2, `parent of ${inc2}`],
+      [inc1, 'policy'],
+      [full1, 'policy'],
+    ]);
+    assert.deepEqual(
+      (await new Catalog(storage).listBackups(set)).map((b) => b.id),
+      [inc2, full2],
+    );
+    // A snapshot-only zfs backup among the doomed still stops the set.
+    const catalog = new Catalog(storage);
+    const at = ago(10);
+    const pending = await catalog.begin(set, 'full', at);
+    await catalog.commit(
+      pending,
+      testManifest({ id: pending.id, set, kind: 'zfs', startedAt: at.toISOString(), artifacts: [] }),
+    );
+    await assert.rejects(
+      prune({ storage, sets: [set], policy: keepLast1, dryRun: true, logger: silentLogger }),
+      /^UserError: set: pool\/.* is a zfs backup: prune-retention does not prune zfs sets/,
+    );
+  });
 });

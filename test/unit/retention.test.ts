@@ -513,3 +513,171 @@ test('properties over 3,000 random histories', () => {
       assert.ok(plan.backups.every((b) => b.deleteReason !== 'policy' || !b.keep));
   }
 });
+
+// ---- incremental chains ----
+
+/** A backup of 2026-11-<day> at 03:15, `full` or `incremental` on top of `parent`. */
+const chainLink = (day: number, mode: 'full' | 'incremental', parent?: string, bytes = 10) => {
+  const time = new Date(Date.UTC(2026, 10, day, 3, 15));
+  return { id: baseBackupId(time, mode), time, bytes, tags: [], ...(parent ? { parent } : {}) };
+};
+const decisionsOf = (plan: ReturnType<typeof planRetention>) =>
+  Object.fromEntries(plan.backups.map((b) => [b.id, b.keep ? b.reasons.join('+') : b.deleteReason]));
+
+test('incremental chains: keep-last 1 keeps the newest incremental and every backup it applies on top of', () => {
+  const full = chainLink(1, 'full');
+  const inc1 = chainLink(2, 'incremental', full.id);
+  const inc2 = chainLink(3, 'incremental', inc1.id);
+  const plan = planRetention(
+    [full, inc1, inc2],
+    [],
+    { ...base, last: 1, minKeep: 1 },
+    new Date('2026-11-04'),
+  );
+  assert.deepEqual(decisionsOf(plan), {
+    [inc2.id]: 'last+newest+min-keep',
+    [inc1.id]: `parent of ${inc2.id}`,
+    [full.id]: `parent of ${inc1.id}`,
+  });
+  assert.equal(plan.keptBytes, 30);
+  // A parent a rule keeps anyway says both; one that is not in the set is not an error.
+  const orphaned = chainLink(5, 'incremental', chainLink(4, 'full').id);
+  const both = planRetention(
+    [full, inc1, inc2, orphaned],
+    [],
+    { ...base, last: 2, minKeep: 1 },
+    new Date('2026-11-06'),
+  );
+  assert.deepEqual(decisionsOf(both), {
+    [orphaned.id]: 'last+newest+min-keep',
+    [inc2.id]: 'last',
+    [inc1.id]: `parent of ${inc2.id}`,
+    [full.id]: `parent of ${inc1.id}`,
+  });
+});
+
+test('incremental chains: an old chain no kept backup needs is deleted whole; a kept member keeps its chain', () => {
+  const full1 = chainLink(1, 'full');
+  const inc1a = chainLink(2, 'incremental', full1.id);
+  const inc1b = chainLink(3, 'incremental', inc1a.id);
+  const full2 = chainLink(4, 'full');
+  const inc2a = chainLink(5, 'incremental', full2.id);
+  const history = [inc1b, full2, inc1a, inc2a, full1]; // listing order does not matter
+  const plan = planRetention(history, [], { ...base, last: 1, minKeep: 1 }, new Date('2026-11-06'));
+  assert.deepEqual(decisionsOf(plan), {
+    [inc2a.id]: 'last+newest+min-keep',
+    [full2.id]: `parent of ${inc2a.id}`,
+    [inc1b.id]: 'policy',
+    [inc1a.id]: 'policy',
+    [full1.id]: 'policy',
+  });
+  // keep-last 3 reaches the old chain's newest incremental: its whole chain stays.
+  const three = planRetention(history, [], { ...base, last: 3, minKeep: 1 }, new Date('2026-11-06'));
+  assert.deepEqual(decisionsOf(three), {
+    [inc2a.id]: 'last+newest+min-keep',
+    [full2.id]: `last+parent of ${inc2a.id}`,
+    [inc1b.id]: 'last',
+    [inc1a.id]: `parent of ${inc1b.id}`,
+    [full1.id]: `parent of ${inc1a.id}`,
+  });
+  // A self-referencing or cyclic parent (a hand-made manifest) ends the walk.
+  const loopA = {
+    ...chainLink(7, 'incremental'),
+    parent: baseBackupId(new Date(Date.UTC(2026, 10, 8, 3, 15)), 'incremental'),
+  };
+  const loopB = chainLink(8, 'incremental', loopA.id);
+  const loop = planRetention([loopA, loopB], [], { ...base, last: 1, minKeep: 1 }, new Date('2026-11-09'));
+  assert.deepEqual(decisionsOf(loop), {
+    [loopB.id]: `last+newest+min-keep+parent of ${loopA.id}`,
+    [loopA.id]: `parent of ${loopB.id}`,
+  });
+});
+
+test('incremental chains: capacity never deletes a parent of a kept incremental', () => {
+  const full = chainLink(1, 'full');
+  const inc = chainLink(2, 'incremental', full.id);
+  const newest = chainLink(3, 'full');
+  const now = new Date('2026-11-04');
+  const policy = { ...base, last: 3, minKeep: 1 };
+  // The oldest (the full backup) waits: its incremental goes first, then it fits.
+  const fits = planRetention([full, inc, newest], [], { ...policy, maxTotalBytes: 25 }, now);
+  assert.deepEqual(decisionsOf(fits), {
+    [newest.id]: 'last+newest+min-keep',
+    [inc.id]: 'capacity',
+    [full.id]: 'last',
+  });
+  assert.deepEqual(fits.capacity, { limitBytes: 25, met: true });
+  const tight = planRetention([full, inc, newest], [], { ...policy, maxTotalBytes: 15 }, now);
+  assert.deepEqual(kept(tight), [newest.id]);
+  assert.deepEqual(tight.capacity, { limitBytes: 15, met: true });
+  // A parent kept only for its incremental goes with it.
+  const alone = planRetention([full, inc, newest], [], { ...policy, last: 2, maxTotalBytes: 25 }, now);
+  assert.deepEqual(decisionsOf(alone), {
+    [newest.id]: 'last+newest+min-keep',
+    [inc.id]: 'capacity',
+    [full.id]: 'capacity',
+  });
+  // The chain of a backup the safety rules keep is safe: the limit is then not met.
+  const head = chainLink(4, 'incremental', inc.id);
+  const safe = planRetention(
+    [full, inc, newest, head],
+    [],
+    { ...policy, maxTotalBytes: 15 },
+    new Date('2026-11-05'),
+  );
+  assert.deepEqual(decisionsOf(safe), {
+    [head.id]: 'last+newest+min-keep',
+    [newest.id]: 'capacity',
+    [inc.id]: `last+parent of ${head.id}`,
+    [full.id]: `parent of ${inc.id}`,
+  });
+  assert.deepEqual(safe.capacity, { limitBytes: 15, met: false });
+});
+
+test('incremental chains: properties over 2,000 random histories with parents', () => {
+  for (let seed = 1; seed <= 2000; seed++) {
+    const { backups, policy, now, shuffle } = randomCase(seed);
+    let x = seed * 7919;
+    const r = () => {
+      x = (x * 48271) % 2147483647;
+      return x / 2147483647;
+    };
+    const sorted = [...backups].sort(newestFirst);
+    // Each backup applies on top of an older one (or, rarely, one not in the set).
+    const withParents = sorted.map((b, i) => {
+      const older = sorted.length - i - 1;
+      if (older === 0 || r() < 0.4) return b;
+      const parent = r() < 0.05 ? 'gone' : sorted[i + 1 + Math.floor(r() * Math.min(older, 3))]!.id;
+      return { ...b, parent };
+    });
+    const where = `seed ${seed}`;
+    const plan = planRetention(withParents, [], policy, now);
+    const keep = new Set(kept(plan));
+    for (const b of withParents)
+      if (keep.has(b.id) && b.parent && b.parent !== 'gone')
+        assert.ok(keep.has(b.parent), `${where}: ${b.id} is kept, so is its parent ${b.parent}`);
+    assert.deepEqual(
+      kept(planRetention(shuffle(withParents), [], policy, now)),
+      kept(plan),
+      `${where}: listing order does not matter`,
+    );
+    for (const b of plan.backups) {
+      const parentReasons = b.reasons.filter((reason) => reason.startsWith('parent of '));
+      assert.ok(parentReasons.length <= 1, `${where}: one parent reason`);
+      assert.equal(b.keep, b.reasons.length > 0, `${where}: kept exactly when it has a reason`);
+    }
+    assert.equal(
+      plan.keptBytes,
+      plan.backups.reduce((n, b) => n + (b.keep ? b.bytes : 0), 0),
+    );
+    if (policy.maxTotalBytes === undefined) {
+      // Without capacity: what the rules keep, plus their chains.
+      const ruled = new Set(kept(planRetention(backups, [], policy, now)));
+      const byId = new Map(withParents.map((b) => [b.id, b]));
+      for (const id of [...ruled])
+        for (let p = byId.get(id)?.parent; p && byId.has(p) && !ruled.has(p); p = byId.get(p)?.parent)
+          ruled.add(p);
+      assert.deepEqual(keep, ruled, `${where}: the rules' backups and their chains`);
+    }
+  }
+});
