@@ -109,7 +109,7 @@ export async function copyBackups(options: CopyOptions): Promise<CopyReport> {
   const backups: CopiedBackup[] = [];
   for (const set of options.sets) {
     const present = new Map((await to.listBackups(set)).map((e) => [e.id, e]));
-    for (const picked of await chooseBackups(from, set, options)) {
+    for (const picked of await chooseBackups(from, set, options, new Set(present.keys()))) {
       options.signal?.throwIfAborted();
       if ('reason' in picked) {
         logger.warn(picked.reason);
@@ -168,7 +168,12 @@ type Picked = Manifest | { id: string; reason: string };
  * The source backups `backup` names in `set`, their manifests read with the catalog's checks:
  * a damaged one is that backup's failure (named), never a reason to skip the others.
  */
-async function chooseBackups(from: Catalog, set: string, options: CopyOptions): Promise<Picked[]> {
+async function chooseBackups(
+  from: Catalog,
+  set: string,
+  options: CopyOptions,
+  present: Set<string>,
+): Promise<Picked[]> {
   const committed = (await from.listBackups(set)).filter((e) => e.committed);
   const read = async (id: string, load: () => Promise<Manifest>): Promise<Picked> => {
     try {
@@ -188,7 +193,23 @@ async function chooseBackups(from: Catalog, set: string, options: CopyOptions): 
     return [];
   }
   const warn = (message: string) => options.logger.warn(message);
-  return [await read(options.backup, () => from.resolve(set, options.backup, { now: options.now, warn }))];
+  const picked = await read(options.backup, () =>
+    from.resolve(set, options.backup, { now: options.now, warn }),
+  );
+  // An incremental backup restores only on top of its parent: the parents the target lacks
+  // are copied first, oldest first (a parent that cannot be read fails as its own row).
+  const chain: Picked[] = [picked];
+  for (let head = picked; 'parent' in head && head.parent && !present.has(head.parent); ) {
+    const id: string = head.parent;
+    if (chain.length > 10_000 || chain.some((p) => p.id === id)) break;
+    head = await read(id, () => from.readManifest(set, id));
+    chain.unshift(head);
+  }
+  if (chain.length > 1)
+    options.logger.info(
+      `${set}/${picked.id}: incremental; copying the ${chain.length - 1} backup(s) under it the target lacks first`,
+    );
+  return chain;
 }
 
 /** The artifacts (and, for EBS, the snapshot facts) that make a backup's content. */

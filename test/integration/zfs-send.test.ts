@@ -17,6 +17,7 @@ import { after, before, describe, test } from 'node:test';
 import { makeReader, runCommand } from '../../shared/action/run.ts';
 import type { Command, CommandResult } from '../../shared/action/spec.ts';
 import type { Manifest } from '../../shared/catalog/manifest.ts';
+import { copyCommand } from '../../shared/commands/copy.ts';
 import { pruneRetentionCommand } from '../../shared/commands/prune-retention.ts';
 import { restoreCommand } from '../../shared/commands/restore.ts';
 import { snapshotZfsCommand } from '../../shared/commands/snapshot-zfs.ts';
@@ -395,6 +396,30 @@ describe('zfs send-to, restore and verify on real ZFS', { skip, timeout: 600_000
     );
     assert.deepEqual(planned[1]!.reasons, [`parent of ${incremental}`]);
     assert.ok(await fs.stat(manifestFile(set, full)));
+  });
+
+  test('copy of the latest (incremental) backup brings the backups under it too; the copy restores', async () => {
+    const copyTo = path.join(work, 'second-site');
+    const result = await run(copyCommand, {
+      storage: storage(),
+      'to-storage': copyTo,
+      set,
+      backup: 'latest',
+    });
+    assert.equal(result.outputs.copied, `${set}/${full},${set}/${incremental}`);
+    const target = `${dst.pool}/from_copy`;
+    await run(restoreCommand, {
+      storage: copyTo,
+      set,
+      backup: incremental,
+      target,
+      'age-passphrase': passphrase,
+    });
+    const facts = (await readManifest(set, incremental)).facts as unknown as ZfsFacts;
+    assert.deepEqual(
+      await digestTree(await zfs.mountpoint(target)),
+      facts.snapshots.find((s) => s.dataset === data)!.stream!.index,
+    );
   });
 
   test('rollback on the host: refused while newer snapshots exist, shown by a dry run, done with destroy-newer', async () => {
