@@ -81,11 +81,12 @@ export async function verifyZfs(options: ZfsVerifyOptions): Promise<VerifyOutcom
   options.onLeftovers?.({ type: 'zfs-pool', pool, dir });
   try {
     await fs.writeFile(file, '');
-    await fs.truncate(file, poolBytes(chains));
+    const size = poolBytes(chains);
+    await fs.truncate(file, size);
     await zfs.createPool(pool, file, mount);
     created = true;
     timings.environment = (performance.now() - t) / 1000;
-    logger.info(`throwaway pool ${pool} on ${file} (sparse, ${formatBytes(poolBytes(chains))})`);
+    logger.info(`throwaway pool ${pool} on ${file} (sparse, ${formatBytes(size)})`);
     t = performance.now();
     const received: { chain: DatasetChain; into: string }[] = [];
     for (const [i, chain] of chains.entries()) {
