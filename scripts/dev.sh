@@ -64,6 +64,18 @@ if [ "${1:-test}" = test ] && ! command -v zfs-fuse >/dev/null && [ ! -x /usr/sb
   fi
 fi
 
+# Chromium (headless, renders `lifeboat report` in the report test) and the Prometheus
+# pushgateway (the metrics test pushes to it and scrapes it back): Debian packages.
+if [ "${1:-test}" = test ] && { ! command -v chromium >/dev/null || ! command -v prometheus-pushgateway >/dev/null; }; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: apt-get install chromium prometheus-pushgateway" >&2
+    apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      chromium prometheus-pushgateway >/dev/null
+  else
+    echo "setup: chromium or prometheus-pushgateway is missing (not root, or no apt): the report and metrics tests are skipped" >&2
+  fi
+fi
+
 # A real Kubernetes control plane for test/integration/k8s-real.test.ts: kube-apiserver and
 # kube-controller-manager built once from Debian's kubernetes source package (cached under
 # ${LIFEBOAT_CACHE:-~/.cache/lifeboat}/kube; a fresh machine pays ~5-7 min), and etcd-server.
