@@ -8,6 +8,7 @@ import { pruneRetentionCommand } from './prune-retention.ts';
 import { restoreCommand } from './restore.ts';
 import { snapshotEbsCommand } from './snapshot-ebs.ts';
 import { snapshotZfsCommand } from './snapshot-zfs.ts';
+import { statusCommand } from './status.ts';
 import { verifyRestoreCommand } from './verify-restore.ts';
 
 /** The commands that are built, in the order the CLI's help lists them. */
@@ -22,6 +23,7 @@ export const commands: Command<never>[] = [
   listCommand,
   pruneRetentionCommand,
   copyCommand,
+  statusCommand,
 ] as unknown as Command<never>[];
 
 /** Commands of the design that are not built yet: asking for one says so. */

@@ -35,7 +35,7 @@ test('a secret given as a flag is refused before anything runs', async () => {
 test('unknown commands, missing inputs and unknown flags each get one line', async () => {
   assert.match(
     (await cli(['backup'])).err,
-    /^error: command: 'backup' is not a Lifeboat command; accepted: backup-files, dump-mysql, backup-k8s, snapshot-ebs, snapshot-zfs, restore, verify-restore, list, prune-retention, copy\n$/,
+    /^error: command: 'backup' is not a Lifeboat command; accepted: backup-files, dump-mysql, backup-k8s, snapshot-ebs, snapshot-zfs, restore, verify-restore, list, prune-retention, copy, status\n$/,
   );
   assert.match(
     (await cli(['backup-k8s', '--set', 'x', '--mode', 'full'])).err,

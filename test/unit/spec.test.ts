@@ -57,6 +57,7 @@ test('each parser reads every input its spec declares, and nothing else', () => 
         'instance-id': 'i-0123456789abcdef0',
         region: 'eu-west-1',
         datasets: 'tank/db',
+        'max-age': '26h',
       };
       return spec.default ?? given[spec.name];
     });

@@ -25,6 +25,7 @@ const given: Record<string, string> = {
   'instance-id': 'i-0123456789abcdef0',
   region: 'eu-west-1',
   datasets: 'tank/db',
+  'max-age': '26h',
 };
 
 type ActionYml = { inputs: Record<string, { default?: string }> };
