@@ -175,7 +175,10 @@ type EntryHeader = Partial<tar.Header> & { name: string };
 
 function header(entry: FoundEntry): EntryHeader {
   const { stat } = entry;
-  return { name: entry.rel, mode: stat.mode & 0o7777, uid: stat.uid, gid: stat.gid, mtime: stat.mtime };
+  // Whole seconds as tar(1) stores them: stat.mtime rounds to the millisecond, so a file written at
+  // 25.9997 s would be archived as 26 s, a second after it was written.
+  const mtime = new Date(Math.floor(stat.mtimeMs / 1000) * 1000);
+  return { name: entry.rel, mode: stat.mode & 0o7777, uid: stat.uid, gid: stat.gid, mtime };
 }
 
 /** Adds an entry without content (a folder, a symlink, an empty file). */

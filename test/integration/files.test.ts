@@ -109,6 +109,20 @@ describe('backup and restore of a folder', () => {
   });
 });
 
+test('a file written in the last half millisecond of a second keeps its second, as tar(1) stores it', async () => {
+  const folder = path.join(work, 'late-second');
+  await fs.mkdir(folder);
+  const file = path.join(folder, 'late.txt');
+  await fs.writeFile(file, 'written at .9997\n');
+  await fs.utimes(file, 1796246025.9997, 1796246025.9997);
+  await fs.utimes(folder, 1796246000, 1796246000);
+  const manifest = await backup({ source: folder, set: 'late-second' });
+  const target = path.join(work, 'late-second-restored');
+  await restoreFiles({ storage, manifest, target, overwrite: false, dryRun: false, logger: silentLogger });
+  assert.equal((await fs.stat(path.join(target, 'late.txt'))).mtimeMs, 1796246025_000);
+  assert.deepEqual(await diffTrees(folder, target), []);
+});
+
 describe('encryption', () => {
   let identity: string;
   before(async () => {
