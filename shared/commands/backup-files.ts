@@ -1,16 +1,23 @@
 import { InputCollector, requireInput } from '../action/inputs.ts';
 import { defineCommand } from '../action/spec.ts';
+import { filesMetrics } from '../anomaly/files.ts';
+import { type AnomalyOptions, checkAnomalies } from '../anomaly/run.ts';
+import { Catalog } from '../catalog/catalog.ts';
 import { totalBytes } from '../catalog/manifest.ts';
 import { backupFiles, type FilesBackupOptions } from '../files/backup.ts';
 import { splitList } from '../pipeline/encryption.ts';
 import { formatBytes } from '../pipeline/progress.ts';
 import {
+  anomalyInputs,
+  anomalyOutputSpecs,
   artifactInputs,
   backupOutputs,
+  backupStays,
   backupUri,
   type CommonOptions,
   lockInputs,
   lockRows,
+  parseAnomalyOptions,
   parseArtifactOptions,
   parseBackupStorage,
   parseProgress,
@@ -20,10 +27,13 @@ import {
   setInput,
   storageInput,
   timeoutInput,
+  withAnomalies,
 } from './common.ts';
 
 type Options = CommonOptions &
-  Omit<FilesBackupOptions, 'logger' | 'signal' | 'storage' | 'progressIntervalMs'>;
+  Omit<FilesBackupOptions, 'logger' | 'signal' | 'storage' | 'progressIntervalMs'> & {
+    anomaly: AnomalyOptions;
+  };
 
 export const backupFilesCommand = defineCommand<Options>({
   name: 'backup-files',
@@ -41,10 +51,11 @@ export const backupFilesCommand = defineCommand<Options>({
     { name: 'exclude', description: 'Globs of what to leave out, e.g. *.log, cache/**.' },
     ...artifactInputs,
     ...lockInputs,
+    ...anomalyInputs,
     timeoutInput('6h'),
     progressInput,
   ],
-  outputs: backupOutputs('archive', 'The manifest, as JSON.'),
+  outputs: [...backupOutputs('archive', 'The manifest, as JSON.'), ...anomalyOutputSpecs],
   parse(read) {
     const c = new InputCollector();
     const options: Options = {
@@ -54,6 +65,7 @@ export const backupFilesCommand = defineCommand<Options>({
       include: splitList(read('include')),
       exclude: splitList(read('exclude')),
       ...parseArtifactOptions(read, c),
+      anomaly: parseAnomalyOptions(read, c, { minRows: false }),
       timeoutSeconds: c.field(() => parseTimeout(read, '6h')),
       progressIntervalMs: c.field(() => parseProgress(read)),
     };
@@ -68,36 +80,46 @@ export const backupFilesCommand = defineCommand<Options>({
     const facts = manifest.facts as { files: number; directories: number; symlinks: number; bytes: number };
     const uri = backupUri(options.storage, manifest.set, manifest.id);
     logger.info(`committed ${uri} (${formatBytes(totalBytes(manifest))} stored)`);
-    return {
-      outputs: {
-        'backup-id': manifest.id,
-        uri,
-        bytes: String(totalBytes(manifest)),
-        sha256: artifact.sha256,
-        'duration-seconds': seconds.toFixed(1),
-        result: JSON.stringify(manifest),
-      },
-      summary: {
-        heading: `Backup ${manifest.set}/${manifest.id}`,
-        table: [
-          ['', ''],
-          ['Backup', manifest.id],
-          ['Stored at', uri],
-          ['Source', options.source],
-          ['Files', `${facts.files} files, ${facts.directories} folders, ${facts.symlinks} symlinks`],
-          ['Content', formatBytes(facts.bytes)],
-          [
-            'Stored',
-            `${formatBytes(artifact.bytes)} (${artifact.compression}${artifact.encryption ? ', age-encrypted' : ', not encrypted'})`,
+    const gates = await checkAnomalies(options.anomaly, {
+      catalog: new Catalog(options.storage),
+      manifest,
+      metrics: filesMetrics,
+      logger,
+    });
+    return withAnomalies(
+      {
+        outputs: {
+          'backup-id': manifest.id,
+          uri,
+          bytes: String(totalBytes(manifest)),
+          sha256: artifact.sha256,
+          'duration-seconds': seconds.toFixed(1),
+          result: JSON.stringify(manifest),
+        },
+        summary: {
+          heading: `Backup ${manifest.set}/${manifest.id}`,
+          table: [
+            ['', ''],
+            ['Backup', manifest.id],
+            ['Stored at', uri],
+            ['Source', options.source],
+            ['Files', `${facts.files} files, ${facts.directories} folders, ${facts.symlinks} symlinks`],
+            ['Content', formatBytes(facts.bytes)],
+            [
+              'Stored',
+              `${formatBytes(artifact.bytes)} (${artifact.compression}${artifact.encryption ? ', age-encrypted' : ', not encrypted'})`,
+            ],
+            ['sha256', artifact.sha256],
+            ...lockRows(manifest),
+            ['Duration', `${seconds.toFixed(1)} s`],
           ],
-          ['sha256', artifact.sha256],
-          ...lockRows(manifest),
-          ['Duration', `${seconds.toFixed(1)} s`],
-        ],
-        notes: manifest.contents.excluded.length
-          ? [`Left out: ${manifest.contents.excluded.join('; ')}`]
-          : undefined,
+          notes: manifest.contents.excluded.length
+            ? [`Left out: ${manifest.contents.excluded.join('; ')}`]
+            : undefined,
+        },
       },
-    };
+      gates,
+      backupStays(manifest.set, manifest.id),
+    );
   },
 });

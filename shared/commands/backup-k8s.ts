@@ -9,22 +9,29 @@ import {
   warnInput,
 } from '../action/inputs.ts';
 import { defineCommand, type InputReader } from '../action/spec.ts';
+import { type AnomalyOptions, checkAnomalies } from '../anomaly/run.ts';
+import { Catalog } from '../catalog/catalog.ts';
 import { totalBytes } from '../catalog/manifest.ts';
 import { UserError } from '../errors.ts';
 import { backupK8s, type K8sBackupOptions, type K8sFacts, k8sModes } from '../k8s/backup.ts';
 import { KubeClient } from '../k8s/client.ts';
 import { veleroDefaultTtl, veleroRootFolders } from '../k8s/velero-layout.ts';
+import { k8sMetrics } from '../kinds/k8s.ts';
 import { splitList } from '../pipeline/encryption.ts';
 import { formatBytes } from '../pipeline/progress.ts';
 import { openStorage } from '../storage/open.ts';
 import { parseStorageUrl, type StorageLocation } from '../storage/url.ts';
 import {
+  anomalyInputs,
+  anomalyOutputSpecs,
   artifactInputs,
   backupOutputs,
+  backupStays,
   backupUri,
   type CommonOptions,
   lockInputs,
   lockRows,
+  parseAnomalyOptions,
   parseArtifactOptions,
   parseBackupStorage,
   parseProgress,
@@ -34,6 +41,7 @@ import {
   setInput,
   storageInput,
   timeoutInput,
+  withAnomalies,
 } from './common.ts';
 
 interface Options
@@ -41,6 +49,7 @@ interface Options
     Omit<K8sBackupOptions, 'client' | 'logger' | 'signal' | 'storage' | 'progressIntervalMs'> {
   kubeconfig?: string;
   context?: string;
+  anomaly: AnomalyOptions;
 }
 
 export const backupK8sCommand = defineCommand<Options>({
@@ -112,12 +121,14 @@ export const backupK8sCommand = defineCommand<Options>({
         "velero-storage: the Backup's TTL; once it has passed, Velero's garbage collection deletes the Velero copy (Lifeboat's backup stays). Velero's default is 720h.",
       default: veleroDefaultTtl,
     },
+    ...anomalyInputs,
     timeoutInput('2h'),
     progressInput,
   ],
   outputs: [
     ...backupOutputs('archive', 'The manifest, as JSON (counts per resource and namespace).'),
     { name: 'velero-backup', description: 'velero-storage: the name of the Velero backup written.' },
+    ...anomalyOutputSpecs,
   ],
   parse(read) {
     const c = new InputCollector();
@@ -144,6 +155,7 @@ export const backupK8sCommand = defineCommand<Options>({
       timeoutSeconds: c.field(() => parseTimeout(read, '2h')),
       progressIntervalMs: c.field(() => parseProgress(read)),
       velero: c.field(() => parseVelero(read)),
+      anomaly: parseAnomalyOptions(read, c, { minRows: false }),
     };
     if (options.velero && options.mode && options.mode !== 'exclude-storage') {
       warnInput(
@@ -173,33 +185,43 @@ export const backupK8sCommand = defineCommand<Options>({
       `committed ${uri}: ${facts.counts.total} objects (${formatBytes(totalBytes(manifest))} stored)`,
     );
     const byResource = Object.entries(facts.counts.byResource).sort((a, b) => b[1] - a[1]);
-    return {
-      outputs: {
-        'backup-id': manifest.id,
-        uri,
-        bytes: String(totalBytes(manifest)),
-        sha256: artifact.sha256,
-        'duration-seconds': seconds.toFixed(1),
-        result: JSON.stringify(manifest),
-        'velero-backup': facts.velero?.name ?? '',
+    const gates = await checkAnomalies(options.anomaly, {
+      catalog: new Catalog(options.storage),
+      manifest,
+      metrics: k8sMetrics,
+      logger,
+    });
+    return withAnomalies(
+      {
+        outputs: {
+          'backup-id': manifest.id,
+          uri,
+          bytes: String(totalBytes(manifest)),
+          sha256: artifact.sha256,
+          'duration-seconds': seconds.toFixed(1),
+          result: JSON.stringify(manifest),
+          'velero-backup': facts.velero?.name ?? '',
+        },
+        summary: {
+          heading: `Kubernetes backup ${manifest.set}/${manifest.id}`,
+          table: [['Resource', 'Objects'], ...byResource.map(([r, n]) => [r, String(n)])],
+          notes: [
+            `${facts.counts.total} objects from ${facts.cluster.server} (${facts.cluster.version}), ${facts.namespaces.length} namespace(s); ${formatBytes(artifact.bytes)} stored (${artifact.compression}${artifact.encryption ? ', age-encrypted' : ', not encrypted'}); ${seconds.toFixed(1)} s.`,
+            ...(facts.velero
+              ? [
+                  `Velero copy ${facts.velero.name} (not encrypted): backups/${facts.velero.name}/ in ${facts.velero.storage}, storage location ${facts.velero.storageLocation}; ${formatBytes(facts.velero.bytes)}; Velero deletes it after ${facts.velero.expiration}.`,
+                ]
+              : []),
+            ...lockRows(manifest).map((row) => `${row.join(': ')}.`),
+            ...(manifest.contents.excluded.length
+              ? [`Left out: ${manifest.contents.excluded.join('; ')}`]
+              : []),
+          ],
+        },
       },
-      summary: {
-        heading: `Kubernetes backup ${manifest.set}/${manifest.id}`,
-        table: [['Resource', 'Objects'], ...byResource.map(([r, n]) => [r, String(n)])],
-        notes: [
-          `${facts.counts.total} objects from ${facts.cluster.server} (${facts.cluster.version}), ${facts.namespaces.length} namespace(s); ${formatBytes(artifact.bytes)} stored (${artifact.compression}${artifact.encryption ? ', age-encrypted' : ', not encrypted'}); ${seconds.toFixed(1)} s.`,
-          ...(facts.velero
-            ? [
-                `Velero copy ${facts.velero.name} (not encrypted): backups/${facts.velero.name}/ in ${facts.velero.storage}, storage location ${facts.velero.storageLocation}; ${formatBytes(facts.velero.bytes)}; Velero deletes it after ${facts.velero.expiration}.`,
-              ]
-            : []),
-          ...lockRows(manifest).map((row) => `${row.join(': ')}.`),
-          ...(manifest.contents.excluded.length
-            ? [`Left out: ${manifest.contents.excluded.join('; ')}`]
-            : []),
-        ],
-      },
-    };
+      gates,
+      backupStays(manifest.set, manifest.id),
+    );
   },
 });
 

@@ -8,7 +8,9 @@ import {
   parseInteger,
   warnInput,
 } from '../action/inputs.ts';
-import type { InputReader, InputSpec, OutputSpec } from '../action/spec.ts';
+import type { CommandResult, InputReader, InputSpec, OutputSpec } from '../action/spec.ts';
+import type { RowFloor } from '../anomaly/rules.ts';
+import { type AnomalyOptions, type AnomalyReport, anomalyOutputs, anomalySummary } from '../anomaly/run.ts';
 import { validateSetName } from '../catalog/ids.ts';
 import type { Manifest } from '../catalog/manifest.ts';
 import { UserError } from '../errors.ts';
@@ -274,3 +276,124 @@ export function parseDecryption(read: InputReader): DecryptionKeys {
 export function backupUri(storage: Storage, set: string, id: string): string {
   return joinKey(storage.url, `${set}/${id}/`);
 }
+
+/**
+ * The anomaly gates (shared/anomaly/): every backup command and verify-restore compares the
+ * backup with the previous committed one of its set.
+ */
+export const anomalyInputs: InputSpec[] = [
+  {
+    name: 'max-shrink',
+    description:
+      'An anomaly when a number of the backup shrank by more than this since the previous committed backup of the set, e.g. 20% (stored and content bytes; files; rows per table; objects per resource; volume sizes), or off. A table or resource that is gone shrank by 100%.',
+    default: '20%',
+  },
+  {
+    name: 'max-growth',
+    description: 'An anomaly when a number of the backup grew by more than this, e.g. 300%, or off.',
+    default: 'off',
+  },
+  {
+    name: 'fail-on-anomaly',
+    description:
+      'true: an anomaly fails the step (a new backup stays committed all the same); false: a warning.',
+    default: 'false',
+  },
+];
+
+/** min-rows: dump-mysql's and verify-restore's per-table floors. */
+export const minRowsInput: InputSpec = {
+  name: 'min-rows',
+  description:
+    'MySQL: an anomaly when a table holds fewer rows than this, as <database>.<table>=N pairs, comma or newline separated; * and ? are wildcards (app.users=1000, app.orders=1, *=1). A named table missing from the backup is one too.',
+};
+
+export const anomalyOutputSpecs: OutputSpec[] = [
+  { name: 'anomalies', description: 'JSON: the anomalies found, one message each ([] when none).' },
+  {
+    name: 'deltas',
+    description:
+      'JSON: each number compared with the previous committed backup of the set: [{ name, previous, current, change (a fraction: -0.003 is -0.3%), anomaly? }] ([] for a first backup).',
+  },
+];
+
+/**
+ * max-shrink or max-growth: a percentage (20%, 20 or 0.5%: more than 0, at most `max`) as a
+ * fraction, or null for off.
+ */
+export function parseLimit(
+  name: string,
+  value: string | undefined,
+  fallback: string,
+  max?: number,
+): number | null {
+  const v = (value?.trim() || fallback).toLowerCase();
+  if (v === 'off') return null;
+  const match = /^(\d+(?:\.\d+)?)\s*%?$/.exec(v);
+  const n = match ? Number(match[1]) : Number.NaN;
+  if (!(n > 0) || (max !== undefined && n > max)) {
+    throw new UserError(
+      `${name}: '${value}' is not accepted; accepted: a percentage more than 0${max !== undefined ? `, at most ${max}` : ''}, such as ${fallback === 'off' ? '300%' : fallback}, or off`,
+    );
+  }
+  return n / 100;
+}
+
+/** min-rows: `<database>.<table>=N` pairs (* and ? wildcards). */
+export function parseMinRows(value: string | undefined): RowFloor[] {
+  return splitList(value).map((pair) => {
+    const eq = pair.lastIndexOf('=');
+    const tables = eq > 0 ? pair.slice(0, eq).trim() : '';
+    const min = eq > 0 ? pair.slice(eq + 1).trim() : '';
+    if (!tables || !/^\d+$/.test(min) || !(tables.includes('.') || /^[*?]+$/.test(tables))) {
+      throw new UserError(
+        `min-rows: '${pair}' is not accepted; accepted: <database>.<table>=N pairs with N a whole number, * and ? as wildcards, e.g. app.users=1000, app.*=1 or *=1`,
+      );
+    }
+    return { tables, min: Number(min) };
+  });
+}
+
+/** The anomaly inputs; min-rows only where the command declares it (`minRows`). */
+export function parseAnomalyOptions(
+  read: InputReader,
+  c: InputCollector,
+  { minRows }: { minRows: boolean },
+): AnomalyOptions {
+  return {
+    maxShrink: c.field(() => parseLimit('max-shrink', read('max-shrink'), '20%', 100)),
+    maxGrowth: c.field(() => parseLimit('max-growth', read('max-growth'), 'off')),
+    failOnAnomaly: c.field(() => parseBoolean('fail-on-anomaly', read('fail-on-anomaly'), false)),
+    minRows: minRows ? (c.field(() => parseMinRows(read('min-rows'))) ?? []) : [],
+  };
+}
+
+/**
+ * A command's result with what the anomaly gates found: the outputs `anomalies` and `deltas`,
+ * the comparison rows after its table, the notes, and with fail-on-anomaly a failed step
+ * (each anomaly, then `stays`: what is kept although the step fails).
+ */
+export function withAnomalies(result: CommandResult, report: AnomalyReport, stays: string): CommandResult {
+  const { rows, notes } = anomalySummary(report);
+  const failing = report.failOnAnomaly && report.anomalies.length > 0;
+  return {
+    ...result,
+    outputs: { ...result.outputs, ...anomalyOutputs(report) },
+    summary: {
+      ...result.summary,
+      table: [...result.summary.table, ...rows],
+      notes: [...(result.summary.notes ?? []), ...notes],
+    },
+    failed: failing
+      ? [
+          ...(result.failed ?? []),
+          ...report.anomalies.map((a) => `anomaly: ${a}`),
+          `fail-on-anomaly: ${stays}`,
+        ]
+      : result.failed,
+  };
+}
+
+/** What stays when fail-on-anomaly fails a backup command: the backup, committed. */
+export const backupStays = (set: string, id: string) =>
+  `the backup ${set}/${id} is committed and stays in the catalog; the step fails so that someone looks at the change (restore or verify it, or delete it with prune-retention)`;

@@ -1,20 +1,28 @@
 import { InputCollector, parseBoolean, parseChoice } from '../action/inputs.ts';
 import { defineCommand } from '../action/spec.ts';
+import { type AnomalyOptions, checkAnomalies } from '../anomaly/run.ts';
+import { Catalog } from '../catalog/catalog.ts';
 import { totalBytes } from '../catalog/manifest.ts';
 import { UserError } from '../errors.ts';
 import { connectionInputs, parseConnection } from '../kinds/mysql/connection.ts';
+import { mysqlMetrics } from '../kinds/mysql/metrics.ts';
 import { describeTarget } from '../mysql/connection.ts';
 import { type BinlogMode, dumpMysql, type MysqlDumpOptions } from '../mysql/dump.ts';
 import type { MysqlFacts } from '../mysql/facts.ts';
 import { splitList } from '../pipeline/encryption.ts';
 import { formatBytes } from '../pipeline/progress.ts';
 import {
+  anomalyInputs,
+  anomalyOutputSpecs,
   artifactInputs,
   backupOutputs,
+  backupStays,
   backupUri,
   type CommonOptions,
   lockInputs,
   lockRows,
+  minRowsInput,
+  parseAnomalyOptions,
   parseArtifactOptions,
   parseBackupStorage,
   parseProgress,
@@ -24,9 +32,13 @@ import {
   setInput,
   storageInput,
   timeoutInput,
+  withAnomalies,
 } from './common.ts';
 
-type Options = CommonOptions & Omit<MysqlDumpOptions, 'logger' | 'signal' | 'storage' | 'progressIntervalMs'>;
+type Options = CommonOptions &
+  Omit<MysqlDumpOptions, 'logger' | 'signal' | 'storage' | 'progressIntervalMs'> & {
+    anomaly: AnomalyOptions;
+  };
 
 const binlogModes: BinlogMode[] = ['auto', 'required', 'off'];
 
@@ -85,10 +97,15 @@ export const dumpMysqlCommand = defineCommand<Options>({
       name: 'post-command',
       description: 'A bash command run after the dump, also when the dump or the pre-command failed.',
     },
+    ...anomalyInputs,
+    minRowsInput,
     timeoutInput('6h'),
     progressInput,
   ],
-  outputs: backupOutputs('dump', 'The manifest, as JSON (row counts per table, binary log position).'),
+  outputs: [
+    ...backupOutputs('dump', 'The manifest, as JSON (row counts per table, binary log position).'),
+    ...anomalyOutputSpecs,
+  ],
   parse(read) {
     const c = new InputCollector();
     const options: Options = {
@@ -106,6 +123,7 @@ export const dumpMysqlCommand = defineCommand<Options>({
       ...parseArtifactOptions(read, c),
       preCommand: read('pre-command')?.trim() || undefined,
       postCommand: read('post-command')?.trim() || undefined,
+      anomaly: parseAnomalyOptions(read, c, { minRows: true }),
       timeoutSeconds: c.field(() => parseTimeout(read, '6h')),
       progressIntervalMs: c.field(() => parseProgress(read)),
     };
@@ -123,44 +141,57 @@ export const dumpMysqlCommand = defineCommand<Options>({
     logger.info(
       `committed ${uri}: ${t.databases} database(s), ${t.tables} tables, ${t.rows} rows (${formatBytes(totalBytes(manifest))} stored)`,
     );
-    return {
-      outputs: {
-        'backup-id': manifest.id,
-        uri,
-        bytes: String(totalBytes(manifest)),
-        sha256: artifact.sha256,
-        'duration-seconds': seconds.toFixed(1),
-        result: JSON.stringify(manifest),
-      },
-      summary: {
-        heading: `MySQL backup ${manifest.set}/${manifest.id}`,
-        table: [
-          ['', ''],
-          ['Backup', manifest.id],
-          ['Stored at', uri],
-          ['Server', `${describeTarget(options.target)} (${facts.server.flavour} ${facts.server.version})`],
-          ['Databases', facts.databases.map((d) => d.name).join(', ')],
-          ['Tables', `${t.tables} tables, ${t.rows} rows`],
-          ['Objects', `${t.views} views, ${t.routines} routines, ${t.triggers} triggers, ${t.events} events`],
-          [
-            'Binary log',
-            facts.binlog
-              ? `${facts.binlog.file}:${facts.binlog.position}${facts.binlog.gtid ? ` (GTID ${facts.binlog.gtid})` : ''}`
-              : 'not recorded',
+    const gates = await checkAnomalies(options.anomaly, {
+      catalog: new Catalog(options.storage),
+      manifest,
+      metrics: mysqlMetrics,
+      logger,
+    });
+    return withAnomalies(
+      {
+        outputs: {
+          'backup-id': manifest.id,
+          uri,
+          bytes: String(totalBytes(manifest)),
+          sha256: artifact.sha256,
+          'duration-seconds': seconds.toFixed(1),
+          result: JSON.stringify(manifest),
+        },
+        summary: {
+          heading: `MySQL backup ${manifest.set}/${manifest.id}`,
+          table: [
+            ['', ''],
+            ['Backup', manifest.id],
+            ['Stored at', uri],
+            ['Server', `${describeTarget(options.target)} (${facts.server.flavour} ${facts.server.version})`],
+            ['Databases', facts.databases.map((d) => d.name).join(', ')],
+            ['Tables', `${t.tables} tables, ${t.rows} rows`],
+            [
+              'Objects',
+              `${t.views} views, ${t.routines} routines, ${t.triggers} triggers, ${t.events} events`,
+            ],
+            [
+              'Binary log',
+              facts.binlog
+                ? `${facts.binlog.file}:${facts.binlog.position}${facts.binlog.gtid ? ` (GTID ${facts.binlog.gtid})` : ''}`
+                : 'not recorded',
+            ],
+            ['SQL', formatBytes(artifact.contentBytes)],
+            [
+              'Stored',
+              `${formatBytes(artifact.bytes)} (${artifact.compression}${artifact.encryption ? ', age-encrypted' : ', not encrypted'})`,
+            ],
+            ['sha256', artifact.sha256],
+            ...lockRows(manifest),
+            ['Duration', `${seconds.toFixed(1)} s`],
           ],
-          ['SQL', formatBytes(artifact.contentBytes)],
-          [
-            'Stored',
-            `${formatBytes(artifact.bytes)} (${artifact.compression}${artifact.encryption ? ', age-encrypted' : ', not encrypted'})`,
-          ],
-          ['sha256', artifact.sha256],
-          ...lockRows(manifest),
-          ['Duration', `${seconds.toFixed(1)} s`],
-        ],
-        notes: manifest.contents.excluded.length
-          ? [`Left out: ${manifest.contents.excluded.join('; ')}`]
-          : undefined,
+          notes: manifest.contents.excluded.length
+            ? [`Left out: ${manifest.contents.excluded.join('; ')}`]
+            : undefined,
+        },
       },
-    };
+      gates,
+      backupStays(manifest.set, manifest.id),
+    );
   },
 });

@@ -1,25 +1,34 @@
 import { InputCollector, parseBoolean, parseDuration } from '../action/inputs.ts';
 import { defineCommand } from '../action/spec.ts';
+import { type AnomalyOptions, checkAnomalies, notCompared } from '../anomaly/run.ts';
+import { Catalog } from '../catalog/catalog.ts';
 import { regionOf } from '../ebs/ec2.ts';
 import { type EbsSnapshotOptions, snapshotEbs, type VolumeSelection } from '../ebs/snapshot.ts';
 import { UserError } from '../errors.ts';
+import { ebsMetrics } from '../kinds/ebs.ts';
 import { splitList } from '../pipeline/encryption.ts';
 import type { Storage } from '../storage/storage.ts';
 import {
+  anomalyInputs,
+  anomalyOutputSpecs,
+  backupStays,
   backupUri,
   lockInputs,
   lockRows,
+  parseAnomalyOptions,
   parseBackupStorage,
   parseLock,
   parseSet,
   parseTimeout,
   setInput,
   timeoutInput,
+  withAnomalies,
 } from './common.ts';
 
 interface Options extends Omit<EbsSnapshotOptions, 'logger' | 'signal' | 'storage'> {
   storage?: Storage;
   timeoutSeconds: number;
+  anomaly: AnomalyOptions;
 }
 
 /** `key=value` pairs, comma or newline separated, into a map; `input` names them in errors. */
@@ -125,6 +134,7 @@ export const snapshotEbsCommand = defineCommand<Options>({
     { name: 'copy-to-regions', description: 'Copy every snapshot to these regions, comma separated.' },
     { name: 'kms-key-id', description: 'With copy-to-regions: the KMS key to encrypt the copies with.' },
     { name: 'poll-interval', description: 'How often to ask EC2 for snapshot progress.', default: '15s' },
+    ...anomalyInputs,
     timeoutInput('2h'),
   ],
   outputs: [
@@ -133,6 +143,7 @@ export const snapshotEbsCommand = defineCommand<Options>({
     { name: 'snapshot-ids', description: 'JSON: volume id → snapshot id.' },
     { name: 'duration-seconds', description: 'How long it took.' },
     { name: 'result', description: 'The snapshots, devices, zones, sizes and copies, as JSON.' },
+    ...anomalyOutputSpecs,
   ],
   parse(read) {
     const c = new InputCollector();
@@ -155,6 +166,7 @@ export const snapshotEbsCommand = defineCommand<Options>({
       kmsKeyId: read('kms-key-id')?.trim() || undefined,
       pollIntervalMs: c.field(() => parseDuration('poll-interval', read('poll-interval'), '15s') * 1000),
       timeoutSeconds: c.field(() => parseTimeout(read, '2h')),
+      anomaly: parseAnomalyOptions(read, c, { minRows: false }),
     };
     if (options.kmsKeyId && read('copy-to-regions') === undefined)
       c.field(() => {
@@ -172,35 +184,50 @@ export const snapshotEbsCommand = defineCommand<Options>({
     logger.info(
       `${options.wait ? 'completed' : 'started'}: ${snapshots.length} snapshot(s) of ${options.set}/${result.id}${uri ? `, committed ${uri}` : ' (no storage: identified by tags)'}`,
     );
-    return {
-      outputs: {
-        'backup-id': result.id,
-        uri,
-        'snapshot-ids': JSON.stringify(Object.fromEntries(snapshots.map((s) => [s.volumeId, s.snapshotId]))),
-        'duration-seconds': seconds.toFixed(1),
-        result: JSON.stringify(result.facts),
+    const gates =
+      options.storage && result.manifest
+        ? await checkAnomalies(options.anomaly, {
+            catalog: new Catalog(options.storage),
+            manifest: result.manifest,
+            metrics: ebsMetrics,
+            logger,
+          })
+        : notCompared(options.anomaly, 'no storage, so no catalog of earlier backups');
+    return withAnomalies(
+      {
+        outputs: {
+          'backup-id': result.id,
+          uri,
+          'snapshot-ids': JSON.stringify(
+            Object.fromEntries(snapshots.map((s) => [s.volumeId, s.snapshotId])),
+          ),
+          'duration-seconds': seconds.toFixed(1),
+          result: JSON.stringify(result.facts),
+        },
+        summary: {
+          heading: `EBS backup ${options.set}/${result.id}`,
+          table: [
+            ['Volume', 'Device', 'Zone', 'Size', 'Snapshot', 'State', 'Copies'],
+            ...snapshots.map((s) => [
+              s.volumeId,
+              s.device || '-',
+              s.zone,
+              `${s.sizeGiB} GiB`,
+              s.snapshotId,
+              s.state,
+              s.copies.map((c) => `${c.region}: ${c.snapshotId}`).join(', ') || '-',
+            ]),
+          ],
+          notes: [
+            `${options.region}; ${uri ? `manifest at ${uri}` : 'no storage given: the snapshots are found by their lifeboat:set and lifeboat:backup-id tags'}; ${seconds.toFixed(1)} s.`,
+            ...(result.manifest
+              ? lockRows(result.manifest).map((row) => `${row.join(': ')} (the manifest; not the snapshots).`)
+              : []),
+          ],
+        },
       },
-      summary: {
-        heading: `EBS backup ${options.set}/${result.id}`,
-        table: [
-          ['Volume', 'Device', 'Zone', 'Size', 'Snapshot', 'State', 'Copies'],
-          ...snapshots.map((s) => [
-            s.volumeId,
-            s.device || '-',
-            s.zone,
-            `${s.sizeGiB} GiB`,
-            s.snapshotId,
-            s.state,
-            s.copies.map((c) => `${c.region}: ${c.snapshotId}`).join(', ') || '-',
-          ]),
-        ],
-        notes: [
-          `${options.region}; ${uri ? `manifest at ${uri}` : 'no storage given: the snapshots are found by their lifeboat:set and lifeboat:backup-id tags'}; ${seconds.toFixed(1)} s.`,
-          ...(result.manifest
-            ? lockRows(result.manifest).map((row) => `${row.join(': ')} (the manifest; not the snapshots).`)
-            : []),
-        ],
-      },
-    };
+      gates,
+      backupStays(options.set, result.id),
+    );
   },
 });

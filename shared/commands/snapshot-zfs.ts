@@ -1,6 +1,9 @@
 import { InputCollector, parseBoolean, parseInteger } from '../action/inputs.ts';
 import { defineCommand } from '../action/spec.ts';
+import { type AnomalyOptions, checkAnomalies, notCompared } from '../anomaly/run.ts';
+import { Catalog } from '../catalog/catalog.ts';
 import { UserError } from '../errors.ts';
+import { zfsMetrics } from '../kinds/zfs.ts';
 import { splitList } from '../pipeline/encryption.ts';
 import { formatBytes } from '../pipeline/progress.ts';
 import { bucketRules } from '../retention/calendar.ts';
@@ -10,9 +13,13 @@ import { openStorage } from '../storage/open.ts';
 import type { Storage } from '../storage/storage.ts';
 import { checkDatasets, snapshotZfs, type ZfsSnapshotOptions } from '../zfs/snapshot.ts';
 import {
+  anomalyInputs,
+  anomalyOutputSpecs,
   artifactInputs,
+  backupStays,
   backupUri,
   lockInputs,
+  parseAnomalyOptions,
   parseArtifactOptions,
   parseLock,
   parseProgress,
@@ -22,6 +29,7 @@ import {
   progressInput,
   setInput,
   timeoutInput,
+  withAnomalies,
 } from './common.ts';
 import { countRules, parseKeepRules } from './prune-retention.ts';
 
@@ -29,6 +37,7 @@ interface Options extends Omit<ZfsSnapshotOptions, 'logger' | 'signal' | 'storag
   storage?: Storage;
   progressIntervalMs: number;
   timeoutSeconds: number;
+  anomaly: AnomalyOptions;
 }
 
 /** `70%` or `70`: a whole percentage from 1 to 100. */
@@ -115,6 +124,7 @@ export const snapshotZfsCommand = defineCommand<Options>({
       description: 'true: print the snapshots and the retention plan; take, hold and destroy nothing.',
       default: 'false',
     },
+    ...anomalyInputs,
     timeoutInput('1h'),
   ],
   outputs: [
@@ -125,6 +135,7 @@ export const snapshotZfsCommand = defineCommand<Options>({
     { name: 'sent-bytes', description: 'With send-to: the bytes of the streams stored.' },
     { name: 'duration-seconds', description: 'How long it took.' },
     { name: 'result', description: 'The snapshots and the local retention report, as JSON.' },
+    ...anomalyOutputSpecs,
   ],
   parse(read) {
     const c = new InputCollector();
@@ -183,6 +194,7 @@ export const snapshotZfsCommand = defineCommand<Options>({
       hold: c.field(() => parseBoolean('hold', read('hold'), true)),
       dryRun: c.field(() => parseBoolean('dry-run', read('dry-run'), false)),
       timeoutSeconds: c.field(() => parseTimeout(read, '1h')),
+      anomaly: parseAnomalyOptions(read, c, { minRows: false }),
     };
     c.finish();
     return options;
@@ -202,42 +214,59 @@ export const snapshotZfsCommand = defineCommand<Options>({
         ? `dry run: nothing taken, held or destroyed; ${retention.backups.filter((b) => !b.keep).length} backup(s) would be destroyed`
         : `${taken.length} snapshot(s) of ${options.set}/${result.id}${uri ? `, committed ${uri}` : ' (no storage: identified by properties)'}; local retention destroyed ${retention.destroyed.length} snapshot(s)`,
     );
+    const gates =
+      catalogStorage && result.manifest && !result.dryRun
+        ? await checkAnomalies(options.anomaly, {
+            catalog: new Catalog(catalogStorage),
+            manifest: result.manifest,
+            metrics: zfsMetrics,
+            logger,
+          })
+        : notCompared(
+            options.anomaly,
+            result.dryRun ? 'a dry run' : 'no storage, so no catalog of earlier backups',
+          );
     const verb = (keep: boolean) => (keep ? 'keep' : result.dryRun ? 'would destroy' : 'destroyed');
-    return {
-      outputs: {
-        'backup-id': result.id,
-        uri,
-        snapshots: JSON.stringify(taken),
-        'sent-bytes': String(sent.reduce((n, a) => n + a.bytes, 0)),
-        destroyed: JSON.stringify(retention.destroyed),
-        'duration-seconds': seconds.toFixed(1),
-        result: JSON.stringify({ facts: result.facts, retention }),
+    return withAnomalies(
+      {
+        outputs: {
+          'backup-id': result.id,
+          uri,
+          snapshots: JSON.stringify(taken),
+          'sent-bytes': String(sent.reduce((n, a) => n + a.bytes, 0)),
+          destroyed: JSON.stringify(retention.destroyed),
+          'duration-seconds': seconds.toFixed(1),
+          result: JSON.stringify({ facts: result.facts, retention }),
+        },
+        summary: {
+          heading: `ZFS backup ${options.set}/${result.id}${result.dryRun ? ' (dry run)' : ''}`,
+          table: [
+            ['Backup', 'Decision', 'Why', 'Snapshots', 'Used'],
+            ...retention.backups.map((b) => [
+              b.id,
+              b.notDestroyed.length ? `kept ${b.notDestroyed.length} (held by others)` : verb(b.keep),
+              b.keep ? b.reasons.join(', ') : (b.deleteReason ?? ''),
+              String(b.snapshots.length),
+              formatBytes(b.bytes),
+            ]),
+          ],
+          notes: [
+            ...(sent.length
+              ? [
+                  `sent ${sent.length} stream(s), ${formatBytes(sent.reduce((n, a) => n + a.bytes, 0))} stored (${result.manifest?.parent ? `incremental from ${result.manifest.parent}` : 'full'}).`,
+                ]
+              : []),
+            `${result.dryRun ? 'dry run: nothing was taken, held, destroyed or written' : uri ? `manifest at ${uri}` : 'no storage given: the snapshots are found by their lifeboat:set and lifeboat:backup-id properties'}; ${seconds.toFixed(1)} s.`,
+            ...retention.pools.map(
+              (p) =>
+                `${p.pool}: ${p.capacity}% used (max-pool-usage ${p.limit}%${p.met ? '' : ', not met'}).`,
+            ),
+            ...retention.warnings,
+          ],
+        },
       },
-      summary: {
-        heading: `ZFS backup ${options.set}/${result.id}${result.dryRun ? ' (dry run)' : ''}`,
-        table: [
-          ['Backup', 'Decision', 'Why', 'Snapshots', 'Used'],
-          ...retention.backups.map((b) => [
-            b.id,
-            b.notDestroyed.length ? `kept ${b.notDestroyed.length} (held by others)` : verb(b.keep),
-            b.keep ? b.reasons.join(', ') : (b.deleteReason ?? ''),
-            String(b.snapshots.length),
-            formatBytes(b.bytes),
-          ]),
-        ],
-        notes: [
-          ...(sent.length
-            ? [
-                `sent ${sent.length} stream(s), ${formatBytes(sent.reduce((n, a) => n + a.bytes, 0))} stored (${result.manifest?.parent ? `incremental from ${result.manifest.parent}` : 'full'}).`,
-              ]
-            : []),
-          `${result.dryRun ? 'dry run: nothing was taken, held, destroyed or written' : uri ? `manifest at ${uri}` : 'no storage given: the snapshots are found by their lifeboat:set and lifeboat:backup-id properties'}; ${seconds.toFixed(1)} s.`,
-          ...retention.pools.map(
-            (p) => `${p.pool}: ${p.capacity}% used (max-pool-usage ${p.limit}%${p.met ? '' : ', not met'}).`,
-          ),
-          ...retention.warnings,
-        ],
-      },
-    };
+      gates,
+      backupStays(options.set, result.id),
+    );
   },
 });

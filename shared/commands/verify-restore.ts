@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { InputCollector, parseBoolean, parseDuration } from '../action/inputs.ts';
 import { type CommandResult, defineCommand } from '../action/spec.ts';
+import { type AnomalyOptions, type AnomalyReport, checkAnomalies } from '../anomaly/run.ts';
 import { Catalog } from '../catalog/catalog.ts';
 import { validateBackupRef } from '../catalog/ids.ts';
 import { type Manifest, recordedLock } from '../catalog/manifest.ts';
@@ -13,9 +14,13 @@ import { formatDuration, type Logger } from '../pipeline/progress.ts';
 import { lockCheck } from '../verify/lock.ts';
 import { newReport, reportSummary, type VerifyReport, verificationRecord } from '../verify/report.ts';
 import {
+  anomalyInputs,
+  anomalyOutputSpecs,
   backupUri,
   type CommonOptions,
   decryptionInputs,
+  minRowsInput,
+  parseAnomalyOptions,
   parseDecryption,
   parseProgress,
   parseSet,
@@ -25,6 +30,7 @@ import {
   setInput,
   storageInput,
   timeoutInput,
+  withAnomalies,
 } from './common.ts';
 
 interface Options extends CommonOptions {
@@ -40,6 +46,7 @@ interface Options extends CommonOptions {
   reportFile?: string;
   record: boolean;
   requireLock: boolean;
+  anomaly: AnomalyOptions;
 }
 
 const optionalDuration = (name: string, value: string | undefined) =>
@@ -87,6 +94,8 @@ export const verifyRestoreCommand = defineCommand<Options>({
         "true: the set is meant to be locked (lock-for), so the 'retention lock' check fails for a backup whose manifest records no lock. The check (that the manifest and every artifact are locked on the storage until the recorded date) runs anyway for a backup that records one. The record of a locked backup is locked until the backup's own date.",
       default: 'false',
     },
+    ...anomalyInputs,
+    minRowsInput,
     timeoutInput('6h'),
     progressInput,
   ],
@@ -97,7 +106,8 @@ export const verifyRestoreCommand = defineCommand<Options>({
     { name: 'report', description: 'The path of the JSON report.' },
     { name: 'rto-seconds', description: 'How long the restore took, in seconds (empty when it failed).' },
     { name: 'rpo-seconds', description: "The backup's age when verified, in seconds." },
-    { name: 'result', description: 'The report, as JSON.' },
+    { name: 'result', description: 'The report, as JSON (with the deltas and anomalies).' },
+    ...anomalyOutputSpecs,
   ],
   parse(read) {
     const c = new InputCollector();
@@ -116,6 +126,7 @@ export const verifyRestoreCommand = defineCommand<Options>({
       reportFile: read('report-file')?.trim() || undefined,
       record: c.field(() => parseBoolean('record', read('record'), true)),
       requireLock: c.field(() => parseBoolean('require-lock', read('require-lock'), false)),
+      anomaly: parseAnomalyOptions(read, c, { minRows: true }),
       timeoutSeconds: c.field(() => parseTimeout(read, '6h')),
       progressIntervalMs: c.field(() => parseProgress(read)),
     };
@@ -152,13 +163,25 @@ export const verifyRestoreCommand = defineCommand<Options>({
     const limits = { maxAgeSeconds: options.maxAgeSeconds, maxRestoreSeconds: options.maxRestoreSeconds };
     const { stopped, ...found } = outcome;
     const report = newReport(manifest, uri, { ...found, limits }, new Date());
-    return finish(options, catalog, manifest, report, logger, stopped);
+    // The verified backup's recorded numbers (which its restore was just checked against) vs
+    // those of the backup before it.
+    const gates = stopped
+      ? undefined
+      : await checkAnomalies(options.anomaly, {
+          catalog,
+          manifest,
+          metrics: kind.metrics,
+          logger,
+        });
+    return finish(options, catalog, manifest, report, logger, gates, stopped);
   },
   cleanup: (state, read, logger) => removeKindLeftovers('verify', state, read, logger),
 });
 
 /**
- * Writes the report file and the catalog record, logs each check, and fails on a failed check.
+ * Writes the report file (with the anomaly gates' deltas and anomalies) and the catalog
+ * record, logs each check, and fails on a failed check, and with fail-on-anomaly on an anomaly.
+ * The record says what the restore checks found, anomalies or not.
  * A run that was stopped (`stopped`: the timeout, an interrupt) still writes its report, then
  * throws the reason, recording nothing in the catalog (it proved nothing either way).
  */
@@ -168,13 +191,17 @@ async function finish(
   manifest: Manifest,
   report: VerifyReport,
   logger: Logger,
+  gates: AnomalyReport | undefined,
   stopped?: Error,
 ): Promise<CommandResult> {
   const reportFile = path.resolve(
     options.reportFile ?? path.join(options.workDir, `lifeboat-verify-${manifest.set}-${manifest.id}.json`),
   );
   await fs.mkdir(path.dirname(reportFile), { recursive: true });
-  await fs.writeFile(reportFile, `${JSON.stringify(report, null, 2)}\n`);
+  const written = gates
+    ? { ...report, comparedWith: gates.previous ?? null, deltas: gates.deltas, anomalies: gates.anomalies }
+    : report;
+  await fs.writeFile(reportFile, `${JSON.stringify(written, null, 2)}\n`);
   for (const check of report.checks) logger.info(`${check.status.padEnd(7)} ${check.name}: ${check.detail}`);
   if (stopped) {
     // The step fails as the timeout or interrupt says (its exit status too); the report stays.
@@ -189,7 +216,7 @@ async function finish(
   logger.info(
     `verification ${report.passed ? 'passed' : 'FAILED'}: RTO ${report.restoreSeconds === null ? 'not measured' : formatDuration(report.restoreSeconds)}, RPO ${formatDuration(report.ageSeconds)}; report ${reportFile}`,
   );
-  return {
+  const result: CommandResult = {
     outputs: {
       'backup-id': manifest.id,
       uri: report.uri,
@@ -197,7 +224,7 @@ async function finish(
       report: reportFile,
       'rto-seconds': report.restoreSeconds === null ? '' : report.restoreSeconds.toFixed(1),
       'rpo-seconds': String(report.ageSeconds),
-      result: JSON.stringify(report),
+      result: JSON.stringify(written),
     },
     summary: reportSummary(report),
     failed: report.passed
@@ -206,4 +233,11 @@ async function finish(
         ? failures.map((c) => `verify-restore: check '${c.name}' failed: ${c.detail}`)
         : ['verify-restore: no check passed'],
   };
+  return gates
+    ? withAnomalies(
+        result,
+        gates,
+        `verify-restore fails on the anomalies; the verification record in the catalog says what the restore checks found (${report.passed ? 'passed' : 'failed'})`,
+      )
+    : result;
 }

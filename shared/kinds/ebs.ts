@@ -1,5 +1,6 @@
 import { parseBoolean, parseDuration, parseInteger } from '../action/inputs.ts';
 import type { InputReader } from '../action/spec.ts';
+import type { Manifest } from '../catalog/manifest.ts';
 import { deleteSnapshots, snapshotsOf } from '../ebs/delete.ts';
 import { restoreEbs } from '../ebs/restore.ts';
 import { ebsFacts } from '../ebs/snapshot.ts';
@@ -11,8 +12,23 @@ const pollInput = (description: string) => ({ name: 'poll-interval', description
 export const parsePollInterval = (read: InputReader) =>
   parseDuration('poll-interval', read('poll-interval'), '5s') * 1000;
 
+/**
+ * What the anomaly gates compare of an EBS backup: the volumes snapshotted and each one's size
+ * ('volume-bytes:<volume id>').
+ */
+export function ebsMetrics(manifest: Manifest): Record<string, number> {
+  const { snapshots } = ebsFacts(manifest);
+  const metrics: Record<string, number> = { volumes: snapshots.length };
+  for (const s of snapshots) {
+    if (typeof s?.volumeId === 'string' && typeof s.sizeGiB === 'number')
+      metrics[`volume-bytes:${s.volumeId}`] = s.sizeGiB * 2 ** 30;
+  }
+  return metrics;
+}
+
 export const ebsKind = defineKind({
   name: 'ebs',
+  metrics: ebsMetrics,
   restore: {
     inputs: [
       {

@@ -1,10 +1,12 @@
 import { parseBoolean, requireInput } from '../action/inputs.ts';
+import { filesMetrics } from '../anomaly/files.ts';
 import { type FilesLeftovers, removeFilesLeftovers, restoreFiles } from '../files/restore.ts';
 import { formatBytes } from '../pipeline/progress.ts';
 import { defineKind, restoreOutputs } from './kind.ts';
 
 export const filesKind = defineKind({
   name: 'files',
+  metrics: filesMetrics,
   restore: {
     inputs: [
       { name: 'target', description: 'the folder to restore into (new or empty unless overwrite).' },

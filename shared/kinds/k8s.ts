@@ -197,8 +197,22 @@ async function deleteVeleroCopies(
   return result;
 }
 
+/**
+ * What the anomaly gates compare of a Kubernetes backup: objects in all and per resource
+ * ('objects:deployments.apps').
+ */
+export function k8sMetrics(manifest: Manifest): Record<string, number> {
+  const counts = (manifest.facts as Partial<K8sFacts>).counts;
+  const byResource =
+    typeof counts?.byResource === 'object' && counts.byResource !== null ? counts.byResource : {};
+  const metrics: Record<string, unknown> = { objects: counts?.total };
+  for (const [resource, n] of Object.entries(byResource)) metrics[`objects:${resource}`] = n;
+  return metrics as Record<string, number>;
+}
+
 export const k8sKind = defineKind({
   name: 'k8s',
+  metrics: k8sMetrics,
   restore: {
     inputs: [
       ...clusterInputs('restore into'),

@@ -106,6 +106,13 @@ export interface Kind<R = unknown, V = unknown, P = unknown> {
   restore?: RestoreStep<R>;
   verify?: VerifyStep<V>;
   prune?: PrunePart<P>;
+  /**
+   * The numbers the anomaly gates (shared/anomaly/) compare with the previous backup of the
+   * set, by name: 'rows:<db>.<table>', 'objects:<resource>', 'volume-bytes:<id>', …
+   * (stored-bytes and content-bytes are every kind's). The manifest may come from storage:
+   * read its facts defensively; what is not a finite count or size is dropped.
+   */
+  metrics?: (manifest: Manifest) => Record<string, number>;
 }
 
 export function defineKind<R, V, P = unknown>(kind: Kind<R, V, P>): Kind<R, V, P> {

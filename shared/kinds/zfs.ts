@@ -1,11 +1,29 @@
 import { parseBoolean } from '../action/inputs.ts';
+import type { Manifest } from '../catalog/manifest.ts';
 import { formatBytes } from '../pipeline/progress.ts';
+import { zfsFacts } from '../zfs/chain.ts';
 import { removeReceived, restoreZfs, type ZfsReceiveLeftovers } from '../zfs/restore.ts';
 import { removeVerifyPool, verifyZfs, type ZfsPoolLeftovers } from '../zfs/verify.ts';
 import { defineKind, restoreOutputs } from './kind.ts';
 
+/**
+ * What the anomaly gates compare of a zfs backup: the snapshots taken, each dataset's
+ * referenced bytes ('volume-bytes:<dataset>') and, where send-index walked it, its files
+ * ('files:<dataset>').
+ */
+export function zfsMetrics(manifest: Manifest): Record<string, number> {
+  const { snapshots } = zfsFacts(manifest);
+  const metrics: Record<string, number> = { snapshots: snapshots.length };
+  for (const s of snapshots) {
+    metrics[`volume-bytes:${s.dataset}`] = s.referenced;
+    if (s.stream?.index) metrics[`files:${s.dataset}`] = s.stream.index.files;
+  }
+  return metrics;
+}
+
 export const zfsKind = defineKind({
   name: 'zfs',
+  metrics: zfsMetrics,
   restore: {
     inputs: [
       {

@@ -14,6 +14,7 @@ import { splitList } from '../../pipeline/encryption.ts';
 import { parseUserChecks } from '../../verify/checks.ts';
 import { defineKind, restoreOutputs } from '../kind.ts';
 import { connectionInputs, parseConnection } from './connection.ts';
+import { mysqlMetrics } from './metrics.ts';
 
 const ifExistsModes: IfExists[] = ['fail', 'replace', 'skip'];
 
@@ -43,6 +44,7 @@ const parseParallel = (read: (name: string) => string | undefined) =>
 
 export const mysqlKind = defineKind({
   name: 'mysql',
+  metrics: mysqlMetrics,
   restore: {
     inputs: [
       ...connectionInputs('server to restore into'),
