@@ -107,7 +107,7 @@ export const backupFilesCommand = defineCommand<Options>({
             ['Content', formatBytes(facts.bytes)],
             [
               'Stored',
-              `${formatBytes(artifact.bytes)} (${artifact.compression}${artifact.encryption ? ', age-encrypted' : ', not encrypted'})`,
+              `${formatBytes(totalBytes(manifest))}: archive and index (${artifact.compression}${artifact.encryption ? ', age-encrypted' : ', not encrypted'})`,
             ],
             ['sha256', artifact.sha256],
             ...lockRows(manifest),

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import fs from 'node:fs/promises';
 import os from 'node:os';
@@ -11,9 +12,10 @@ import { artifactName, writeArtifact } from '../pipeline/artifact.ts';
 import { chunkBytes } from '../pipeline/buffers.ts';
 import type { Compression } from '../pipeline/compression.ts';
 import type { EncryptionKeys } from '../pipeline/encryption.ts';
-import type { Logger } from '../pipeline/progress.ts';
+import { type Logger, silentLogger } from '../pipeline/progress.ts';
 import type { Storage } from '../storage/storage.ts';
 import { version } from '../version.ts';
+import { IndexWriter, indexFormat } from './file-index.ts';
 import { type FoundEntry, walk } from './walk.ts';
 
 export interface FilesBackupOptions {
@@ -80,13 +82,20 @@ export async function backupFiles(options: FilesBackupOptions): Promise<Manifest
   const facts: FilesFacts = { files: 0, directories: 0, symlinks: 0, bytes: 0 };
   const skipped: string[] = [];
   const pack = tar.pack();
-  const feeding = feedArchive(pack, source, options, facts, skipped).catch((error) => {
+  const index = new IndexWriter();
+  const feeding = feedArchive(pack, index, source, options, facts, skipped).catch((error) => {
     pack.destroy(error);
+    index.source.destroy(error);
     throw error;
   });
   const name = artifactName('files.tar', options.compression, Boolean(options.encryption));
+  const indexName = artifactName(
+    indexFormat,
+    options.compression === 'none' ? 'none' : 'zstd',
+    Boolean(options.encryption),
+  );
   try {
-    const [artifact] = await Promise.all([
+    const [artifact, indexArtifact] = await Promise.all([
       writeArtifact(
         {
           storage: options.storage,
@@ -103,6 +112,22 @@ export async function backupFiles(options: FilesBackupOptions): Promise<Manifest
         },
         name,
       ),
+      // The index is written beside the archive, from the same read of each file.
+      writeArtifact(
+        {
+          storage: options.storage,
+          key: pending.key(indexName),
+          format: indexFormat,
+          source: index.source,
+          compression: options.compression === 'none' ? 'none' : 'zstd',
+          encryption: options.encryption,
+          logger: silentLogger,
+          label: 'indexed',
+          progressIntervalMs: options.progressIntervalMs,
+          signal: options.signal,
+        },
+        indexName,
+      ),
       feeding,
     ]);
     const manifest: Manifest = {
@@ -115,7 +140,7 @@ export async function backupFiles(options: FilesBackupOptions): Promise<Manifest
       finishedAt: now().toISOString(),
       tool: { name: 'lifeboat', version },
       source: { host: os.hostname(), path: path.resolve(source) },
-      artifacts: [artifact],
+      artifacts: [artifact, indexArtifact],
       contents: {
         included: options.include.length ? options.include : ['everything under the source folder'],
         excluded: [...options.exclude, ...skipped],
@@ -133,6 +158,7 @@ export async function backupFiles(options: FilesBackupOptions): Promise<Manifest
 
 async function feedArchive(
   pack: tar.Pack,
+  index: IndexWriter,
   source: string,
   options: FilesBackupOptions,
   facts: FilesFacts,
@@ -150,14 +176,17 @@ async function feedArchive(
     const { stat } = entry;
     if (stat.isDirectory()) {
       await addEntry(pack, { ...base, name: `${entry.rel}/`, type: 'directory' });
+      await index.add({ type: 'directory', path: entry.rel });
       facts.directories++;
     } else if (stat.isSymbolicLink()) {
       const linkname = await fs.readlink(entry.abs);
       await addEntry(pack, { ...base, type: 'symlink', linkname });
+      await index.add({ type: 'symlink', path: entry.rel, target: linkname });
       facts.symlinks++;
     } else if (stat.isFile()) {
-      const added = await addFile(pack, entry, base);
-      if (added) {
+      const sha256 = await addFile(pack, entry, base);
+      if (sha256 !== undefined) {
+        await index.add({ type: 'file', path: entry.rel, size: stat.size, sha256 });
         facts.files++;
         facts.bytes += stat.size;
       } else warn(entry.rel, 'removed while being backed up');
@@ -169,6 +198,7 @@ async function feedArchive(
     }
   }
   pack.finalize();
+  index.finish(facts);
 }
 
 type EntryHeader = Partial<tar.Header> & { name: string };
@@ -188,14 +218,17 @@ function addEntry(pack: tar.Pack, headers: EntryHeader): Promise<void> {
   });
 }
 
-/** Streams one file into the archive; false when it vanished before it could be opened. */
-async function addFile(pack: tar.Pack, entry: FoundEntry, base: EntryHeader): Promise<boolean> {
+/**
+ * Streams one file into the archive and returns the sha256 of what it stored (for the index);
+ * undefined when it vanished before it could be opened.
+ */
+async function addFile(pack: tar.Pack, entry: FoundEntry, base: EntryHeader): Promise<string | undefined> {
   const size = entry.stat.size;
   let handle: fs.FileHandle;
   try {
     handle = await fs.open(entry.abs, 'r');
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw new UserError(
       `source: cannot read '${entry.abs}' (${(error as NodeJS.ErrnoException).code}); run as a user that can read it, or exclude it`,
     );
@@ -203,8 +236,9 @@ async function addFile(pack: tar.Pack, entry: FoundEntry, base: EntryHeader): Pr
   if (size === 0) {
     await handle.close();
     await addEntry(pack, { ...base, type: 'file', size: 0 });
-    return true;
+    return createHash('sha256').digest('hex');
   }
+  const hash = createHash('sha256');
   let sink!: ReturnType<tar.Pack['entry']>;
   const written = new Promise<void>((resolve, reject) => {
     sink = pack.entry({ ...base, type: 'file', size }, (error) => (error ? reject(error) : resolve()));
@@ -220,6 +254,7 @@ async function addFile(pack: tar.Pack, entry: FoundEntry, base: EntryHeader): Pr
   let read = 0;
   for await (const chunk of handle.createReadStream({ start: 0, end: size - 1, highWaterMark: chunkBytes })) {
     read += (chunk as Buffer).length;
+    hash.update(chunk as Buffer);
     await writable(chunk as Buffer);
   }
   if (read < size) {
@@ -230,5 +265,5 @@ async function addFile(pack: tar.Pack, entry: FoundEntry, base: EntryHeader): Pr
   }
   (sink as unknown as NodeJS.WritableStream).end();
   await written;
-  return true;
+  return hash.digest('hex');
 }

@@ -44,6 +44,14 @@ export interface FilesRestoreResult {
   facts: FilesFacts;
 }
 
+/**
+ * The archive read to its end (its stored bytes intact) holds other counts than its manifest:
+ * damage of the backup as a whole, told apart from damaged bytes for a verification's rows.
+ */
+export class ArchiveFactsError extends IntegrityError {
+  override name = 'ArchiveFactsError';
+}
+
 interface Deferred {
   rel: string;
   header: tar.Header;
@@ -113,7 +121,7 @@ export async function restoreFiles(options: FilesRestoreOptions): Promise<FilesR
     const expected = manifest.facts as unknown as FilesFacts;
     for (const key of ['files', 'directories', 'symlinks', 'bytes'] as const) {
       if (facts[key] !== expected[key]) {
-        throw new IntegrityError(
+        throw new ArchiveFactsError(
           `backup ${manifest.id}: the archive holds ${facts[key]} ${key}, the manifest records ${expected[key]}`,
         );
       }

@@ -23,7 +23,7 @@ export interface TreeDigest {
   sha256: string;
 }
 
-async function fileSha256(file: string, signal?: AbortSignal): Promise<string> {
+export async function fileSha256(file: string, signal?: AbortSignal): Promise<string> {
   const hash = createHash('sha256');
   await pipeline(createReadStream(file, { highWaterMark: 1024 * 1024 }), hash, { signal });
   return hash.digest('hex');

@@ -1,7 +1,9 @@
 import { parseBoolean, requireInput } from '../action/inputs.ts';
 import { filesMetrics } from '../anomaly/files.ts';
 import { type FilesLeftovers, removeFilesLeftovers, restoreFiles } from '../files/restore.ts';
+import { type FilesVerifyLeftovers, removeFilesVerify, verifyFiles } from '../files/verify.ts';
 import { formatBytes } from '../pipeline/progress.ts';
+import { parseCommandChecks } from '../verify/command-checks.ts';
 import { defineKind, restoreOutputs } from './kind.ts';
 
 export const filesKind = defineKind({
@@ -67,6 +69,38 @@ export const filesKind = defineKind({
     leftovers: {
       types: ['files-staging'],
       remove: (state, _read, logger) => removeFilesLeftovers(state as FilesLeftovers, logger),
+    },
+  },
+  verify: {
+    checks:
+      "the archive restored into a throwaway folder, every file's size and sha256 compared with the index made at backup time, your check commands",
+    inputs: [
+      {
+        name: 'check-commands',
+        description:
+          'your checks, a YAML list of {name, run}: shell commands run against the restored folder (RESTORED_DIR in their environment), each passing when it exits 0.',
+      },
+    ],
+    parse: (read, c) => ({ checkCommands: c.field(() => parseCommandChecks(read('check-commands'))) ?? [] }),
+    run(options, manifest, { logger, signal, leftovers, uri, storage, keys, progressIntervalMs, workDir }) {
+      logger.info(`verifying ${uri} (files, taken ${manifest.startedAt}): restore into a throwaway folder`);
+      return verifyFiles({
+        manifest,
+        storage,
+        keys,
+        workDir,
+        checkCommands: options.checkCommands,
+        logger,
+        signal,
+        progressIntervalMs,
+        onLeftovers: (state) => leftovers?.(state),
+      });
+    },
+    leftovers: {
+      types: ['files-verify'],
+      remove: async (state, _read, logger) => {
+        await removeFilesVerify(state as FilesVerifyLeftovers, logger);
+      },
     },
   },
 });

@@ -100,36 +100,54 @@ export function meets(value: string | null, expect: Expectation): boolean {
  * the item and the field.
  */
 export function parseUserChecks(value: string | undefined): UserCheck[] {
+  return parseNamedList('checks', value, ['name', 'sql', 'expect', 'database'], 'name, sql and expect').map(
+    ({ where, name, fields }) => {
+      const sql = typeof fields.sql === 'string' ? fields.sql.trim() : '';
+      if (!sql) throw new UserError(`${where} (${name}): 'sql' is missing`);
+      const database = fields.database === undefined ? undefined : String(fields.database).trim();
+      return { name, sql, expect: parseExpectation(`${where} (${name})`, fields.expect), database };
+    },
+  );
+}
+
+/**
+ * A YAML list of mappings, each with a unique `name` and only the `accepted` fields: what the
+ * check inputs hold. `shape` says what an item has, for the errors ("name, sql and expect").
+ */
+export function parseNamedList(
+  input: string,
+  value: string | undefined,
+  accepted: string[],
+  shape: string,
+): { where: string; name: string; fields: Record<string, unknown> }[] {
   if (!value?.trim()) return [];
+  const listed = `{${accepted.join(', ')}}`;
   let doc: unknown;
   try {
     doc = parseYaml(value);
   } catch (error) {
     throw new UserError(
-      `checks: not valid YAML (${(error as Error).message.split('\n')[0]}); accepted: a list of {name, sql, expect}`,
+      `${input}: not valid YAML (${(error as Error).message.split('\n')[0]}); accepted: a list of ${listed}`,
     );
   }
   if (!Array.isArray(doc)) {
-    throw new UserError('checks: must be a YAML list of {name, sql, expect} items (each starting with "- ")');
+    throw new UserError(`${input}: must be a YAML list of ${listed} items (each starting with "- ")`);
   }
   const names = new Set<string>();
   return doc.map((item, i) => {
-    const where = `checks: item ${i + 1}`;
+    const where = `${input}: item ${i + 1}`;
     if (!item || typeof item !== 'object' || Array.isArray(item)) {
-      throw new UserError(`${where}: must be a mapping with name, sql and expect`);
+      throw new UserError(`${where}: must be a mapping with ${shape}`);
     }
     const fields = item as Record<string, unknown>;
-    const unknown = Object.keys(fields).filter((k) => !['name', 'sql', 'expect', 'database'].includes(k));
+    const unknown = Object.keys(fields).filter((k) => !accepted.includes(k));
     if (unknown.length) {
-      throw new UserError(`${where}: unknown field '${unknown[0]}'; accepted: name, sql, expect, database`);
+      throw new UserError(`${where}: unknown field '${unknown[0]}'; accepted: ${accepted.join(', ')}`);
     }
     const name = typeof fields.name === 'string' ? fields.name.trim() : '';
     if (!name) throw new UserError(`${where}: 'name' is missing`);
     if (names.has(name)) throw new UserError(`${where}: the name '${name}' is used twice`);
     names.add(name);
-    const sql = typeof fields.sql === 'string' ? fields.sql.trim() : '';
-    if (!sql) throw new UserError(`${where} (${name}): 'sql' is missing`);
-    const database = fields.database === undefined ? undefined : String(fields.database).trim();
-    return { name, sql, expect: parseExpectation(`${where} (${name})`, fields.expect), database };
+    return { where, name, fields };
   });
 }

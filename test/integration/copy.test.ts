@@ -133,7 +133,12 @@ describe('every pair of storages: copied, verified, committed with the same id, 
         const id = manifest.id;
         assert.deepEqual(
           (await keys(target)).map((k) => k.replace(/verifications\/.*/, 'verifications/…')),
-          [`etc/${id}/files.tar.zst`, `etc/${id}/${manifestName}`, `etc/${id}/verifications/…`],
+          [
+            `etc/${id}/files.tar.zst`,
+            `etc/${id}/index.jsonl.zst`,
+            `etc/${id}/${manifestName}`,
+            `etc/${id}/verifications/…`,
+          ],
         );
         assert.deepEqual(await new Catalog(target).readManifest('etc', id), manifest);
         await restoresIntact(target, `${from}-${to}`);
@@ -316,9 +321,9 @@ test('a dry run prints the plan and writes nothing, not even the target folder',
   });
   assert.deepEqual(
     report.backups.map((b) => [b.id, b.state, b.bytes]),
-    [[manifest.id, 'would-copy', manifest.artifacts[0]!.bytes]],
+    [[manifest.id, 'would-copy', manifest.artifacts.reduce((n, a) => n + a.bytes, 0)]],
   );
-  assert.match(lines.join('\n'), new RegExp(`etc/${manifest.id}: would copy .* \\(1 artifact\\(s\\)\\)`));
+  assert.match(lines.join('\n'), new RegExp(`etc/${manifest.id}: would copy .* \\(2 artifact\\(s\\)\\)`));
   await assert.rejects(fs.stat(path.join(work, 'dry')), { code: 'ENOENT' });
 });
 
@@ -441,7 +446,11 @@ describe('a copy killed with SIGKILL mid-upload leaves nothing committed, and th
       [['copied', true]],
     );
     assert.match(again.stderr, /removing the unfinished folder an earlier copy left/);
-    assert.deepEqual(await keys(target), [`etc/${big.id}/files.tar`, `etc/${big.id}/${manifestName}`]);
+    assert.deepEqual(await keys(target), [
+      `etc/${big.id}/files.tar`,
+      `etc/${big.id}/index.jsonl`,
+      `etc/${big.id}/${manifestName}`,
+    ]);
     const artifact = big.artifacts[0]!;
     assert.deepEqual(await sha256Of(await target.get(`etc/${big.id}/files.tar`)), {
       sha256: artifact.sha256,

@@ -10,11 +10,8 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import zlib from 'node:zlib';
 import { generateIdentity } from 'age-encryption';
-import { makeReader, runCommand } from '../../shared/action/run.ts';
-import type { Command, CommandResult } from '../../shared/action/spec.ts';
 import { Catalog } from '../../shared/catalog/catalog.ts';
 import type { Manifest } from '../../shared/catalog/manifest.ts';
-import { verifyRestoreCommand } from '../../shared/commands/verify-restore.ts';
 import { dumpMysql } from '../../shared/mysql/dump.ts';
 import { removeLeftovers } from '../../shared/mysql/environment.ts';
 import { isAlive, startEphemeralServer } from '../../shared/mysql/ephemeral.ts';
@@ -23,10 +20,9 @@ import { recipientOf } from '../../shared/pipeline/encryption.ts';
 import { silentLogger } from '../../shared/pipeline/progress.ts';
 import { openStorage } from '../../shared/storage/open.ts';
 import type { Storage } from '../../shared/storage/storage.ts';
-import type { CheckRow } from '../../shared/verify/checks.ts';
-import type { VerifyReport } from '../../shared/verify/report.ts';
 import { databases, type EphemeralServer, sampleShop, sql, startMysql, targetOf } from '../harness/mysql.ts';
 import { tempDir } from '../harness/servers.ts';
+import { checkRow, runVerify, type Verified } from '../harness/verify-run.ts';
 
 let work: string;
 let storage: Storage;
@@ -66,34 +62,9 @@ async function rewriteManifest(m: Manifest, change: (m: Manifest) => void): Prom
   await fs.writeFile(path.join(folder(m), 'manifest.json'), JSON.stringify(edited, null, 2));
 }
 
-interface Verified {
-  result: CommandResult;
-  report: VerifyReport;
-  workDir: string;
-}
-
-/** Runs verify-restore as the action and the CLI do (inputs by name), in its own work folder. */
-async function verify(inputs: Record<string, string>): Promise<Verified> {
-  const workDir = await tempDir('verify-work');
-  const all: Record<string, string> = {
-    storage: path.join(work, 'backups'),
-    'work-dir': workDir,
-    'age-identity': identity,
-    'progress-interval': '1h',
-    ...inputs,
-  };
-  const command = verifyRestoreCommand as unknown as Command<never>;
-  const read = makeReader(command, (spec) => all[spec.name] ?? spec.default);
-  const result = await runCommand(command, read, silentLogger);
-  const report = JSON.parse(await fs.readFile(result.outputs.report!, 'utf8')) as VerifyReport;
-  return { result, report, workDir };
-}
-
-const row = (report: VerifyReport, name: string): CheckRow => {
-  const found = report.checks.find((c) => c.name === name || c.name.startsWith(name));
-  assert.ok(found, `the report has a check '${name}': ${report.checks.map((c) => c.name).join(', ')}`);
-  return found;
-};
+const verify = (inputs: Record<string, string>) =>
+  runVerify({ storage: path.join(work, 'backups'), 'age-identity': identity }, inputs);
+const row = checkRow;
 
 /** The run failed on exactly this check, said so, and left nothing behind. */
 async function assertFailedOn(run: Verified, name: string, detail: RegExp): Promise<void> {
