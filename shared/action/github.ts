@@ -1,6 +1,7 @@
 import * as core from '@actions/core';
 import { messageOf } from '../errors.ts';
 import type { Logger } from '../pipeline/progress.ts';
+import { statusLine } from '../signals/status-line.ts';
 import { describeFailure, exitCodeOf, findCommand, makeReader, runCommand, writtenOf } from './run.ts';
 import type { Command, CommandResult, InputReader } from './spec.ts';
 
@@ -13,10 +14,12 @@ export async function runAction(name?: string): Promise<number> {
   let code = 0;
   let commandName = name;
   let leftBehind = false;
+  let set = '';
   try {
     const command = findCommand(name ?? core.getInput('command'));
     commandName = command.name;
     const read = actionReader(command);
+    if (command.inputs.some((i) => i.name === 'set')) set = read('set')?.trim() ?? '';
     const result = await runCommand(command, read, logger, {
       leftovers: (state) => {
         leftBehind = state !== undefined;
@@ -24,7 +27,10 @@ export async function runAction(name?: string): Promise<number> {
       },
     });
     for (const [key, value] of Object.entries(result.outputs)) core.setOutput(key, value);
-    await writeSummary(result);
+    await writeSummary(
+      result,
+      statusLine([{ command: command.name, set, outputs: result.outputs, failed: result.failed }]),
+    );
     for (const line of result.failed ?? []) core.error(line);
     if (result.failed?.length) code = 1;
   } catch (error) {
@@ -32,9 +38,11 @@ export async function runAction(name?: string): Promise<number> {
     for (const line of failure.lines) core.error(line);
     if (!failure.expected && error instanceof Error && error.stack) core.debug(error.stack);
     code = exitCodeOf(failure);
-    await writeSummary(failureSummary(commandName, failure.lines, writtenOf(error), leftBehind)).catch((e) =>
-      core.warning(`the job summary could not be written: ${messageOf(e)}`),
-    );
+    const status = statusLine([{ command: commandName ?? 'lifeboat', set, failed: failure.lines }]);
+    await writeSummary(
+      failureSummary(commandName, failure.lines, writtenOf(error), leftBehind),
+      status,
+    ).catch((e) => core.warning(`the job summary could not be written: ${messageOf(e)}`));
   }
   return code;
 }
@@ -111,14 +119,16 @@ export async function runPost(name?: string): Promise<number> {
 }
 
 /**
- * Writes the job summary: a heading, a table, then the notes as paragraphs. Every string of it
+ * Writes the job summary: the status line, a heading, a table, then the notes as paragraphs. Every string of it
  * may hold text from a backup or a database (check names and results, object names, manifest
  * fields), so each goes through `escapeSummaryText`: plain text only, nothing of it becomes
  * HTML or Markdown structure. (`core.summary` escapes nothing itself.)
  */
-export async function writeSummary(result: CommandResult): Promise<void> {
+export async function writeSummary(result: CommandResult, status?: string): Promise<void> {
   if (!process.env.GITHUB_STEP_SUMMARY) return;
   const [header, ...rows] = result.summary.table;
+  // The status line first (status-line.ts), bold, as plain text like the rest.
+  if (status) core.summary.addRaw(`\n<p><strong>${escapeSummaryText(status)}</strong></p>\n`, true);
   const summary = core.summary.addHeading(escapeSummaryText(result.summary.heading), 3);
   summary.addTable([
     (header ?? []).map((cell) => ({ data: escapeSummaryText(cell), header: true })),

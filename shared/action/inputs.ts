@@ -1,4 +1,4 @@
-import { UserError } from '../errors.ts';
+import { messageOf, UserError } from '../errors.ts';
 import type { InputReader } from './spec.ts';
 
 /** Several bad inputs at once: one line each. */
@@ -189,4 +189,14 @@ export function parseSize(name: string, value: string | undefined): number | und
     );
   }
   return Math.floor(Number(m[1]) * unit);
+}
+
+/** A parse's result, or the lines of the inputs it refused (any other error is thrown). */
+export function parseCollecting<T>(parse: () => T): { options: T | undefined; lines: string[] } {
+  try {
+    return { options: parse(), lines: [] };
+  } catch (error) {
+    if (!(error instanceof UserError)) throw error;
+    return { options: undefined, lines: error instanceof InputErrors ? error.lines : [messageOf(error)] };
+  }
 }

@@ -6,7 +6,7 @@ import { IntegrityError } from '../pipeline/artifact.ts';
 import type { Logger } from '../pipeline/progress.ts';
 import { formatDuration } from '../pipeline/progress.ts';
 import { StorageError } from '../storage/storage.ts';
-import { InputErrors, notesOf, refuseInput, warnInput } from './inputs.ts';
+import { InputErrors, notesOf, parseCollecting, refuseInput, warnInput } from './inputs.ts';
 import {
   type Command,
   type CommandContext,
@@ -193,14 +193,7 @@ export async function runCommand(
  * together with the parser's own: one InputsRefused, one line each.
  */
 function parseInputs(command: Command<never>, read: InputReader): unknown {
-  let options: unknown;
-  let lines: string[] = [];
-  try {
-    options = command.parse(read);
-  } catch (error) {
-    if (!(error instanceof UserError)) throw error;
-    lines = error instanceof InputErrors ? error.lines : [messageOf(error)];
-  }
+  const { options, lines } = parseCollecting(() => command.parse(read));
   const problems = [...notesOf(read).problems, ...lines.filter((l) => !notesOf(read).problems.includes(l))];
   if (problems.length) throw new InputsRefused(problems);
   return options;

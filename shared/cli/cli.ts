@@ -9,6 +9,7 @@ import {
 } from '../action/run.ts';
 import type { Command, CommandResult, InputSpec } from '../action/spec.ts';
 import { commands, notBuilt } from '../commands/index.ts';
+import { statusLine } from '../signals/status-line.ts';
 import { version } from '../version.ts';
 
 export interface CliIo {
@@ -48,6 +49,8 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     return 0;
   }
   let json = false;
+  let commandName: string | undefined;
+  let set = '';
   try {
     const command = findCommand(first);
     if (rest.includes('--help') || rest.includes('-h')) {
@@ -68,8 +71,13 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
       info: (m: string) => io.err(`${m}\n`),
       warn: (m: string) => io.err(`warning: ${m}\n`),
     };
+    commandName = command.name;
+    if (command.inputs.some((i) => i.name === 'set')) set = read('set')?.trim() ?? '';
     const result = await runCommand(command, read, logger);
-    io.out(json ? `${JSON.stringify(jsonOutputs(result), null, 2)}\n` : renderSummary(result));
+    const status = statusLine([
+      { command: command.name, set, outputs: result.outputs, failed: result.failed },
+    ]);
+    io.out(json ? `${JSON.stringify(jsonOutputs(result), null, 2)}\n` : renderSummary(result, status));
     for (const line of result.failed ?? []) io.err(`error: ${line}\n`);
     return result.failed?.length ? 1 : 0;
   } catch (error) {
@@ -81,6 +89,7 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
       io.out(
         `${JSON.stringify({ error: failure.lines, expected: failure.expected, written: writtenOf(error) })}\n`,
       );
+    else if (commandName) io.out(`${statusLine([{ command: commandName, set, failed: failure.lines }])}\n`);
     return exitCodeOf(failure);
   }
 }
@@ -181,15 +190,15 @@ export function jsonOutputs(result: CommandResult): Record<string, unknown> {
   return outputs;
 }
 
-/** The summary as an aligned text table. */
-export function renderSummary(result: CommandResult): string {
+/** The summary as an aligned text table, after the status line (status-line.ts) when given. */
+export function renderSummary(result: CommandResult, status?: string): string {
   const { heading, table, notes } = result.summary;
   const rows = table[0]?.every((c) => c === '') ? table.slice(1) : table;
-  const widths = rows.reduce<number[]>(
-    (w, row) => row.map((cell, i) => Math.max(w[i] ?? 0, cell.length)),
-    [],
-  );
+  // Every column's width over every row (a shorter row must not drop the widths after it).
+  const widths: number[] = [];
+  for (const row of rows) row.forEach((cell, i) => (widths[i] = Math.max(widths[i] ?? 0, cell.length)));
   const lines = [
+    ...(status ? [status, ''] : []),
     heading,
     ...rows.map((row) =>
       row

@@ -34,6 +34,12 @@ export async function runCommandCheck(
     return passed(label, 'exit status 0');
   } catch (error) {
     if (options.signal?.aborted) throw error;
-    return failed(label, messageOf(error).replace(`${label}: `, ''));
+    // runHook says "<label>: failed (exit status 1)": the row names the check already.
+    return failed(
+      label,
+      messageOf(error)
+        .replace(`${label}: `, '')
+        .replace(/^failed \((.*)\)$/, '$1'),
+    );
   }
 }

@@ -14,11 +14,10 @@ import { randomBytes } from 'node:crypto';
 import { accessSync, closeSync, constants, openSync, readdirSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import https from 'node:https';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { isAlive } from '../../shared/mysql/ephemeral.ts';
+import { freePort, isAlive } from '../../shared/mysql/ephemeral.ts';
 
 const exec = promisify(execFile);
 
@@ -113,17 +112,6 @@ export function kubeBinaries():
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 /** Distinct free ports (the kernel could hand out one twice between two closes). */
 async function freePorts(n: number): Promise<number[]> {

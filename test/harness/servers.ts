@@ -8,11 +8,11 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import { createRequire } from 'node:module';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import type { S3Client } from '@aws-sdk/client-s3';
+import { freePort } from '../../shared/mysql/ephemeral.ts';
 
 const require = createRequire(import.meta.url);
 
@@ -229,14 +229,6 @@ export async function startGcs(): Promise<TestServer> {
     listsNestedFolders: true,
     stop: emulator.stop,
   };
-}
-
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
 }
 
 /** Whether Ceph's radosgw can be started here (Debian: ceph-mon ceph-osd radosgw ceph-common). */

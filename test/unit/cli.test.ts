@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
-import { runCli } from '../../shared/cli/cli.ts';
+import { renderSummary, runCli } from '../../shared/cli/cli.ts';
 
 async function cli(args: string[], env: NodeJS.ProcessEnv = {}) {
   let out = '';
@@ -35,7 +35,7 @@ test('a secret given as a flag is refused before anything runs', async () => {
 test('unknown commands, missing inputs and unknown flags each get one line', async () => {
   assert.match(
     (await cli(['backup'])).err,
-    /^error: command: 'backup' is not a Lifeboat command; accepted: backup-files, dump-mysql, backup-k8s, snapshot-ebs, snapshot-zfs, restore, verify-restore, list, prune-retention, copy, status\n$/,
+    /^error: command: 'backup' is not a Lifeboat command; accepted: backup-files, dump-mysql, backup-k8s, snapshot-ebs, snapshot-zfs, restore, verify-restore, list, prune-retention, copy, status, report\n$/,
   );
   assert.match(
     (await cli(['backup-k8s', '--set', 'x', '--mode', 'full'])).err,
@@ -216,4 +216,34 @@ test('inputs a timer or a folder cannot hold are refused before any work', async
     `error: work-dir: '${dir}' does not exist; accepted: an existing folder (create it first, or leave work-dir out for RUNNER_TEMP or the system temp folder)\n`,
   );
   assert.deepEqual(fs.readdirSync(w.dir), ['src']);
+});
+
+test('the text summary: the status line first, then columns aligned over every row, short rows too', () => {
+  const text = renderSummary(
+    {
+      outputs: {},
+      summary: {
+        heading: 'Backups',
+        table: [
+          ['Set', 'Id', 'Kind', 'Size', 'Verified'],
+          ['etc', '2026-12-03-0300-backup-full', 'files', '1.2 KiB', 'passed'],
+          ['a-much-longer-set-name', 'x'],
+          ['db', 'id', 'mysql', '12 GiB', 'never'],
+        ],
+      },
+    },
+    'etc: backup OK 1.2 KiB',
+  );
+  const lines = text.split('\n');
+  assert.equal(lines[0], 'etc: backup OK 1.2 KiB');
+  assert.equal(lines[2], 'Backups');
+  const at = (line: string, word: string) => line.indexOf(word);
+  assert.equal(at(lines[3]!, 'Kind'), at(lines[4]!, 'files'));
+  assert.equal(at(lines[4]!, 'files'), at(lines[6]!, 'mysql'), 'the column after a short row stays aligned');
+  assert.equal(at(lines[3]!, 'Verified'), at(lines[6]!, 'never'));
+  assert.equal(
+    at(lines[4]!, 'passed'),
+    at(lines[6]!, 'never'),
+    'the widest cell of a column sets it, above a short row too',
+  );
 });
