@@ -196,7 +196,9 @@ export function renderSummary(result: CommandResult, status?: string): string {
   const rows = table[0]?.every((c) => c === '') ? table.slice(1) : table;
   // Every column's width over every row (a shorter row must not drop the widths after it).
   const widths: number[] = [];
-  for (const row of rows) row.forEach((cell, i) => (widths[i] = Math.max(widths[i] ?? 0, cell.length)));
+  for (const row of rows) {
+    for (const [i, cell] of row.entries()) widths[i] = Math.max(widths[i] ?? 0, cell.length);
+  }
   const lines = [
     ...(status ? [status, ''] : []),
     heading,
