@@ -1,8 +1,7 @@
 import { InputCollector, requireInput } from '../action/inputs.ts';
 import { defineCommand } from '../action/spec.ts';
 import { filesMetrics } from '../anomaly/files.ts';
-import { type AnomalyOptions, checkAnomalies } from '../anomaly/run.ts';
-import { Catalog } from '../catalog/catalog.ts';
+import type { AnomalyOptions } from '../anomaly/run.ts';
 import { totalBytes } from '../catalog/manifest.ts';
 import { backupFiles, type FilesBackupOptions } from '../files/backup.ts';
 import { splitList } from '../pipeline/encryption.ts';
@@ -12,9 +11,9 @@ import {
   anomalyOutputSpecs,
   artifactInputs,
   backupOutputs,
-  backupStays,
   backupUri,
   type CommonOptions,
+  gateBackup,
   lockInputs,
   lockRows,
   parseAnomalyOptions,
@@ -27,7 +26,6 @@ import {
   setInput,
   storageInput,
   timeoutInput,
-  withAnomalies,
 } from './common.ts';
 
 type Options = CommonOptions &
@@ -80,13 +78,9 @@ export const backupFilesCommand = defineCommand<Options>({
     const facts = manifest.facts as { files: number; directories: number; symlinks: number; bytes: number };
     const uri = backupUri(options.storage, manifest.set, manifest.id);
     logger.info(`committed ${uri} (${formatBytes(totalBytes(manifest))} stored)`);
-    const gates = await checkAnomalies(options.anomaly, {
-      catalog: new Catalog(options.storage),
-      manifest,
-      metrics: filesMetrics,
-      logger,
-    });
-    return withAnomalies(
+    return gateBackup(
+      options.anomaly,
+      { storage: options.storage, manifest, metrics: filesMetrics, logger },
       {
         outputs: {
           'backup-id': manifest.id,
@@ -118,8 +112,6 @@ export const backupFilesCommand = defineCommand<Options>({
             : undefined,
         },
       },
-      gates,
-      backupStays(manifest.set, manifest.id),
     );
   },
 });

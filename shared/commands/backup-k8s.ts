@@ -9,8 +9,7 @@ import {
   warnInput,
 } from '../action/inputs.ts';
 import { defineCommand, type InputReader } from '../action/spec.ts';
-import { type AnomalyOptions, checkAnomalies } from '../anomaly/run.ts';
-import { Catalog } from '../catalog/catalog.ts';
+import type { AnomalyOptions } from '../anomaly/run.ts';
 import { totalBytes } from '../catalog/manifest.ts';
 import { UserError } from '../errors.ts';
 import { backupK8s, type K8sBackupOptions, type K8sFacts, k8sModes } from '../k8s/backup.ts';
@@ -26,9 +25,9 @@ import {
   anomalyOutputSpecs,
   artifactInputs,
   backupOutputs,
-  backupStays,
   backupUri,
   type CommonOptions,
+  gateBackup,
   lockInputs,
   lockRows,
   parseAnomalyOptions,
@@ -41,7 +40,6 @@ import {
   setInput,
   storageInput,
   timeoutInput,
-  withAnomalies,
 } from './common.ts';
 
 interface Options
@@ -185,13 +183,9 @@ export const backupK8sCommand = defineCommand<Options>({
       `committed ${uri}: ${facts.counts.total} objects (${formatBytes(totalBytes(manifest))} stored)`,
     );
     const byResource = Object.entries(facts.counts.byResource).sort((a, b) => b[1] - a[1]);
-    const gates = await checkAnomalies(options.anomaly, {
-      catalog: new Catalog(options.storage),
-      manifest,
-      metrics: k8sMetrics,
-      logger,
-    });
-    return withAnomalies(
+    return gateBackup(
+      options.anomaly,
+      { storage: options.storage, manifest, metrics: k8sMetrics, logger },
       {
         outputs: {
           'backup-id': manifest.id,
@@ -219,8 +213,6 @@ export const backupK8sCommand = defineCommand<Options>({
           ],
         },
       },
-      gates,
-      backupStays(manifest.set, manifest.id),
     );
   },
 });

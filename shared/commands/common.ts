@@ -10,7 +10,15 @@ import {
 } from '../action/inputs.ts';
 import type { CommandResult, InputReader, InputSpec, OutputSpec } from '../action/spec.ts';
 import type { RowFloor } from '../anomaly/rules.ts';
-import { type AnomalyOptions, type AnomalyReport, anomalyOutputs, anomalySummary } from '../anomaly/run.ts';
+import {
+  type AnomalyOptions,
+  type AnomalyReport,
+  anomalyOutputs,
+  anomalySummary,
+  checkAnomalies,
+  type KindMetrics,
+} from '../anomaly/run.ts';
+import { Catalog } from '../catalog/catalog.ts';
 import { validateSetName } from '../catalog/ids.ts';
 import type { Manifest } from '../catalog/manifest.ts';
 import { UserError } from '../errors.ts';
@@ -22,6 +30,7 @@ import {
   parseRecipients,
   splitList,
 } from '../pipeline/encryption.ts';
+import type { Logger } from '../pipeline/progress.ts';
 import { withRetentionLock } from '../storage/locking.ts';
 import { openStorage } from '../storage/open.ts';
 import { joinKey, type LockMode, lockModes, type Storage } from '../storage/storage.ts';
@@ -392,6 +401,20 @@ export function withAnomalies(result: CommandResult, report: AnomalyReport, stay
         ]
       : result.failed,
   };
+}
+
+/**
+ * A backup command's result, compared with the previous committed backup of its set: the
+ * anomaly rows, notes and outputs added, and failed (the backup staying) with fail-on-anomaly.
+ */
+export async function gateBackup(
+  anomaly: AnomalyOptions,
+  backup: { storage: Storage; manifest: Manifest; metrics: KindMetrics; logger: Logger },
+  result: CommandResult,
+): Promise<CommandResult> {
+  const { storage, manifest, metrics, logger } = backup;
+  const gates = await checkAnomalies(anomaly, { catalog: new Catalog(storage), manifest, metrics, logger });
+  return withAnomalies(result, gates, backupStays(manifest.set, manifest.id));
 }
 
 /** What stays when fail-on-anomaly fails a backup command: the backup, committed. */

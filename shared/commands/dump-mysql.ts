@@ -1,7 +1,6 @@
 import { InputCollector, parseBoolean, parseChoice } from '../action/inputs.ts';
 import { defineCommand } from '../action/spec.ts';
-import { type AnomalyOptions, checkAnomalies } from '../anomaly/run.ts';
-import { Catalog } from '../catalog/catalog.ts';
+import type { AnomalyOptions } from '../anomaly/run.ts';
 import { totalBytes } from '../catalog/manifest.ts';
 import { UserError } from '../errors.ts';
 import { connectionInputs, parseConnection } from '../kinds/mysql/connection.ts';
@@ -16,9 +15,9 @@ import {
   anomalyOutputSpecs,
   artifactInputs,
   backupOutputs,
-  backupStays,
   backupUri,
   type CommonOptions,
+  gateBackup,
   lockInputs,
   lockRows,
   minRowsInput,
@@ -32,7 +31,6 @@ import {
   setInput,
   storageInput,
   timeoutInput,
-  withAnomalies,
 } from './common.ts';
 
 type Options = CommonOptions &
@@ -141,13 +139,9 @@ export const dumpMysqlCommand = defineCommand<Options>({
     logger.info(
       `committed ${uri}: ${t.databases} database(s), ${t.tables} tables, ${t.rows} rows (${formatBytes(totalBytes(manifest))} stored)`,
     );
-    const gates = await checkAnomalies(options.anomaly, {
-      catalog: new Catalog(options.storage),
-      manifest,
-      metrics: mysqlMetrics,
-      logger,
-    });
-    return withAnomalies(
+    return gateBackup(
+      options.anomaly,
+      { storage: options.storage, manifest, metrics: mysqlMetrics, logger },
       {
         outputs: {
           'backup-id': manifest.id,
@@ -190,8 +184,6 @@ export const dumpMysqlCommand = defineCommand<Options>({
             : undefined,
         },
       },
-      gates,
-      backupStays(manifest.set, manifest.id),
     );
   },
 });

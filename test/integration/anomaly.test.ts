@@ -12,10 +12,12 @@ import type { Command, CommandResult } from '../../shared/action/spec.ts';
 import type { Delta } from '../../shared/anomaly/compare.ts';
 import { Catalog } from '../../shared/catalog/catalog.ts';
 import { backupFilesCommand } from '../../shared/commands/backup-files.ts';
+import { backupK8sCommand } from '../../shared/commands/backup-k8s.ts';
 import { dumpMysqlCommand } from '../../shared/commands/dump-mysql.ts';
 import { verifyRestoreCommand } from '../../shared/commands/verify-restore.ts';
 import type { Logger } from '../../shared/pipeline/progress.ts';
 import { openStorage } from '../../shared/storage/open.ts';
+import { fakeKubeconfig, startFakeKube } from '../fakes/kube-apiserver.ts';
 import { connectionInputs, type EphemeralServer, sql, startMysql } from '../harness/mysql.ts';
 import { tempDir } from '../harness/servers.ts';
 
@@ -319,5 +321,52 @@ describe('dump-mysql and verify-restore: a table lost 40% of its rows', () => {
       'failing, not warning',
     );
     assert.deepEqual(rowOf(result, 'rows:app.orders'), ['rows:app.orders', '1000', '600', '-40.0%', '❌']);
+  });
+});
+
+describe('backup-k8s: a cluster that lost most of its configmaps', () => {
+  test('objects:configmaps shrank by 60% → an anomaly; with fail-on-anomaly the step fails, the backup stays', async () => {
+    const backupK8s = backupK8sCommand as unknown as Command<never>;
+    const storage = path.join(work, 'k8s-backups');
+    const backupOf = async (configmaps: number, extra: Record<string, string> = {}) => {
+      const fake = await startFakeKube();
+      try {
+        fake.seed('', 'namespaces', [{ metadata: { name: 'shop' } }]);
+        fake.seed(
+          '',
+          'configmaps',
+          Array.from({ length: configmaps }, (_, i) => ({
+            metadata: { name: `cm-${i}`, namespace: 'shop' },
+            data: {},
+          })),
+        );
+        const kubeconfig = path.join(work, `kubeconfig-${configmaps}`);
+        await fs.writeFile(kubeconfig, fakeKubeconfig(fake.url));
+        const inputs = {
+          storage,
+          set: 'cluster',
+          kubeconfig,
+          mode: 'exclude-storage',
+          'progress-interval': '1h',
+          ...extra,
+        };
+        return await run(backupK8s, inputs);
+      } finally {
+        await fake.stop();
+      }
+    };
+    const first = await backupOf(10);
+    assert.deepEqual(anomaliesOf(first.result), []);
+    const second = await backupOf(4, { 'fail-on-anomaly': 'true' });
+    const lost = anomaliesOf(second.result).find((a) => a.startsWith('objects:configmaps'));
+    assert.match(lost ?? '', /^objects:configmaps shrank by 60\.0% \(10 → 4\), more than max-shrink 20%$/);
+    assert.ok(second.result.failed?.some((l) => l === `anomaly: ${lost}`));
+    assert.ok(
+      second.result.failed?.some((l) =>
+        /^fail-on-anomaly: the backup cluster\/.* is committed and stays/.test(l),
+      ),
+    );
+    const listed = await new Catalog(openStorage(storage)).listBackups('cluster');
+    assert.equal(listed.length, 2, 'both backups are committed');
   });
 });
