@@ -167,6 +167,46 @@ for (const [name, start] of [
       );
     });
 
+    test('hostile storage: a future-dated backup, a damaged manifest and a damaged record never make a set look fresh or proven', async () => {
+      // Whoever can write the bucket writes these; the gate must not count them.
+      const future = await backupFolder({
+        storage,
+        set: 'h-future',
+        source,
+        now: () => new Date('2099-01-01T00:00:00Z'),
+      });
+      assert.ok(future.id);
+      const older = await backupFolder({ storage, set: 'h-garbled', source, now: () => hoursAgo(30) });
+      await record('h-garbled', older.id, hoursAgo(29), true);
+      const newest = await backupFolder({ storage, set: 'h-garbled', source, now: () => hoursAgo(1) });
+      await storage.putBytes(
+        `h-garbled/${newest.id}/manifest.json`,
+        Buffer.from('{"format": 1, "set": "h-garbled", "id": '),
+      );
+      const proven = await backupFolder({ storage, set: 'h-record', source, now: () => hoursAgo(1) });
+      await storage.putBytes(
+        `h-record/${proven.id}/verifications/2026-01-01T00-00-00.000Z.json`,
+        Buffer.from('{"passed": true'),
+      );
+      const result = ran(
+        await status({
+          storage: server.url,
+          set: 'h-future,h-garbled,h-record',
+          'max-age': '26h',
+          'require-verified': 'true',
+        }),
+      );
+      assert.deepEqual(statusesOf(result), {
+        'h-future': 'MISSING',
+        'h-garbled': 'STALE',
+        'h-record': 'UNVERIFIED',
+      });
+      const sets = JSON.parse(result.outputs.result!).sets as { set: string; notes: string[] }[];
+      const notes = (set: string) => sets.find((s) => s.set === set)!.notes.join(' ');
+      assert.match(notes('h-future'), /ahead|future/i);
+      assert.match(notes('h-garbled'), /1 backup folder\(s\) with a manifest Lifeboat refuses, not counted/);
+    });
+
     test('the report file holds the JSON of every set, written whole', async () => {
       const reportFile = path.join(work, `${name}-status.json`);
       const r = ran(
