@@ -4,6 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
+import { after } from 'node:test';
 import { makeReader, runCommand } from '../../shared/action/run.ts';
 import type { Command, CommandResult } from '../../shared/action/spec.ts';
 import { verifyRestoreCommand } from '../../shared/commands/verify-restore.ts';
@@ -18,12 +19,17 @@ export interface Verified {
   workDir: string;
 }
 
+/** The work folders of this test file's runs, removed once its tests are done. */
+const workDirs: string[] = [];
+after(() => Promise.all(workDirs.map((dir) => fs.rm(dir, { recursive: true, force: true }))));
+
 /** Runs verify-restore with `base` (storage, keys) and `inputs` over it; progress lines off. */
 export async function runVerify(
   base: Record<string, string>,
   inputs: Record<string, string>,
 ): Promise<Verified> {
   const workDir = await tempDir('verify-work');
+  workDirs.push(workDir);
   const all: Record<string, string> = { 'work-dir': workDir, 'progress-interval': '1h', ...base, ...inputs };
   const command = verifyRestoreCommand as unknown as Command<never>;
   const read = makeReader(command, (spec) => all[spec.name] ?? spec.default);

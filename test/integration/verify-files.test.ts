@@ -312,13 +312,14 @@ describe('a hostile index (the bucket is not trusted)', () => {
   }
 });
 
-test('the post step removes a throwaway folder a killed verification left', async () => {
+test('the post step removes a throwaway folder a killed verification left', async (t) => {
   const { removeKindLeftovers } = await import('../../shared/kinds/index.ts');
   const workDir = await tempDir('verify-files-post');
   const dir = await fs.mkdtemp(path.join(workDir, 'lifeboat-files-verify-'));
   await fs.writeFile(path.join(dir, 'restored-file'), 'x');
   await removeKindLeftovers('verify', { type: 'files-verify', dir }, () => undefined, silentLogger);
   assert.deepEqual(await fs.readdir(workDir), []);
+  t.after(() => fs.rm(workDir, { recursive: true, force: true }));
   await assert.rejects(
     removeKindLeftovers('verify', { type: 'files-verify', dir: workDir }, () => undefined, silentLogger),
     /is not a verify-restore folder; left alone/,

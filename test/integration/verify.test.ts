@@ -350,6 +350,7 @@ describe('environments', () => {
       /environment: a MySQL 8\.0\.36 backup cannot be restored into MariaDB 10\.\d+/,
     );
     assert.deepEqual(await fs.readdir(workDir), [], 'the environment is gone');
+    await fs.rm(workDir, { recursive: true });
   });
 
   test('too little free disk for the backup is refused before anything starts', async () => {
@@ -363,10 +364,12 @@ describe('environments', () => {
       /environment: .+ free, but restoring this backup \(4096\.0 TiB of SQL\) needs about/,
     );
     assert.deepEqual(await fs.readdir(workDir), []);
+    await fs.rm(workDir, { recursive: true });
   });
 
   test('the post step removes a server left by a killed step', async () => {
-    const server = await startEphemeralServer({ parent: await tempDir('verify-work') });
+    const parent = await tempDir('verify-work');
+    const server = await startEphemeralServer({ parent });
     const logs: string[] = [];
     await removeLeftovers({ type: 'mysqld', pid: server.pid, dataDir: server.dataDir }, undefined, {
       info: (m) => logs.push(m),
@@ -377,6 +380,7 @@ describe('environments', () => {
     await assert.rejects(fs.access(server.dataDir));
     assert.ok(logs.some((l) => l.includes(`pid ${server.pid}`)));
     await server.stop();
+    await fs.rm(parent, { recursive: true, force: true });
   });
 });
 
