@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A whole backup drill on local defaults, with the built CLI: make a sample configuration
-# folder, back it up encrypted into ./backups, list, restore into a new folder, compare;
+# folder, back it up encrypted into ./backups, list, restore into a new folder, compare,
+# verify-restore it and pass the freshness gate;
 # then the MySQL drill (scripts/mysql-drill.ts): dump, restore and verify-restore on throwaway MariaDB servers.
 # Runs in .drill/ (removed first); called by `npm run drill` after setup and build.
 set -euo pipefail
@@ -48,7 +49,15 @@ if command -v age >/dev/null && command -v zstd >/dev/null; then
 else
   echo "(age or zstd is not installed here; see the README for the recipe)"
 fi
-echo; echo "files drill passed: backed up, listed, restored, compared"
+echo; echo "== lifeboat verify-restore --set nova-config --check-commands …  (a throwaway folder, every file's sha256)"
+LIFEBOAT_AGE_IDENTITY="$identity" lifeboat verify-restore --set nova-config --max-age 1h --max-restore-time 5m \
+  --check-commands '- name: nova.conf names the message queue
+  run: grep -q "^transport_url = " "$RESTORED_DIR/nova.conf"'
+
+echo; echo "== lifeboat status --max-age 26h --require-verified true"
+lifeboat status --max-age 26h --require-verified true
+
+echo; echo "files drill passed: backed up, listed, restored, compared, verified"
 
 echo; echo "==== the MySQL drill"
 node "$root/scripts/mysql-drill.ts"
