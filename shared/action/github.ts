@@ -1,7 +1,7 @@
 import * as core from '@actions/core';
 import { messageOf } from '../errors.ts';
 import type { Logger } from '../pipeline/progress.ts';
-import { statusLine } from '../signals/status-line.ts';
+import { setInputOf, statusLine } from '../signals/status-line.ts';
 import { describeFailure, exitCodeOf, findCommand, makeReader, runCommand, writtenOf } from './run.ts';
 import type { Command, CommandResult, InputReader } from './spec.ts';
 
@@ -19,7 +19,7 @@ export async function runAction(name?: string): Promise<number> {
     const command = findCommand(name ?? core.getInput('command'));
     commandName = command.name;
     const read = actionReader(command);
-    if (command.inputs.some((i) => i.name === 'set')) set = read('set')?.trim() ?? '';
+    set = setInputOf(command, read);
     const result = await runCommand(command, read, logger, {
       leftovers: (state) => {
         leftBehind = state !== undefined;

@@ -18,6 +18,8 @@ export interface ListedBackup {
   finishedAt: string;
   ageSeconds: number;
   lastVerification: { at: string; passed: boolean } | null;
+  /** What that verification measured (RTO, RPO) and which checks failed: what the report charts. */
+  verified?: { restoreSeconds: number | null; rpoSeconds: number | null; failedChecks: string[] };
   /** Its newest verification record is damaged (the reason); lastVerification is then null. */
   verificationDamaged?: string;
   /**
@@ -84,6 +86,15 @@ export async function listCatalog(catalog: Catalog, only?: string, now = new Dat
           finishedAt: manifest.finishedAt,
           ageSeconds: Math.max(0, (now.getTime() - Date.parse(manifest.finishedAt)) / 1000),
           lastVerification: verification ? { at: verification.at, passed: verification.passed } : null,
+          ...(verification
+            ? {
+                verified: {
+                  restoreSeconds: verification.restoreSeconds ?? null,
+                  rpoSeconds: verification.ageSeconds ?? null,
+                  failedChecks: verification.checks.filter((c) => !c.passed && !c.skipped).map((c) => c.name),
+                },
+              }
+            : {}),
           ...(verificationDamaged ? { verificationDamaged } : {}),
           aheadOfClock: time !== undefined && isAheadOfClock(time, now),
           lock: manifest.lock ?? null,

@@ -9,7 +9,7 @@ import {
 } from '../action/run.ts';
 import type { Command, CommandResult, InputSpec } from '../action/spec.ts';
 import { commands, notBuilt } from '../commands/index.ts';
-import { statusLine } from '../signals/status-line.ts';
+import { setInputOf, statusLine } from '../signals/status-line.ts';
 import { version } from '../version.ts';
 
 export interface CliIo {
@@ -72,7 +72,7 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
       warn: (m: string) => io.err(`warning: ${m}\n`),
     };
     commandName = command.name;
-    if (command.inputs.some((i) => i.name === 'set')) set = read('set')?.trim() ?? '';
+    set = setInputOf(command, read);
     const result = await runCommand(command, read, logger);
     const status = statusLine([
       { command: command.name, set, outputs: result.outputs, failed: result.failed },

@@ -5,7 +5,6 @@
  * folders), then the user's check commands run against it (RESTORED_DIR). The folder is removed
  * on every path; a killed run leaves a state the `post:` step removes.
  */
-import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Artifact, Manifest } from '../catalog/manifest.ts';
@@ -269,13 +268,7 @@ async function compareEntry(
   if (type !== listed.type) return `restored as a ${type}, indexed as a ${listed.type}`;
   if (listed.type === 'file') {
     if (stat.size !== listed.size) return `${stat.size} bytes restored, ${listed.size} indexed`;
-    // A small file in one read: a stream per file costs more than its bytes (thousands of configs).
-    const sha256 =
-      stat.size <= 1024 * 1024
-        ? createHash('sha256')
-            .update(await fs.readFile(abs, { signal }))
-            .digest('hex')
-        : await fileSha256(abs, signal);
+    const sha256 = await fileSha256(abs, stat.size, signal);
     if (sha256 !== listed.sha256)
       return `sha256 ${sha256.slice(0, 12)}… restored, ${listed.sha256.slice(0, 12)}… indexed`;
   } else if (listed.type === 'symlink') {

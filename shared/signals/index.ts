@@ -17,7 +17,14 @@ import type { Logger } from '../pipeline/progress.ts';
 import { writeAtomically } from '../write-atomically.ts';
 import { findSample, metricsText, type Sample } from './prometheus.ts';
 import { defaultPolicy, type SendPolicy, send } from './send.ts';
-import { anomaliesOf, numberOutput, type RunOutcome, statusLine, storedBytes } from './status-line.ts';
+import {
+  anomaliesOf,
+  numberOutput,
+  type RunOutcome,
+  setInputOf,
+  statusLine,
+  storedBytes,
+} from './status-line.ts';
 
 export const signalInputs: InputSpec[] = [
   {
@@ -104,9 +111,9 @@ function parseMetricsFile(value: string | undefined): string | undefined {
   return file;
 }
 
-export function parseSignals(read: InputReader, c: InputCollector, hasSet: boolean): SignalOptions {
+export function parseSignals(read: InputReader, c: InputCollector, set: string): SignalOptions {
   return {
-    set: (hasSet ? read('set')?.trim() : '') ?? '',
+    set,
     notifyUrl: c.field(() => parseUrl('notify-url', read('notify-url'))),
     webhookUrl: c.field(() => parseUrl('webhook-url', read('webhook-url'))),
     webhookOnSuccess: c.field(() => parseBoolean('webhook-on-success', read('webhook-on-success'), false)),
@@ -118,14 +125,13 @@ export function parseSignals(read: InputReader, c: InputCollector, hasSet: boole
 
 /** The command with the signal inputs: its own inputs are parsed and refused together with them. */
 export function withSignals(command: Command<never>, policy: SendPolicy = defaultPolicy): Command<never> {
-  const hasSet = command.inputs.some((i) => i.name === 'set');
   return {
     ...command,
     inputs: [...command.inputs, ...signalInputs],
     parse(read) {
       const { options, lines } = parseCollecting(() => command.parse(read));
       const c = new InputCollector();
-      const signals = parseSignals(read, c, hasSet);
+      const signals = parseSignals(read, c, setInputOf(command, read));
       try {
         c.finish();
       } catch (error) {
@@ -136,9 +142,7 @@ export function withSignals(command: Command<never>, policy: SendPolicy = defaul
     },
     async execute(options, context) {
       const { signals, ...own } = options as unknown as { signals: SignalOptions };
-      const started = Date.now();
       const run = new Signals(command.name, signals, context.logger, policy);
-      const start = run.start();
       try {
         const ownResult = await command.execute(own as never, context);
         const result = signals.reportUrl
@@ -150,11 +154,11 @@ export function withSignals(command: Command<never>, policy: SendPolicy = defaul
               },
             }
           : ownResult;
-        await run.finish(start, result, undefined, started);
+        await run.finish(result, undefined);
         return result;
       } catch (error) {
         const thrown = context.signal.aborted ? context.signal.reason : error;
-        await run.finish(start, undefined, thrown, started);
+        await run.finish(undefined, thrown);
         throw error;
       }
     },
@@ -166,11 +170,18 @@ class Signals {
   readonly options: SignalOptions;
   readonly logger: Logger;
   readonly policy: SendPolicy;
+  readonly started = Date.now();
+  /** The /start ping, sent (when asked) while the work goes on; the final ping waits for it. */
+  readonly starting: Promise<void>;
   constructor(command: string, options: SignalOptions, logger: Logger, policy: SendPolicy) {
     this.command = command;
     this.options = options;
     this.logger = logger;
     this.policy = policy;
+    const url = options.notifyUrl;
+    this.starting = url
+      ? this.post('notify-url', suffixed(url, '/start'), `${command} started\n`, 'text/plain')
+      : Promise.resolve();
   }
 
   private async post(
@@ -185,14 +196,7 @@ class Signals {
       this.logger.warn(`${input}: not delivered: ${problem}; the command's result is not affected`);
   }
 
-  /** The /start ping, sent while the work goes on (the final ping waits for it). */
-  start(): Promise<void> {
-    const url = this.options.notifyUrl;
-    if (!url) return Promise.resolve();
-    return this.post('notify-url', suffixed(url, '/start'), `${this.command} started\n`, 'text/plain');
-  }
-
-  async finish(start: Promise<void>, result: CommandResult | undefined, error: unknown, started: number) {
+  async finish(result: CommandResult | undefined, error: unknown) {
     const failed =
       error !== undefined ? [messageOf(error)] : result?.failed?.length ? result.failed : undefined;
     const outcome: RunOutcome = {
@@ -202,12 +206,12 @@ class Signals {
       failed,
     };
     const line = statusLine([outcome]);
-    const seconds = (Date.now() - started) / 1000;
+    const seconds = (Date.now() - this.started) / 1000;
     const work: Promise<void>[] = [];
     const { notifyUrl, webhookUrl, metricsFile, pushgatewayUrl } = this.options;
     if (notifyUrl)
       work.push(
-        start.then(() =>
+        this.starting.then(() =>
           this.post(
             'notify-url',
             failed ? suffixed(notifyUrl, '/fail') : notifyUrl,

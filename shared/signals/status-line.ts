@@ -17,6 +17,14 @@ export interface RunOutcome {
   failed?: string[];
 }
 
+/** The `set` input of a command that takes one, as given; '' for a command that takes none. */
+export function setInputOf(
+  command: { inputs: { name: string }[] },
+  read: (name: string) => string | undefined,
+): string {
+  return command.inputs.some((i) => i.name === 'set') ? (read('set')?.trim() ?? '') : '';
+}
+
 /** The word for what each command did: `backup` for every command that takes a backup. */
 const verbs: Record<string, string> = {
   'backup-files': 'backup',
