@@ -7,6 +7,7 @@
  * MariaDB, then times: Lifeboat dump-mysql (zstd, to a folder); `mariadb-dump
  * --single-transaction | gzip`; `| zstd`; a bare `mariadb-dump > /dev/null`; `mydumper -t 2
  * -c`. Then restores into fresh databases: Lifeboat restore (2 connections), `zcat | mariadb`,
+ * `zstd -dc | mariadb`,
  * `myloader -t 2`. Prints seconds, ratios (Lifeboat / peer) and Lifeboat's peak RSS.
  */
 import fs from 'node:fs/promises';
@@ -14,6 +15,7 @@ import path from 'node:path';
 import { startEphemeralServer } from '../shared/mysql/ephemeral.ts';
 import { type Measured, measure } from '../test/harness/measure.ts';
 import { tempDir } from '../test/harness/servers.ts';
+import { recordFigure } from './figures.ts';
 import { generateBench, sqlRunner } from './mysql-data.ts';
 
 const gib = Number(process.argv[2] ?? 1);
@@ -82,6 +84,8 @@ try {
   reset();
   const zcat = await run('zcat | mariadb', sh(`zcat dump.sql.gz | mariadb ${client}`));
   reset();
+  const unzstd = await run('zstd -dc | mariadb', sh(`zstd -dc dump.sql.zst | mariadb ${client}`));
+  reset();
   const myloader = await run(
     'myloader -t 2',
     sh(`myloader --socket ${socket} -u root -d mydumper-out -B bench -t 2 -o`),
@@ -110,12 +114,35 @@ try {
   console.log('\n| what | seconds | Lifeboat / this | Lifeboat peak RSS |');
   console.log('|---|---|---|---|');
   for (const [name, r] of results) {
-    const isDump = !/restore|zcat|myloader/.test(name);
+    const isDump = !/restore|zcat|zstd -dc|myloader/.test(name);
     const ours = isDump ? lifeboat : restore;
     console.log(
       `| ${name} | ${r.seconds.toFixed(1)} | ${r === ours ? '' : ratio(ours, r)} | ${r === ours ? `${mib(r.peakRssBytes)} MiB` : ''} |`,
     );
   }
+  const figure = (key: string, ours: Measured, peer: Measured, what: string) =>
+    recordFigure({
+      key,
+      value: ours.seconds / peer.seconds,
+      unit: 'ratio',
+      detail: `vs ${what}, ${gib} GiB of tables`,
+    });
+  figure('dump-vs-mariadb-dump-zstd', lifeboat, zstd, 'mariadb-dump | zstd -3');
+  figure('dump-vs-mydumper', lifeboat, mydumper, 'mydumper -t 2 -c');
+  figure('restore-vs-myloader', restore, myloader, 'myloader -t 2');
+  figure('restore-vs-zstd-mariadb', restore, unzstd, 'zstd -dc | mariadb');
+  recordFigure({
+    key: 'rss-mysql',
+    value: lifeboat.peakRssBytes / 1024 ** 2,
+    unit: 'MiB',
+    detail: `dump-mysql, ${gib} GiB`,
+  });
+  recordFigure({
+    key: 'rss-mysql',
+    value: restore.peakRssBytes / 1024 ** 2,
+    unit: 'MiB',
+    detail: `restore, ${gib} GiB`,
+  });
   console.log(
     `\ntargets: dump ≤ 0.5× gzip (${ratio(lifeboat, gzip)}), ≤ 1.15× bare (${ratio(lifeboat, bare)}); restore ≤ 0.8× zcat|mysql (${ratio(restore, zcat)}); vs zstd ${ratio(lifeboat, zstd)}, mydumper ${ratio(lifeboat, mydumper)}, myloader ${ratio(restore, myloader)}`,
   );

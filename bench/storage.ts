@@ -6,7 +6,7 @@
  * For each server (a folder, s3rver, fauxqs, Azurite, the GCS emulator; all on 127.0.0.1) it
  * backs up a folder holding one incompressible file with `lifeboat backup-files
  * --compression none` and restores it, and times rclone doing the same copies where it can
- * reach that server. Then the whole pipeline on a folder: Lifeboat zstd (+ age) against
+ * reach that server (and on S3 and Azure with LIFEBOAT_DOWNLOAD_STREAMS=4). Then the whole pipeline on a folder: Lifeboat zstd (+ age) against
  * `tar | zstd -3 (| age)`. Prints MiB/s, ratios (Lifeboat time / peer time) and peak RSS.
  */
 import { spawnSync } from 'node:child_process';
@@ -18,6 +18,7 @@ import { generateIdentity, identityToRecipient } from 'age-encryption';
 import { generated } from '../test/harness/data.ts';
 import { type Measured, measure } from '../test/harness/measure.ts';
 import { storageServers, type TestServer, tempDir } from '../test/harness/servers.ts';
+import { recordFigure } from './figures.ts';
 
 const gib = Number(process.argv[2] ?? 1);
 const bytes = Math.round(gib * 1024 ** 3);
@@ -94,6 +95,15 @@ try {
         server.env,
       );
       await fs.rm(target, { recursive: true, force: true });
+      // Parallel ranged GETs (S3, Azure): LIFEBOAT_DOWNLOAD_STREAMS=4.
+      let downParallel: Measured | undefined;
+      if (server.name !== 'fs' && server.name !== 'gcs') {
+        downParallel = await measure(
+          ['restore', '--storage', server.url, '--set', 'bench', '--target', target],
+          { ...server.env, LIFEBOAT_DOWNLOAD_STREAMS: '4' },
+        );
+        await fs.rm(target, { recursive: true, force: true });
+      }
       const peer = have('rclone') ? rcloneRemote(server) : undefined;
       let peerUp: Measured | undefined;
       let peerDown: Measured | undefined;
@@ -120,6 +130,38 @@ try {
       row('upload', server.name, 'lifeboat', up, peerUp?.code === 0 ? peerUp : undefined);
       if (peerUp?.code === 0) row('upload', server.name, 'rclone', peerUp);
       row('download', server.name, 'lifeboat', down, peerDown?.code === 0 ? peerDown : undefined);
+      if (downParallel)
+        row(
+          'download',
+          server.name,
+          'lifeboat, 4 streams',
+          downParallel,
+          peerDown?.code === 0 ? peerDown : undefined,
+        );
+      for (const [run, streams] of [
+        [down, 1],
+        [downParallel, 4],
+      ] as const) {
+        if (run && peerDown?.code === 0 && server.name !== 'fs')
+          recordFigure({
+            key: 'restore-s3-vs-rclone',
+            value: run.seconds / peerDown.seconds,
+            unit: 'ratio',
+            detail: `${server.name}, ${streams} stream${streams > 1 ? 's' : ''}, ${gib} GiB`,
+          });
+      }
+      recordFigure({
+        key: 'rss-files',
+        value: mib(up.peakRssBytes),
+        unit: 'MiB',
+        detail: `backup to ${server.name}, ${gib} GiB`,
+      });
+      recordFigure({
+        key: 'rss-files',
+        value: mib(down.peakRssBytes),
+        unit: 'MiB',
+        detail: `restore from ${server.name}, ${gib} GiB`,
+      });
       if (peerDown?.code === 0) row('download', server.name, 'rclone', peerDown);
     } finally {
       await server.stop();
@@ -146,6 +188,13 @@ try {
     }
     const what = encrypt ? 'backup zstd+age' : 'backup zstd';
     row(what, 'fs', 'lifeboat', ours, peer?.code === 0 ? peer : undefined);
+    if (peer?.code === 0)
+      recordFigure({
+        key: encrypt ? 'files-age-vs-tar' : 'files-zstd-vs-tar',
+        value: ours.seconds / peer.seconds,
+        unit: 'ratio',
+        detail: `vs ${peerTool}, ${gib} GiB incompressible`,
+      });
     if (peer?.code === 0) row(what, 'fs', peerTool, peer);
   }
 } finally {

@@ -76,7 +76,7 @@ export async function copyArtifact(copy: ArtifactCopy): Promise<void> {
     intervalMs: copy.progressIntervalMs,
   });
   try {
-    const raw = await copy.source.get(key, signal);
+    const raw = await copy.source.get(key, signal, { expectedBytes: artifact.bytes });
     const flowing = pipeline(raw, check, upload, { signal });
     const uploading = copy.target.putStream(key, upload, signal);
     uploading.catch((error) => upload.destroy(error));

@@ -176,7 +176,7 @@ export async function openArtifact(options: ReadArtifactOptions): Promise<Artifa
     }
     stages.push(decryptStream(keys));
   }
-  const raw = await options.storage.get(key, signal);
+  const raw = await options.storage.get(key, signal, { expectedBytes: artifact.bytes });
   const head = new PassThrough({ highWaterMark: chunkBytes });
   const tap = new DigestTap(head);
   const progress = startProgress(options.logger, options.label, () => tap.bytes, {

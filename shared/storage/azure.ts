@@ -18,8 +18,10 @@ import {
 } from './idle.ts';
 import type { StorageTuning } from './open.ts';
 import { type PartPlan, SinkFailure, uploadInParts } from './parts.ts';
+import { changedWhileRead, downloadRanges, rangedDownload, totalOf } from './ranged.ts';
 import {
   type DeleteResult,
+  type GetOptions,
   type IncompleteUpload,
   joinKey,
   type ObjectInfo,
@@ -110,11 +112,13 @@ export class AzureStorage extends StorageWithoutLocks implements Storage {
   private client?: ContainerClient;
   private readonly pageSize: number;
   private readonly idleMs: number;
+  private readonly ranges: ReturnType<typeof downloadRanges>;
 
   constructor(url: string, container: string, prefix: string, env = process.env, tuning: StorageTuning = {}) {
     super();
     this.pageSize = tuning.pageSize ?? 5000;
     this.idleMs = tuning.idleTimeoutMs ?? defaultIdleTimeoutMs;
+    this.ranges = downloadRanges(tuning);
     this.url = url;
     this.prefix = prefix;
     this.containerName = container;
@@ -191,22 +195,46 @@ export class AzureStorage extends StorageWithoutLocks implements Storage {
       .catch((error) => this.fail(error, key));
   }
 
-  async get(key: string, signal?: AbortSignal): Promise<Readable> {
-    const response = await this.container
-      .getBlobClient(this.key(key))
-      .download(0, undefined, { abortSignal: signal, maxRetryRequests: 5 })
-      .catch((error) => this.fail(error, key));
-    const body = response.readableStreamBody as Readable;
-    return translatingErrors(body, (e) => {
-      if (e instanceof StorageError) return e;
-      // The SDK reports a connection dropped half-way as a bare abort of its source stream.
-      const error = stallOf((body as { source?: unknown }).source) ?? e;
+  async get(key: string, signal?: AbortSignal, options?: GetOptions): Promise<Readable> {
+    const blob = this.container.getBlobClient(this.key(key));
+    const broken = (error: unknown) => {
+      if (error instanceof StorageError) return error;
       return new StorageError(
         isStalled(error) ? 'timeout' : 'unreachable',
         `storage ${this.url}: the download of '${key}' broke off: ${(error as Error)?.message ?? error}; check the network and retry`,
         { cause: error },
       );
-    });
+    };
+    return rangedDownload(
+      async ({ start, end, version }, abortSignal) => {
+        const count = end === undefined ? undefined : end - start + 1;
+        const response = await blob
+          .download(start, count, { abortSignal, maxRetryRequests: 5, conditions: { ifMatch: version } })
+          .catch((error) => {
+            if ((error as { statusCode?: number }).statusCode === 412)
+              throw changedWhileRead(this.url, key, error);
+            this.fail(error, key);
+          });
+        const body = response.readableStreamBody as Readable;
+        // The SDK reports a connection dropped half-way as a bare abort of its source stream.
+        const named = translatingErrors(
+          body,
+          (e) => (stallOf((body as { source?: unknown }).source) ?? e) as Error,
+        );
+        return {
+          body: named,
+          size: count === undefined ? response.contentLength : totalOf(response.contentRange),
+          version: response.etag,
+        };
+      },
+      {
+        ...this.ranges,
+        signal,
+        expectedBytes: options?.expectedBytes,
+        transient: (e) => !(e instanceof StorageError),
+        broken,
+      },
+    );
   }
 
   async head(key: string): Promise<ObjectInfo | undefined> {

@@ -1,3 +1,4 @@
+import { UserError } from '../errors.ts';
 import { ForwardingStorage, type Storage } from './storage.ts';
 import { parseStorageUrl, type StorageLocation } from './url.ts';
 
@@ -9,6 +10,27 @@ export interface StorageTuning {
    * retried (30 s by default); tests lower it to prove stalls cost seconds.
    */
   idleTimeoutMs?: number;
+  /** The size of each parallel ranged GET of a download (8 MiB); tests lower it to cross ranges. */
+  rangeBytes?: number;
+  /** Ranged GETs of one artifact at once (S3, Azure): LIFEBOAT_DOWNLOAD_STREAMS, 1 by default. */
+  downloadStreams?: number;
+}
+
+export const maxDownloadStreams = 8;
+
+/**
+ * LIFEBOAT_DOWNLOAD_STREAMS: how many ranged GETs of one artifact a download keeps going
+ * (S3, Azure). 1, the default, is one stream, resumed from the byte reached if it breaks.
+ */
+export function downloadStreamsOf(env: NodeJS.ProcessEnv): number | undefined {
+  const given = env.LIFEBOAT_DOWNLOAD_STREAMS;
+  if (given === undefined || given === '') return undefined;
+  const streams = /^\d+$/.test(given.trim()) ? Number(given.trim()) : Number.NaN;
+  if (!(streams >= 1 && streams <= maxDownloadStreams))
+    throw new UserError(
+      `LIFEBOAT_DOWNLOAD_STREAMS: '${given}' is not accepted; give a whole number from 1 to ${maxDownloadStreams} (ranged GETs of one artifact at once; 1, the default, is one resumable stream)`,
+    );
+  return streams;
 }
 
 /**
@@ -22,6 +44,7 @@ export function openStorage(
   tuning: StorageTuning = {},
 ): Storage {
   const location = parseStorageUrl(input, cwd);
+  tuning = { downloadStreams: downloadStreamsOf(env), ...tuning };
   let loaded: Promise<Storage> | undefined;
   return new ForwardingStorage(location.url, () => {
     loaded ??= load(location, env, tuning);

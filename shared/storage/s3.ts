@@ -22,10 +22,12 @@ import { fromInstanceMetadata } from '@smithy/credential-provider-imds';
 import { defaultIdleTimeoutMs, idleAgents, isStalled, translatingErrors } from './idle.ts';
 import type { StorageTuning } from './open.ts';
 import { SinkFailure } from './parts.ts';
+import { changedWhileRead, downloadRanges, type RangeResponse, rangedDownload, totalOf } from './ranged.ts';
 import { objectLockOf, s3LockFields, uploadToS3 } from './s3-upload.ts';
 import {
   type DeleteOptions,
   type DeleteResult,
+  type GetOptions,
   type IncompleteUpload,
   joinKey,
   type LockMode,
@@ -101,6 +103,7 @@ export class S3Storage implements Storage {
   private readonly prefix: string;
   private readonly client: S3Client;
   private readonly pageSize: number;
+  private readonly ranges: ReturnType<typeof downloadRanges>;
   /** Whether the SDK adds checksums where S3 supports them (real AWS; not custom endpoints). */
   private readonly checksums: boolean;
   /** Whether the bucket keeps versions, asked once (by the first delete of every version). */
@@ -108,6 +111,7 @@ export class S3Storage implements Storage {
 
   constructor(url: string, bucket: string, prefix: string, env = process.env, tuning: StorageTuning = {}) {
     this.pageSize = tuning.pageSize ?? 1000;
+    this.ranges = downloadRanges(tuning);
     this.url = url;
     this.bucket = bucket;
     this.prefix = prefix;
@@ -243,15 +247,48 @@ export class S3Storage implements Storage {
     }
   }
 
-  async get(key: string, signal?: AbortSignal): Promise<Readable> {
+  async get(key: string, signal?: AbortSignal, options?: GetOptions): Promise<Readable> {
+    return rangedDownload(
+      async ({ start, end, version }, abortSignal) => {
+        try {
+          const result = await this.client.send(
+            new GetObjectCommand({
+              Bucket: this.bucket,
+              Key: this.key(key),
+              Range: end === undefined ? undefined : `bytes=${start}-${end}`,
+              IfMatch: version,
+            }),
+            { abortSignal },
+          );
+          return {
+            body: result.Body as Readable,
+            size: end === undefined ? result.ContentLength : totalOf(result.ContentRange),
+            version: result.ETag,
+          };
+        } catch (error) {
+          // An empty object has no byte 0 to range over: read it whole.
+          if (start === 0 && status(error) === 416) return this.getWhole(key, abortSignal);
+          if (status(error) === 412) throw changedWhileRead(this.url, key, error);
+          this.fail(error, key);
+        }
+      },
+      {
+        ...this.ranges,
+        signal,
+        expectedBytes: options?.expectedBytes,
+        transient: (e) => !(e instanceof StorageError),
+        broken: (e) => brokenDownload(e, this.url, key),
+      },
+    );
+  }
+
+  private async getWhole(key: string, abortSignal: AbortSignal): Promise<RangeResponse> {
     try {
       const result = await this.client.send(
         new GetObjectCommand({ Bucket: this.bucket, Key: this.key(key) }),
-        {
-          abortSignal: signal,
-        },
+        { abortSignal },
       );
-      return translatingErrors(result.Body as Readable, (e) => brokenDownload(e, this.url, key));
+      return { body: result.Body as Readable };
     } catch (error) {
       this.fail(error, key);
     }

@@ -31,7 +31,12 @@ export interface Storage {
   checkLocks(mode: LockMode): Promise<void>;
   putStream(key: string, body: Readable, signal?: AbortSignal, options?: PutOptions): Promise<void>;
   putBytes(key: string, body: Uint8Array, options?: PutBytesOptions): Promise<void>;
-  get(key: string, signal?: AbortSignal): Promise<Readable>;
+  /**
+   * The object's bytes as a stream. With `expectedBytes` above one range (an artifact whose
+   * size the manifest gives), S3, Azure and GCS read it in parallel ranged GETs (ranged.ts);
+   * the size is only a hint: the server's own size decides how much is read.
+   */
+  get(key: string, signal?: AbortSignal, options?: GetOptions): Promise<Readable>;
   head(key: string): Promise<ObjectInfo | undefined>;
   /** Every object whose key starts with `prefix`, page by page. */
   list(prefix: string): AsyncIterable<ObjectInfo>;
@@ -59,6 +64,11 @@ export interface Storage {
 }
 
 export type StorageAccess = 'read' | 'write';
+
+export interface GetOptions {
+  /** The size the caller expects (from a manifest); large objects are then read in ranges. */
+  expectedBytes?: number;
+}
 
 export interface PutOptions {
   /** Write the object under this retention lock (see checkLocks). */
@@ -209,8 +219,8 @@ export class ForwardingStorage implements Storage {
   async putBytes(key: string, body: Uint8Array, options?: PutBytesOptions): Promise<void> {
     return (await this.target()).putBytes(key, body, options);
   }
-  async get(key: string, signal?: AbortSignal): Promise<Readable> {
-    return (await this.target()).get(key, signal);
+  async get(key: string, signal?: AbortSignal, options?: GetOptions): Promise<Readable> {
+    return (await this.target()).get(key, signal, options);
   }
   async head(key: string): Promise<ObjectInfo | undefined> {
     return (await this.target()).head(key);

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { UserError } from '../../shared/errors.ts';
+import { downloadStreamsOf, openStorage } from '../../shared/storage/open.ts';
 import { parseStorageUrl } from '../../shared/storage/url.ts';
 
 test('folders and file URLs are the local provider', () => {
@@ -92,4 +93,20 @@ test('a file:// URL with a query or fragment is refused, not read as the folder 
     );
   }
   assert.equal((parseStorageUrl('file:///srv/backups') as { root: string }).root, '/srv/backups');
+});
+
+test('LIFEBOAT_DOWNLOAD_STREAMS: 1 to 8 ranged GETs at once; anything else is refused, naming it', () => {
+  assert.equal(downloadStreamsOf({}), undefined);
+  assert.equal(downloadStreamsOf({ LIFEBOAT_DOWNLOAD_STREAMS: '' }), undefined);
+  assert.equal(downloadStreamsOf({ LIFEBOAT_DOWNLOAD_STREAMS: '1' }), 1);
+  assert.equal(downloadStreamsOf({ LIFEBOAT_DOWNLOAD_STREAMS: ' 8 ' }), 8);
+  for (const bad of ['0', '9', '2.5', 'four', '-1', '1e1']) {
+    assert.throws(
+      () => openStorage('./backups', { LIFEBOAT_DOWNLOAD_STREAMS: bad }),
+      (e: Error) =>
+        e instanceof UserError &&
+        e.message ===
+          `LIFEBOAT_DOWNLOAD_STREAMS: '${bad}' is not accepted; give a whole number from 1 to 8 (ranged GETs of one artifact at once; 1, the default, is one resumable stream)`,
+    );
+  }
 });

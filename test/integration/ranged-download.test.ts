@@ -1,0 +1,230 @@
+/**
+ * Downloads in parallel ranged GETs (shared/storage/ranged.ts) against real servers, with
+ * ranges lowered to 64 KiB so that small objects cross many of them: every byte in order at
+ * every edge size, one broken connection resumed from the byte reached, a connection that
+ * keeps breaking failing in seconds as a named storage error, an object replaced while it
+ * is read refused (where the server honours If-Match), and a reader that gives up stopping
+ * the requests. Three streams (LIFEBOAT_DOWNLOAD_STREAMS) on S3 and Azure; GCS reads one.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { openStorage } from '../../shared/storage/open.ts';
+import { type Storage, StorageError } from '../../shared/storage/storage.ts';
+import { generated, sha256Of } from '../harness/data.ts';
+import { type FaultProxy, startFaultProxy } from '../harness/proxy.ts';
+import {
+  azuriteConnectionString,
+  cephInstalled,
+  startAzurite,
+  startCeph,
+  startFauxqs,
+  startGcs,
+  startS3rver,
+  type TestServer,
+} from '../harness/servers.ts';
+
+const rangeBytes = 64 * 1024;
+const idleTimeoutMs = 1000;
+const limit = { timeout: 120_000 };
+
+interface Cloud {
+  name: string;
+  start: () => Promise<TestServer>;
+  target(server: TestServer): string;
+  via(server: TestServer, proxy: FaultProxy): Record<string, string>;
+  /** The request line of a GET of the object's bytes. */
+  get: RegExp;
+  /** Parallel ranges (S3, Azure); GCS reads one stream, resumed where it broke. */
+  parallel: boolean;
+  /** The server refuses a range of a replaced object (If-Match; GCS: the generation asked for). */
+  honoursIfMatch: boolean;
+  skip?: string;
+}
+
+const s3 = (
+  name: string,
+  start: () => Promise<TestServer>,
+  honoursIfMatch: boolean,
+  skip?: string,
+): Cloud => ({
+  name,
+  start,
+  target: (s) => s.env.AWS_ENDPOINT_URL_S3!,
+  via: (s, p) => ({ ...s.env, AWS_ENDPOINT_URL_S3: p.endpoint }),
+  get: /^GET \S*\.bin\?x-id=GetObject /,
+  parallel: true,
+  honoursIfMatch,
+  skip,
+});
+
+const clouds: Cloud[] = [
+  s3('S3 (s3rver)', startS3rver, false),
+  s3('S3 (fauxqs)', startFauxqs, true),
+  s3('S3 (Ceph RGW)', startCeph, true, cephInstalled ? undefined : 'Ceph radosgw is not installed'),
+  {
+    name: 'Azure (Azurite)',
+    start: startAzurite,
+    target: (s) => /BlobEndpoint=(http:\/\/[^/;]+)/.exec(s.env.AZURE_STORAGE_CONNECTION_STRING!)![1]!,
+    via: (_s, p) => ({ AZURE_STORAGE_CONNECTION_STRING: azuriteConnectionString(p.port) }),
+    get: /^GET \S*\.bin(\?timeout=\d+)? /,
+    parallel: true,
+    honoursIfMatch: true,
+  },
+  {
+    name: 'GCS (emulator)',
+    start: startGcs,
+    target: (s) => s.env.STORAGE_EMULATOR_HOST!,
+    via: (s, p) => ({ ...s.env, STORAGE_EMULATOR_HOST: p.endpoint }),
+    get: /^GET \S*\.bin\?alt=media/,
+    parallel: false,
+    // The emulator keeps one generation and serves it whatever generation is asked for.
+    honoursIfMatch: false,
+  },
+];
+
+for (const cloud of clouds) {
+  describe(`ranged downloads: ${cloud.name}`, { skip: cloud.skip }, () => {
+    let server: TestServer;
+    let proxy: FaultProxy;
+    let storage: Storage;
+    let direct: Storage;
+
+    before(async () => {
+      server = await cloud.start();
+      proxy = await startFaultProxy(cloud.target(server));
+      const tuning = { idleTimeoutMs, rangeBytes, downloadStreams: 3 };
+      storage = openStorage(
+        server.url,
+        { ...process.env, ...cloud.via(server, proxy) },
+        process.cwd(),
+        tuning,
+      );
+      direct = openStorage(server.url, { ...process.env, ...server.env }, process.cwd(), tuning);
+    });
+    after(async () => {
+      await proxy?.stop();
+      await server?.stop();
+    });
+
+    const gets = () => proxy.requests.filter((r) => cloud.get.test(r.line));
+    /** GETs a whole read of `size` bytes takes. */
+    const getsFor = (size: number) => (cloud.parallel ? Math.max(1, Math.ceil(size / rangeBytes)) : 1);
+
+    test('every byte comes back in order, at every edge of a range', limit, async () => {
+      proxy.clear();
+      const sizes = [0, 1, rangeBytes - 1, rangeBytes, rangeBytes + 1, 5 * rangeBytes + 3, 40 * rangeBytes];
+      for (const [i, size] of sizes.entries()) {
+        await direct.putStream(`t/edge-${i}.bin`, generated(size, 10 + i));
+        const before = gets().length;
+        assert.deepEqual(
+          await sha256Of(await storage.get(`t/edge-${i}.bin`, undefined, { expectedBytes: size })),
+          await sha256Of(generated(size, 10 + i)),
+          `${size} bytes`,
+        );
+        const asked = gets().length - before;
+        assert.equal(asked, getsFor(size), `GETs for ${size} bytes`);
+      }
+    });
+
+    test('the expected size is a hint: the server decides how much is read', limit, async () => {
+      proxy.clear();
+      await direct.putStream('t/hinted.bin', generated(3 * rangeBytes, 50));
+      let before = gets().length;
+      const whole = await sha256Of(generated(3 * rangeBytes, 50));
+      const lied = { expectedBytes: 100 * rangeBytes };
+      assert.deepEqual(await sha256Of(await storage.get('t/hinted.bin', undefined, lied)), whole);
+      assert.equal(gets().length - before, getsFor(3 * rangeBytes), 'three ranges, not a hundred');
+      before = gets().length;
+      assert.deepEqual(
+        await sha256Of(await storage.get('t/hinted.bin', undefined, { expectedBytes: 10 })),
+        whole,
+      );
+      assert.deepEqual(await sha256Of(await storage.get('t/hinted.bin')), whole);
+      assert.equal(gets().length - before, 2, 'one plain GET each');
+    });
+
+    test('a connection that breaks once is resumed from the byte reached', limit, async () => {
+      proxy.clear();
+      const size = 12 * rangeBytes + 5;
+      await direct.putStream('t/resumed.bin', generated(size, 20));
+      proxy.add({ match: cloud.get, fault: 'stall-response', afterBytes: 20_000, times: 1 });
+      const before = gets().length;
+      const started = Date.now();
+      assert.deepEqual(
+        await sha256Of(await storage.get('t/resumed.bin', undefined, { expectedBytes: size })),
+        await sha256Of(generated(size, 20)),
+      );
+      assert.ok(Date.now() - started < 20_000);
+      assert.equal(proxy.requests.filter((r) => r.fault === 'stall-response').length, 1);
+      assert.equal(gets().length - before, getsFor(size) + 1, 'one range asked twice');
+    });
+
+    test('one stream (the default) is resumed from the byte reached', limit, async () => {
+      proxy.clear();
+      const single = openStorage(server.url, { ...process.env, ...cloud.via(server, proxy) }, process.cwd(), {
+        idleTimeoutMs,
+        rangeBytes,
+      });
+      const size = 12 * rangeBytes + 5;
+      await direct.putStream('t/single.bin', generated(size, 22));
+      proxy.add({ match: cloud.get, fault: 'stall-response', afterBytes: 300_000, times: 1 });
+      const before = gets().length;
+      assert.deepEqual(
+        await sha256Of(await single.get('t/single.bin', undefined, { expectedBytes: size })),
+        await sha256Of(generated(size, 22)),
+      );
+      assert.equal(gets().length - before, 2, 'one GET, then the rest from the byte reached');
+    });
+
+    test('a connection that keeps breaking fails in seconds as a named storage error', limit, async () => {
+      proxy.clear();
+      const size = 3 * rangeBytes;
+      await direct.putStream('t/broken.bin', generated(size, 21));
+      proxy.add({ match: cloud.get, fault: 'stall-response', afterBytes: 4000 });
+      const started = Date.now();
+      const error = await (async () =>
+        sha256Of(await storage.get('t/broken.bin', undefined, { expectedBytes: size })))().then(
+        () => assert.fail('the download succeeded'),
+        (e: unknown) => e,
+      );
+      assert.ok(error instanceof StorageError, String(error));
+      assert.equal(error.code, 'timeout', error.message);
+      assert.match(error.message, /download of 't\/broken\.bin' broke off.*no progress for 1 s/);
+      assert.ok(Date.now() - started < 30_000, `took ${Date.now() - started} ms`);
+    });
+
+    test('an object replaced while it is read is refused, not spliced', {
+      ...limit,
+      skip: cloud.honoursIfMatch ? undefined : 'the server ignores If-Match',
+    }, async () => {
+      proxy.clear();
+      const size = 200 * rangeBytes;
+      await direct.putStream('t/replaced.bin', generated(size, 30));
+      const body = await storage.get('t/replaced.bin', undefined, { expectedBytes: size });
+      await new Promise((resolve) => body.once('readable', resolve));
+      body.pause();
+      await direct.putStream('t/replaced.bin', generated(size, 31));
+      const error = await sha256Of(body).then(
+        () => assert.fail('the replaced object was read to its end'),
+        (e: unknown) => e,
+      );
+      assert.ok(error instanceof StorageError, String(error));
+      assert.match(error.message, /'t\/replaced\.bin' changed while it was being read/);
+    });
+
+    test('a reader that gives up stops the requests', limit, async () => {
+      proxy.clear();
+      const size = 200 * rangeBytes;
+      await direct.putStream('t/abandoned.bin', generated(size, 40));
+      const before = gets().length;
+      const body = await storage.get('t/abandoned.bin', undefined, { expectedBytes: size });
+      await new Promise((resolve) => body.once('data', resolve));
+      body.destroy();
+      await new Promise((r) => setTimeout(r, 500));
+      const asked = gets().length - before;
+      await new Promise((r) => setTimeout(r, 1000));
+      assert.equal(gets().length - before, asked, 'no GET after the reader gave up');
+      assert.ok(asked <= Math.max(1, getsFor(size) / 2), `${asked} of ${getsFor(size)} GETs asked`);
+    });
+  });
+}
