@@ -41,6 +41,7 @@ import {
   bucketRules,
   type CalendarDuration,
   isZeroDuration,
+  type LocalTime,
   localTime,
   minusCalendar,
 } from './calendar.ts';
@@ -168,32 +169,45 @@ export function planRetention(
   now: Date,
 ): RetentionPlan {
   const list = [...backups].sort(newestFirst);
-  const reasons = list.map(() => new Set<string>());
+  // Sets only for backups a rule names (most of a large set is named by none).
+  const reasons: (Set<string> | undefined)[] = new Array(list.length);
+  const because = (index: number, why: string) => {
+    const set = reasons[index];
+    if (set) set.add(why);
+    else reasons[index] = new Set([why]);
+  };
   const ahead = list.map((b) => isAheadOfClock(b.time, now));
   const latest = list.find((_, i) => !ahead[i])?.time ?? now;
   const zone = policy.timezone;
   const tagLists = [...policy.tags.map((t) => [t]), ...(policy.tagLists ?? []).filter((l) => l.length)];
-  // Local calendar fields, once per backup (time zone conversion is the costly part).
-  const local = list.map((b) => localTime(b.time, zone));
+  // Local calendar fields, once per backup and only where a rule looks (time zone conversion
+  // is the costly part, and the bucket rules stop once they have their backups).
+  const locals: LocalTime[] = new Array(list.length);
+  const local = (index: number) => {
+    locals[index] ??= localTime(list[index]!.time, zone);
+    return locals[index];
+  };
 
   const within = given(policy.within) ? minusCalendar(latest, policy.within, zone).getTime() : undefined;
   const withinExact =
     (policy.withinSeconds ?? 0) > 0 ? latest.getTime() - policy.withinSeconds! * 1000 : undefined;
-  for (const [index, backup] of list.entries()) {
+  for (let index = 0; index < list.length; index++) {
+    const backup = list[index]!;
     const time = backup.time.getTime();
-    if (tagLists.some((l) => l.every((t) => backup.tags.includes(t)))) reasons[index]!.add('tagged');
+    if (tagLists.length > 0 && tagLists.some((l) => l.every((t) => backup.tags.includes(t))))
+      because(index, 'tagged');
     if ((within !== undefined && time > within) || (withinExact !== undefined && time > withinExact))
-      reasons[index]!.add('within');
+      because(index, 'within');
   }
   for (const [key, rule] of countRules) {
     let count = policy[key] as number | undefined;
     if (count === undefined || count === 0) continue;
     let last: number | undefined;
-    for (const index of list.keys()) {
+    for (let index = 0; index < list.length; index++) {
       if (count === 0) break;
-      const bucket = rule === 'last' ? index : bucketOf(rule, local[index]!);
+      const bucket = rule === 'last' ? index : bucketOf(rule, local(index));
       if (bucket !== last || index === list.length - 1) {
-        reasons[index]!.add(bucket === last ? `oldest ${rule}` : rule);
+        because(index, bucket === last ? `oldest ${rule}` : rule);
         last = bucket;
         if (count > 0) count--;
       }
@@ -204,11 +218,11 @@ export function planRetention(
     if (!given(duration)) continue;
     const since = minusCalendar(latest, duration, zone).getTime();
     let last: number | undefined;
-    for (const [index, backup] of list.entries()) {
-      if (backup.time.getTime() <= since) continue;
-      const bucket = bucketOf(rule, local[index]!);
+    for (let index = 0; index < list.length; index++) {
+      if (list[index]!.time.getTime() <= since) break; // newest first: the rest are older still
+      const bucket = bucketOf(rule, local(index));
       if (bucket !== last || index === list.length - 1) {
-        reasons[index]!.add(bucket === last ? `oldest within-${rule}` : `within-${rule}`);
+        because(index, bucket === last ? `oldest within-${rule}` : `within-${rule}`);
         last = bucket;
       }
     }
@@ -217,23 +231,30 @@ export function planRetention(
   // Safety rules, which capacity never overrides. Backups ahead of the clock come last here.
   const safe = list.map(() => false);
   const protect = (index: number, why: string) => {
-    reasons[index]!.add(why);
+    because(index, why);
     safe[index] = true;
   };
-  const order = [...list.keys()].sort((a, b) => Number(ahead[a]) - Number(ahead[b]) || a - b);
+  // Newest first, those ahead of the clock last (stable: the list's own order otherwise).
+  const order = [...list.keys()];
+  if (ahead.some(Boolean)) order.sort((a, b) => Number(ahead[a]) - Number(ahead[b]) || a - b);
   if (order.length > 0) protect(order[0]!, 'newest');
   for (const index of order.slice(0, policy.minKeep)) protect(index, 'min-keep');
   for (const index of order.filter((i) => list[i]!.verified).slice(0, policy.keepVerified))
     protect(index, 'verified');
-  for (const [index, set] of reasons.entries()) if (set.has('tagged')) safe[index] = true;
-  for (const [index, backup] of list.entries())
-    if (backup.lockedUntil && backup.lockedUntil > now) protect(index, 'locked');
+  for (let index = 0; index < list.length; index++) {
+    if (reasons[index]?.has('tagged')) safe[index] = true;
+    const until = list[index]!.lockedUntil;
+    if (until && until > now) protect(index, 'locked');
+  }
 
   // Incremental chains: each backup's parent in `list` (-1: none, or not in the set), and the
   // backups each one needs, nearest first (a cycle a hand-made manifest makes ends the walk).
-  const indexOf = new Map(list.map((b, i) => [b.id, i]));
-  const parentOf = list.map((b) => (b.parent === undefined ? -1 : (indexOf.get(b.parent) ?? -1)));
+  const incremental = list.some((b) => b.parent !== undefined);
+  const indexOf = incremental ? new Map(list.map((b, i) => [b.id, i])) : undefined;
+  const parentOf = list.map((b) => (b.parent === undefined ? -1 : (indexOf!.get(b.parent) ?? -1)));
+  const none: number[] = [];
   const chains = list.map((_, index) => {
+    if (parentOf[index]! < 0) return none;
     const chain: number[] = [];
     const seen = new Set([index]);
     for (let p = parentOf[index]!; p >= 0 && !seen.has(p); p = parentOf[p]!) {
@@ -242,24 +263,27 @@ export function planRetention(
     }
     return chain;
   });
-  for (const [index, chain] of chains.entries()) if (safe[index]) for (const p of chain) safe[p] = true;
+  for (let index = 0; index < list.length; index++)
+    if (safe[index]) for (const p of chains[index]!) safe[p] = true;
   // A backup is kept by a rule of its own (`ruled`), or because `needed` kept ones apply on it.
-  const ruled = reasons.map((r) => r.size > 0);
+  const ruled = Array.from(reasons, (r) => r !== undefined);
   const needed = list.map(() => 0);
-  for (const [index, chain] of chains.entries()) if (ruled[index]) for (const p of chain) needed[p]!++;
+  for (let index = 0; index < list.length; index++)
+    if (ruled[index]) for (const p of chains[index]!) needed[p]!++;
 
   const planned: PlannedBackup[] = list.map((b, i) => {
     const keep = ruled[i]! || needed[i]! > 0;
-    return {
+    const p: PlannedBackup = {
       id: b.id,
       time: b.time.toISOString(),
       bytes: b.bytes,
       keep,
       reasons: [],
-      ...(keep ? {} : { deleteReason: 'policy' as const }),
       aheadOfClock: ahead[i]!,
-      ...(b.lockedUntil && b.lockedUntil > now ? { lockedUntil: b.lockedUntil.toISOString() } : {}),
     };
+    if (!keep) p.deleteReason = 'policy';
+    if (b.lockedUntil && b.lockedUntil > now) p.lockedUntil = b.lockedUntil.toISOString();
+    return p;
   });
 
   let keptBytes = planned.reduce((sum, p) => sum + (p.keep ? p.bytes : 0), 0);
@@ -292,16 +316,16 @@ export function planRetention(
   }
   // The reasons, now that what is kept is known: a parent names its newest kept child.
   const parentReason: (string | undefined)[] = list.map(() => undefined);
-  for (const [index, p] of parentOf.entries()) {
+  for (let index = 0; index < list.length; index++) {
+    const p = parentOf[index]!;
     if (p >= 0 && p !== index && planned[index]!.keep && planned[p]!.keep && parentReason[p] === undefined)
       parentReason[p] = `parent of ${list[index]!.id}`;
   }
-  for (const [index, p] of planned.entries()) {
+  for (let index = 0; index < planned.length; index++) {
+    const p = planned[index]!;
     if (!p.keep) continue;
-    p.reasons = [
-      ...(ruled[index] ? reasons[index]! : []),
-      ...(parentReason[index] ? [parentReason[index]] : []),
-    ];
+    const parent = parentReason[index];
+    p.reasons = [...((ruled[index] && reasons[index]) || []), ...(parent ? [parent] : [])];
   }
 
   const plannedOrphans = orphans

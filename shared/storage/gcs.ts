@@ -8,14 +8,7 @@ import {
   type StorageOptions,
 } from '@google-cloud/storage';
 import * as teenyAgents from 'teeny-request/build/src/agents.js';
-import {
-  defaultIdleTimeoutMs,
-  idleAgents,
-  isStalled,
-  proxyConfigured,
-  stallOf,
-  translatingErrors,
-} from './idle.ts';
+import { defaultIdleTimeoutMs, idleAgents, isStalled, proxyConfigured, stallOf } from './idle.ts';
 import type { StorageTuning } from './open.ts';
 import { changedWhileRead, downloadRanges, rangedDownload } from './ranged.ts';
 import {

@@ -19,7 +19,7 @@ import {
 import { fromIni } from '@aws-sdk/credential-provider-ini';
 import { fromTokenFile } from '@aws-sdk/credential-provider-web-identity';
 import { fromInstanceMetadata } from '@smithy/credential-provider-imds';
-import { defaultIdleTimeoutMs, idleAgents, isStalled, translatingErrors } from './idle.ts';
+import { defaultIdleTimeoutMs, idleAgents, isStalled } from './idle.ts';
 import type { StorageTuning } from './open.ts';
 import { SinkFailure } from './parts.ts';
 import { changedWhileRead, downloadRanges, type RangeResponse, rangedDownload, totalOf } from './ranged.ts';
