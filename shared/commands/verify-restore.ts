@@ -222,7 +222,7 @@ async function finish(
       uri: report.uri,
       passed: String(report.passed),
       report: reportFile,
-      'rto-seconds': report.restoreSeconds === null ? '' : report.restoreSeconds.toFixed(1),
+      'rto-seconds': report.restoreSeconds === null ? '' : report.restoreSeconds.toFixed(3),
       'rpo-seconds': String(report.ageSeconds),
       result: JSON.stringify(written),
     },

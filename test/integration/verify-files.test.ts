@@ -153,7 +153,7 @@ describe('the passing drill', () => {
 
   test('RTO and RPO are reported', () => {
     assert.ok(run.report.restoreSeconds !== null && run.report.restoreSeconds > 0);
-    assert.equal(run.result.outputs['rto-seconds'], run.report.restoreSeconds.toFixed(1));
+    assert.equal(run.result.outputs['rto-seconds'], run.report.restoreSeconds.toFixed(3));
     assert.ok(run.report.ageSeconds < 3600);
     assert.equal(run.report.kind, 'files');
   });

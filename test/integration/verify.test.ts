@@ -163,7 +163,7 @@ describe('the passing drill', () => {
     const { report, result } = run;
     assert.ok(report.restoreSeconds !== null && report.restoreSeconds > 0);
     assert.ok(report.ageSeconds >= 0 && report.ageSeconds < 3600);
-    assert.equal(result.outputs['rto-seconds'], report.restoreSeconds.toFixed(1));
+    assert.equal(result.outputs['rto-seconds'], report.restoreSeconds.toFixed(3));
     assert.equal(result.outputs['rpo-seconds'], String(report.ageSeconds));
     assert.deepEqual(Object.keys(report.timings), ['environment', 'restore', 'checks', 'teardown']);
     assert.equal(report.backupId, manifest.id);
