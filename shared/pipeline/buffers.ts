@@ -13,11 +13,17 @@ export const chunkBytes = 256 * 1024;
 export class Coalescer extends Transform {
   private parts: Buffer[] = [];
   private size = 0;
+  private readonly target: number;
+
+  constructor(target = chunkBytes) {
+    super();
+    this.target = target;
+  }
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, done: TransformCallback): void {
     this.parts.push(chunk);
     this.size += chunk.length;
-    if (this.size >= chunkBytes) this.flushParts();
+    if (this.size >= this.target) this.flushParts();
     done();
   }
 
