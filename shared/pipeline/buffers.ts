@@ -7,8 +7,9 @@ import { Transform, type TransformCallback } from 'node:stream';
 export const chunkBytes = 256 * 1024;
 
 /**
- * Gathers many small writes (an archive of small entries) into chunks of about `chunkBytes`,
- * so the compressor works on large buffers instead of allocating one per small write.
+ * Gathers small writes (an archive of small entries, a dump's pipe reads) into chunks of
+ * about `target` bytes (`chunkBytes`), so the compressor works on large buffers instead of
+ * paying per small write; a write that is large already passes as it is.
  */
 export class Coalescer extends Transform {
   private parts: Buffer[] = [];
@@ -21,9 +22,15 @@ export class Coalescer extends Transform {
   }
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, done: TransformCallback): void {
-    this.parts.push(chunk);
-    this.size += chunk.length;
-    if (this.size >= this.target) this.flushParts();
+    if (chunk.length >= this.target) {
+      // Large already (a file's read): passed on as it is, not copied.
+      this.flushParts();
+      this.push(chunk);
+    } else {
+      this.parts.push(chunk);
+      this.size += chunk.length;
+      if (this.size >= this.target) this.flushParts();
+    }
     done();
   }
 
