@@ -3,7 +3,7 @@ import { pipeline } from 'node:stream/promises';
 import type { Artifact } from '../catalog/manifest.ts';
 import { UserError } from '../errors.ts';
 import type { Storage } from '../storage/storage.ts';
-import { chunkBytes, Coalescer } from './buffers.ts';
+import { Coalescer, chunkBytes } from './buffers.ts';
 import { type Compression, compressionSuffix, compressStream, decompressStream } from './compression.ts';
 import { Counter, Digest, DigestTap } from './digest.ts';
 import { type DecryptionKeys, decryptStream, type EncryptionKeys, encryptStream } from './encryption.ts';

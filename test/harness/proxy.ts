@@ -5,6 +5,9 @@
  * does) or resets it (TCP RST). Nothing of the server or of the client is mocked.
  */
 import net from 'node:net';
+import { openStorage, type StorageTuning } from '../../shared/storage/open.ts';
+import type { Storage } from '../../shared/storage/storage.ts';
+import type { TestServer } from './servers.ts';
 
 /**
  * stall: the request is not forwarded and nothing comes back. reset: the connection is reset
@@ -135,6 +138,46 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
     async stop() {
       for (const s of sockets) s.destroy();
       await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+/** A real server behind a fault proxy, opened twice: through the proxy, and directly. */
+export interface ProxiedStorage {
+  server: TestServer;
+  proxy: FaultProxy;
+  /** Lifeboat's storage through the proxy. */
+  storage: Storage;
+  /** The same storage, not through the proxy (to set up and check). */
+  direct: Storage;
+  stop(): Promise<void>;
+}
+
+/** How to put a proxy in front of one kind of server. */
+export interface ProxiedServer {
+  start: () => Promise<TestServer>;
+  /** The server's address, for the proxy. */
+  target(server: TestServer): string;
+  /** The environment that sends Lifeboat through the proxy instead. */
+  via(server: TestServer, proxy: FaultProxy): Record<string, string>;
+}
+
+/** Starts `kind`'s server and a fault proxy in front of it, and opens both storages with `tuning`. */
+export async function startProxied(kind: ProxiedServer, tuning: StorageTuning): Promise<ProxiedStorage> {
+  const server = await kind.start();
+  const proxy = await startFaultProxy(kind.target(server)).catch(async (error) => {
+    await server.stop();
+    throw error;
+  });
+  const env = (extra: Record<string, string>) => ({ ...process.env, ...extra });
+  return {
+    server,
+    proxy,
+    storage: openStorage(server.url, env(kind.via(server, proxy)), process.cwd(), tuning),
+    direct: openStorage(server.url, env(server.env), process.cwd(), tuning),
+    async stop() {
+      await proxy.stop();
+      await server.stop();
     },
   };
 }

@@ -11,7 +11,7 @@ import { after, before, describe, test } from 'node:test';
 import { openStorage } from '../../shared/storage/open.ts';
 import { type Storage, StorageError } from '../../shared/storage/storage.ts';
 import { generated, sha256Of } from '../harness/data.ts';
-import { type FaultProxy, startFaultProxy } from '../harness/proxy.ts';
+import { type FaultProxy, type ProxiedServer, type ProxiedStorage, startProxied } from '../harness/proxy.ts';
 import {
   azuriteConnectionString,
   cephInstalled,
@@ -27,11 +27,8 @@ const rangeBytes = 64 * 1024;
 const idleTimeoutMs = 1000;
 const limit = { timeout: 120_000 };
 
-interface Cloud {
+interface Cloud extends ProxiedServer {
   name: string;
-  start: () => Promise<TestServer>;
-  target(server: TestServer): string;
-  via(server: TestServer, proxy: FaultProxy): Record<string, string>;
   /** The request line of a GET of the object's bytes. */
   get: RegExp;
   /** Parallel ranges (S3, Azure); GCS reads one stream, resumed where it broke. */
@@ -88,23 +85,13 @@ for (const cloud of clouds) {
     let proxy: FaultProxy;
     let storage: Storage;
     let direct: Storage;
+    let proxied: ProxiedStorage;
 
     before(async () => {
-      server = await cloud.start();
-      proxy = await startFaultProxy(cloud.target(server));
-      const tuning = { idleTimeoutMs, rangeBytes, downloadStreams: 3 };
-      storage = openStorage(
-        server.url,
-        { ...process.env, ...cloud.via(server, proxy) },
-        process.cwd(),
-        tuning,
-      );
-      direct = openStorage(server.url, { ...process.env, ...server.env }, process.cwd(), tuning);
+      proxied = await startProxied(cloud, { idleTimeoutMs, rangeBytes, downloadStreams: 3 });
+      ({ server, proxy, storage, direct } = proxied);
     });
-    after(async () => {
-      await proxy?.stop();
-      await server?.stop();
-    });
+    after(() => proxied?.stop());
 
     const gets = () => proxy.requests.filter((r) => cloud.get.test(r.line));
     /** GETs a whole read of `size` bytes takes. */

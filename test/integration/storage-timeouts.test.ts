@@ -7,29 +7,17 @@
 import assert from 'node:assert/strict';
 import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
-import { openStorage } from '../../shared/storage/open.ts';
 import { type Storage, StorageError } from '../../shared/storage/storage.ts';
 import { generated, sha256Of } from '../harness/data.ts';
-import { type FaultProxy, startFaultProxy } from '../harness/proxy.ts';
-import {
-  azuriteConnectionString,
-  startAzurite,
-  startFauxqs,
-  startGcs,
-  type TestServer,
-} from '../harness/servers.ts';
+import { type FaultProxy, type ProxiedServer, type ProxiedStorage, startProxied } from '../harness/proxy.ts';
+import { azuriteConnectionString, startAzurite, startFauxqs, startGcs } from '../harness/servers.ts';
 
 const idleTimeoutMs = 1000;
 /** Each test's own limit: without timeouts these tests wait forever on the stalled connection. */
 const limit = { timeout: 90_000 };
 
-interface Cloud {
+interface Cloud extends ProxiedServer {
   name: string;
-  start: () => Promise<TestServer>;
-  /** The server's address, for the proxy. */
-  target(server: TestServer): string;
-  /** The environment that sends Lifeboat through the proxy instead. */
-  via(server: TestServer, proxy: FaultProxy): Record<string, string>;
   /** The request line of a data part of a streamed upload (undefined: one request for the stream). */
   part?: RegExp;
 }
@@ -77,27 +65,16 @@ async function rejectsWithin(
 
 for (const cloud of clouds) {
   describe(`no request waits forever: ${cloud.name}`, () => {
-    let server: TestServer;
     let proxy: FaultProxy;
     let storage: Storage;
     let direct: Storage;
+    let proxied: ProxiedStorage;
 
     before(async () => {
-      server = await cloud.start();
-      proxy = await startFaultProxy(cloud.target(server));
-      const tuning = { idleTimeoutMs };
-      storage = openStorage(
-        server.url,
-        { ...process.env, ...cloud.via(server, proxy) },
-        process.cwd(),
-        tuning,
-      );
-      direct = openStorage(server.url, { ...process.env, ...server.env }, process.cwd(), tuning);
+      proxied = await startProxied(cloud, { idleTimeoutMs });
+      ({ proxy, storage, direct } = proxied);
     });
-    after(async () => {
-      await proxy.stop();
-      await server.stop();
-    });
+    after(() => proxied?.stop());
 
     test(
       'a request that stalls once is dropped after the no-progress timeout and retried',
