@@ -18,7 +18,7 @@ import {
 } from './idle.ts';
 import type { StorageTuning } from './open.ts';
 import { type PartPlan, SinkFailure, uploadInParts } from './parts.ts';
-import { changedWhileRead, downloadRanges, rangedDownload, totalOf } from './ranged.ts';
+import { brokenDownload, changedWhileRead, downloadRanges, rangedDownload, totalOf } from './ranged.ts';
 import {
   type DeleteResult,
   type GetOptions,
@@ -197,14 +197,6 @@ export class AzureStorage extends StorageWithoutLocks implements Storage {
 
   async get(key: string, signal?: AbortSignal, options?: GetOptions): Promise<Readable> {
     const blob = this.container.getBlobClient(this.key(key));
-    const broken = (error: unknown) => {
-      if (error instanceof StorageError) return error;
-      return new StorageError(
-        isStalled(error) ? 'timeout' : 'unreachable',
-        `storage ${this.url}: the download of '${key}' broke off: ${(error as Error)?.message ?? error}; check the network and retry`,
-        { cause: error },
-      );
-    };
     return rangedDownload(
       async ({ start, end, version }, abortSignal) => {
         const count = end === undefined ? undefined : end - start + 1;
@@ -231,8 +223,7 @@ export class AzureStorage extends StorageWithoutLocks implements Storage {
         ...this.ranges,
         signal,
         expectedBytes: options?.expectedBytes,
-        transient: (e) => !(e instanceof StorageError),
-        broken,
+        broken: (e) => brokenDownload(e, this.url, key),
       },
     );
   }

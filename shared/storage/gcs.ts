@@ -10,7 +10,7 @@ import {
 import * as teenyAgents from 'teeny-request/build/src/agents.js';
 import { defaultIdleTimeoutMs, idleAgents, isStalled, proxyConfigured, stallOf } from './idle.ts';
 import type { StorageTuning } from './open.ts';
-import { changedWhileRead, downloadRanges, rangedDownload } from './ranged.ts';
+import { brokenDownload, changedWhileRead, downloadRanges, rangedDownload } from './ranged.ts';
 import {
   type DeleteResult,
   forEachLimit,
@@ -210,13 +210,8 @@ export class GcsStorage extends StorageWithoutLocks implements Storage {
         ...this.ranges,
         signal,
         expectedBytes: options?.expectedBytes,
-        transient: (e) => !(e instanceof StorageError),
-        broken: (e) =>
-          new StorageError(
-            isStalled(e) || /timeout/i.test((e as Error)?.message ?? '') ? 'timeout' : 'unreachable',
-            `storage ${this.url}: the download of '${key}' broke off: ${(e as Error)?.message ?? e}; check the network and retry`,
-            { cause: e },
-          ),
+        // The SDK reports its own request timeouts only in words.
+        broken: (e) => brokenDownload(e, this.url, key, /timeout/i.test((e as Error)?.message ?? '')),
       },
     );
   }

@@ -1,12 +1,15 @@
 import { Readable } from 'node:stream';
-import { translatingErrors } from './idle.ts';
+import { isStalled, translatingErrors } from './idle.ts';
 import type { StorageTuning } from './open.ts';
 import { StorageError } from './storage.ts';
 
 /** What one ranged GET returned. */
 export interface RangeResponse {
   body: Readable;
-  /** The object's whole size, from Content-Range (undefined: the server ignored the range). */
+  /**
+   * The object's whole size (Content-Range of a range, Content-Length of a whole GET);
+   * undefined when the response does not say, and then a broken read cannot be resumed.
+   */
   size?: number;
   /** What pins later ranges to this version of the object (an ETag), if the provider gives one. */
   version?: string;
@@ -29,8 +32,11 @@ export interface RangedOptions {
   concurrency: number;
   /** Extra attempts for one range that broke off (a reset connection, a stall), before the download fails. */
   retries: number;
-  /** Whether an error is worth another attempt of the same range. */
-  transient: (error: unknown) => boolean;
+  /**
+   * Whether an error is worth another attempt of the same range: by default any error but a
+   * StorageError (what the provider's request failed with after its own retries, or a refusal).
+   */
+  transient?: (error: unknown) => boolean;
   /** The error a download that could not be read becomes. */
   broken: (error: unknown) => Error;
   signal?: AbortSignal;
@@ -163,7 +169,7 @@ class ShortRange extends Error {
   override name = 'ShortRange';
 }
 
-function retryable(error: unknown, transient: (error: unknown) => boolean): boolean {
+function retryable(error: unknown, transient = (e: unknown) => !(e instanceof StorageError)): boolean {
   return error instanceof ShortRange || transient(error);
 }
 
@@ -199,6 +205,17 @@ export function downloadRanges(
 export function totalOf(contentRange: string | undefined): number | undefined {
   const total = contentRange?.match(/\/(\d+)\s*$/)?.[1];
   return total === undefined ? undefined : Number(total);
+}
+
+/** A download that broke off part-way (a reset or a stalled connection; `timedOut` as the provider says). */
+export function brokenDownload(error: unknown, url: string, key: string, timedOut = false): StorageError {
+  if (error instanceof StorageError) return error;
+  const detail = (error as Error)?.message ?? String(error);
+  return new StorageError(
+    timedOut || isStalled(error) ? 'timeout' : 'unreachable',
+    `storage ${url}: the download of '${key}' broke off: ${detail}; check the network and retry`,
+    { cause: error },
+  );
 }
 
 /** A later range refused because the object is no longer the one the first range read. */

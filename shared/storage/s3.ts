@@ -22,7 +22,14 @@ import { fromInstanceMetadata } from '@smithy/credential-provider-imds';
 import { defaultIdleTimeoutMs, idleAgents, isStalled } from './idle.ts';
 import type { StorageTuning } from './open.ts';
 import { SinkFailure } from './parts.ts';
-import { changedWhileRead, downloadRanges, type RangeResponse, rangedDownload, totalOf } from './ranged.ts';
+import {
+  brokenDownload,
+  changedWhileRead,
+  downloadRanges,
+  type RangeResponse,
+  rangedDownload,
+  totalOf,
+} from './ranged.ts';
 import { objectLockOf, s3LockFields, uploadToS3 } from './s3-upload.ts';
 import {
   type DeleteOptions,
@@ -276,7 +283,6 @@ export class S3Storage implements Storage {
         ...this.ranges,
         signal,
         expectedBytes: options?.expectedBytes,
-        transient: (e) => !(e instanceof StorageError),
         broken: (e) => brokenDownload(e, this.url, key),
       },
     );
@@ -525,17 +531,6 @@ export class S3Storage implements Storage {
       }
     }
   }
-}
-
-/** A download that broke off part-way (a reset or a stalled connection). */
-export function brokenDownload(error: unknown, url: string, key: string): StorageError {
-  if (error instanceof StorageError) return error;
-  const detail = (error as Error)?.message ?? String(error);
-  return new StorageError(
-    isStalled(error) ? 'timeout' : 'unreachable',
-    `storage ${url}: the download of '${key}' broke off: ${detail}; check the network and retry`,
-    { cause: error },
-  );
 }
 
 function status(error: unknown): number | undefined {

@@ -32,9 +32,10 @@ export interface Storage {
   putStream(key: string, body: Readable, signal?: AbortSignal, options?: PutOptions): Promise<void>;
   putBytes(key: string, body: Uint8Array, options?: PutBytesOptions): Promise<void>;
   /**
-   * The object's bytes as a stream. With `expectedBytes` above one range (an artifact whose
-   * size the manifest gives), S3, Azure and GCS read it in parallel ranged GETs (ranged.ts);
-   * the size is only a hint: the server's own size decides how much is read.
+   * The object's bytes as a stream; S3, Azure and GCS resume a broken read from the byte
+   * reached (ranged.ts). With `expectedBytes` above one range (an artifact whose size the
+   * manifest gives) and LIFEBOAT_DOWNLOAD_STREAMS above 1, S3 and Azure read it in parallel
+   * ranged GETs; the size is only a hint: the server's own size decides how much is read.
    */
   get(key: string, signal?: AbortSignal, options?: GetOptions): Promise<Readable>;
   head(key: string): Promise<ObjectInfo | undefined>;
@@ -66,7 +67,7 @@ export interface Storage {
 export type StorageAccess = 'read' | 'write';
 
 export interface GetOptions {
-  /** The size the caller expects (from a manifest); large objects are then read in ranges. */
+  /** The size the caller expects (from a manifest): large objects may be read in parallel ranges. */
   expectedBytes?: number;
 }
 

@@ -7,7 +7,7 @@
 import net from 'node:net';
 import { openStorage, type StorageTuning } from '../../shared/storage/open.ts';
 import type { Storage } from '../../shared/storage/storage.ts';
-import type { TestServer } from './servers.ts';
+import { azuriteConnectionString, startAzurite, startGcs, type TestServer } from './servers.ts';
 
 /**
  * stall: the request is not forwarded and nothing comes back. reset: the connection is reset
@@ -161,6 +161,25 @@ export interface ProxiedServer {
   /** The environment that sends Lifeboat through the proxy instead. */
   via(server: TestServer, proxy: FaultProxy): Record<string, string>;
 }
+
+/** An S3 server (s3rver, fauxqs, Ceph RGW) behind the proxy. */
+export const proxiedS3 = (start: () => Promise<TestServer>): ProxiedServer => ({
+  start,
+  target: (s) => s.env.AWS_ENDPOINT_URL_S3!,
+  via: (s, p) => ({ ...s.env, AWS_ENDPOINT_URL_S3: p.endpoint }),
+});
+
+export const proxiedAzurite: ProxiedServer = {
+  start: startAzurite,
+  target: (s) => /BlobEndpoint=(http:\/\/[^/;]+)/.exec(s.env.AZURE_STORAGE_CONNECTION_STRING!)![1]!,
+  via: (_s, p) => ({ AZURE_STORAGE_CONNECTION_STRING: azuriteConnectionString(p.port) }),
+};
+
+export const proxiedGcs: ProxiedServer = {
+  start: startGcs,
+  target: (s) => s.env.STORAGE_EMULATOR_HOST!,
+  via: (s, p) => ({ ...s.env, STORAGE_EMULATOR_HOST: p.endpoint }),
+};
 
 /** Starts `kind`'s server and a fault proxy in front of it, and opens both storages with `tuning`. */
 export async function startProxied(kind: ProxiedServer, tuning: StorageTuning): Promise<ProxiedStorage> {

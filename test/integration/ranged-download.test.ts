@@ -11,17 +11,16 @@ import { after, before, describe, test } from 'node:test';
 import { openStorage } from '../../shared/storage/open.ts';
 import { type Storage, StorageError } from '../../shared/storage/storage.ts';
 import { generated, sha256Of } from '../harness/data.ts';
-import { type FaultProxy, type ProxiedServer, type ProxiedStorage, startProxied } from '../harness/proxy.ts';
 import {
-  azuriteConnectionString,
-  cephInstalled,
-  startAzurite,
-  startCeph,
-  startFauxqs,
-  startGcs,
-  startS3rver,
-  type TestServer,
-} from '../harness/servers.ts';
+  type FaultProxy,
+  type ProxiedServer,
+  type ProxiedStorage,
+  proxiedAzurite,
+  proxiedGcs,
+  proxiedS3,
+  startProxied,
+} from '../harness/proxy.ts';
+import { cephInstalled, startCeph, startFauxqs, startS3rver, type TestServer } from '../harness/servers.ts';
 
 const rangeBytes = 64 * 1024;
 const idleTimeoutMs = 1000;
@@ -45,9 +44,7 @@ const s3 = (
   skip?: string,
 ): Cloud => ({
   name,
-  start,
-  target: (s) => s.env.AWS_ENDPOINT_URL_S3!,
-  via: (s, p) => ({ ...s.env, AWS_ENDPOINT_URL_S3: p.endpoint }),
+  ...proxiedS3(start),
   get: /^GET \S*\.bin\?x-id=GetObject /,
   parallel: true,
   honoursIfMatch,
@@ -60,18 +57,14 @@ const clouds: Cloud[] = [
   s3('S3 (Ceph RGW)', startCeph, true, cephInstalled ? undefined : 'Ceph radosgw is not installed'),
   {
     name: 'Azure (Azurite)',
-    start: startAzurite,
-    target: (s) => /BlobEndpoint=(http:\/\/[^/;]+)/.exec(s.env.AZURE_STORAGE_CONNECTION_STRING!)![1]!,
-    via: (_s, p) => ({ AZURE_STORAGE_CONNECTION_STRING: azuriteConnectionString(p.port) }),
+    ...proxiedAzurite,
     get: /^GET \S*\.bin(\?timeout=\d+)? /,
     parallel: true,
     honoursIfMatch: true,
   },
   {
     name: 'GCS (emulator)',
-    start: startGcs,
-    target: (s) => s.env.STORAGE_EMULATOR_HOST!,
-    via: (s, p) => ({ ...s.env, STORAGE_EMULATOR_HOST: p.endpoint }),
+    ...proxiedGcs,
     get: /^GET \S*\.bin\?alt=media/,
     parallel: false,
     // The emulator keeps one generation and serves it whatever generation is asked for.

@@ -9,8 +9,16 @@ import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { type Storage, StorageError } from '../../shared/storage/storage.ts';
 import { generated, sha256Of } from '../harness/data.ts';
-import { type FaultProxy, type ProxiedServer, type ProxiedStorage, startProxied } from '../harness/proxy.ts';
-import { azuriteConnectionString, startAzurite, startFauxqs, startGcs } from '../harness/servers.ts';
+import {
+  type FaultProxy,
+  type ProxiedServer,
+  type ProxiedStorage,
+  proxiedAzurite,
+  proxiedGcs,
+  proxiedS3,
+  startProxied,
+} from '../harness/proxy.ts';
+import { startFauxqs } from '../harness/servers.ts';
 
 const idleTimeoutMs = 1000;
 /** Each test's own limit: without timeouts these tests wait forever on the stalled connection. */
@@ -25,23 +33,17 @@ interface Cloud extends ProxiedServer {
 const clouds: Cloud[] = [
   {
     name: 'S3 (fauxqs)',
-    start: startFauxqs,
-    target: (s) => s.env.AWS_ENDPOINT_URL_S3!,
-    via: (s, p) => ({ ...s.env, AWS_ENDPOINT_URL_S3: p.endpoint }),
+    ...proxiedS3(startFauxqs),
     part: /^PUT \S*partNumber=2&/,
   },
   {
     name: 'Azure (Azurite)',
-    start: startAzurite,
-    target: (s) => /BlobEndpoint=(http:\/\/[^/;]+)/.exec(s.env.AZURE_STORAGE_CONNECTION_STRING!)![1]!,
-    via: (_s, p) => ({ AZURE_STORAGE_CONNECTION_STRING: azuriteConnectionString(p.port) }),
+    ...proxiedAzurite,
     part: /^PUT \S*comp=block&/,
   },
   {
     name: 'GCS (emulator)',
-    start: startGcs,
-    target: (s) => s.env.STORAGE_EMULATOR_HOST!,
-    via: (s, p) => ({ ...s.env, STORAGE_EMULATOR_HOST: p.endpoint }),
+    ...proxiedGcs,
   },
 ];
 
