@@ -7,9 +7,17 @@
  * the requests. Three streams (LIFEBOAT_DOWNLOAD_STREAMS) on S3 and Azure; GCS reads one.
  */
 import assert from 'node:assert/strict';
+import { createWriteStream } from 'node:fs';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
 import { after, before, describe, test } from 'node:test';
+import { restoreFiles } from '../../shared/files/restore.ts';
+import { IntegrityError } from '../../shared/pipeline/artifact.ts';
+import { silentLogger } from '../../shared/pipeline/progress.ts';
 import { openStorage } from '../../shared/storage/open.ts';
 import { type Storage, StorageError } from '../../shared/storage/storage.ts';
+import { backupFolder } from '../harness/catalog.ts';
 import { generated, sha256Of } from '../harness/data.ts';
 import {
   type FaultProxy,
@@ -20,7 +28,14 @@ import {
   proxiedS3,
   startProxied,
 } from '../harness/proxy.ts';
-import { cephInstalled, startCeph, startFauxqs, startS3rver, type TestServer } from '../harness/servers.ts';
+import {
+  cephInstalled,
+  startCeph,
+  startFauxqs,
+  startS3rver,
+  type TestServer,
+  tempDir,
+} from '../harness/servers.ts';
 
 const rangeBytes = 64 * 1024;
 const idleTimeoutMs = 1000;
@@ -206,5 +221,56 @@ for (const cloud of clouds) {
       assert.equal(gets().length - before, asked, 'no GET after the reader gave up');
       assert.ok(asked <= Math.max(1, getsFor(size) / 2), `${asked} of ${getsFor(size)} GETs asked`);
     });
+
+    test(
+      'a crafted backup whose manifest lies about its size (the sha256 left matching) is refused, nothing restored',
+      limit,
+      async () => {
+        const work = await tempDir('ranged-hostile');
+        try {
+          const source = path.join(work, 'source');
+          await fs.mkdir(source);
+          await pipeline(
+            generated(5 * rangeBytes + 11, 60),
+            createWriteStream(path.join(source, 'data.bin')),
+          );
+          const set = `hostile-${cloud.name.replace(/\W+/g, '-')}`;
+          const real = await backupFolder({ storage: direct, set, source });
+          const stored = real.artifacts[0]!;
+          for (const claimed of [stored.bytes * 100, 1]) {
+            // The bucket owner rewrites the manifest: the size lies, the sha256 is the stored bytes'.
+            const manifest = structuredClone(real);
+            manifest.artifacts[0]!.bytes = claimed;
+            const target = path.join(work, `restored-${claimed}`);
+            const before = gets().length;
+            await assert.rejects(
+              restoreFiles({
+                storage,
+                manifest,
+                target,
+                overwrite: false,
+                dryRun: false,
+                logger: silentLogger,
+              }),
+              (error: unknown) =>
+                error instanceof IntegrityError &&
+                error.message.includes(
+                  `stored artifact has ${stored.bytes} bytes, the manifest records ${claimed}`,
+                ),
+            );
+            const asked = gets().length - before;
+            // Only what the server holds is read: a huge claim does not become a hundred ranges.
+            assert.ok(asked <= getsFor(stored.bytes), `${asked} GETs for ${stored.bytes} stored bytes`);
+            assert.deepEqual(
+              (await fs.readdir(work)).sort(),
+              ['source'],
+              'no target and no staging folder left',
+            );
+          }
+        } finally {
+          await fs.rm(work, { recursive: true, force: true });
+        }
+      },
+    );
   });
 }
