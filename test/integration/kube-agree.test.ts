@@ -485,8 +485,10 @@ const scenarios: Scenario[] = [
         ],
         dup: brief(dup, names),
         dupPort: brief(dupPort, { ...names, newPort }),
-        low: brief(low, names),
-        far: brief(far, names),
+        // Only values the test sent and the server's fixed ranges: nothing allocated to mask (an
+        // allocated node port of 30000 would otherwise mask the range's own first port).
+        low: brief(low),
+        far: brief(far),
         headless: [headless.code, headless.body.spec?.clusterIPs],
       };
     },
